@@ -1,0 +1,3 @@
+//! The fleet health broker.
+
+pub mod mqtt;

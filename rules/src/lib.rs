@@ -1,0 +1,25 @@
+//! The pure core of the fleet health broker.
+//!
+//! [`Fleet`] owns every vehicle's out-of-service reasons, the error-code sliding windows,
+//! the mass-loss guard and the CMC SLI. It performs no I/O and never reads a clock: every
+//! call that depends on time takes `now` (unix milliseconds, server receive time), and
+//! decisions come out as [`Effect`] values drained with [`Fleet::drain_effects`]. The owner
+//! asks [`Fleet::poll_timeout`] for the next deadline and calls [`Fleet::tick`] then.
+#![deny(missing_docs)]
+
+mod config;
+mod fleet;
+pub mod mds;
+mod sli;
+mod types;
+
+pub use config::{
+    FaultConfig, FaultRule, FlapConfig, HeartbeatConfig, MassLossAction, MassLossConfig,
+    RulesConfig, SloConfig,
+};
+pub use fleet::{Fleet, VehicleView};
+pub use sli::{AlertSeverity, AlertState, BurnRates, SliReport, BURN_WINDOWS};
+pub use types::{
+    Cause, Command, CommandKind, Effect, Notification, Reason, ReasonChange, RulesError,
+    ServiceInOutcome, ServiceState, Transition, UnixMs, VehicleSnapshot,
+};

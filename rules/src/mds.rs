@@ -1,0 +1,50 @@
+//! Mapping transitions onto MDS 2.0 `event_types` and `vehicle_state`.
+
+use crate::{Reason, ReasonChange, ServiceState, Transition};
+
+/// The MDS 2.0 view of one transition.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MdsEvent {
+    /// MDS `event_types`.
+    pub event_types: Vec<&'static str>,
+    /// MDS `vehicle_state` after the transition.
+    pub vehicle_state: &'static str,
+}
+
+/// Maps a transition (DESIGN.md "MDS 2.0 mapping").
+pub fn map(t: &Transition) -> MdsEvent {
+    let state_after = |reasons: &[Reason]| -> &'static str {
+        if reasons.is_empty() {
+            "available"
+        } else if reasons
+            .iter()
+            .any(|r| !matches!(r, Reason::HeartbeatLost { .. }))
+        {
+            "non_operational"
+        } else {
+            "non_contactable"
+        }
+    };
+    let event = match &t.change {
+        ReasonChange::Set(Reason::HeartbeatLost { .. }) => "comms_lost",
+        ReasonChange::Cleared(Reason::HeartbeatLost { .. }) => "comms_restored",
+        ReasonChange::Set(_) | ReasonChange::Cleared(_) => "maintenance",
+        ReasonChange::Decommissioned => {
+            return MdsEvent {
+                event_types: vec!["decommissioned"],
+                vehicle_state: "removed",
+            }
+        }
+    };
+    let vehicle_state = match (t.to, &t.change) {
+        // A silent vehicle cannot be reached whatever else holds it out.
+        (ServiceState::OutOfService, ReasonChange::Set(Reason::HeartbeatLost { .. })) => {
+            "non_contactable"
+        }
+        _ => state_after(&t.reasons),
+    };
+    MdsEvent {
+        event_types: vec![event],
+        vehicle_state,
+    }
+}

@@ -1,0 +1,240 @@
+//! The values that go in and come out of the rules engine.
+
+use serde::Serialize;
+
+/// Unix time in milliseconds, as received by the server.
+pub type UnixMs = u64;
+
+/// The state a vehicle should be in (or reports it applies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceState {
+    /// Rentable.
+    InService,
+    /// Not rentable: at least one reason holds.
+    OutOfService,
+}
+
+/// One out-of-service reason. A vehicle is in service exactly when it has none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reason {
+    /// No uplink for the vehicle's timeout. Cleared by heartbeats.
+    HeartbeatLost {
+        /// When the deadline passed.
+        since: UnixMs,
+    },
+    /// An error code crossed its threshold. Cleared only by a person.
+    HardwareFault {
+        /// The error code.
+        code: String,
+        /// When the threshold was crossed.
+        since: UnixMs,
+    },
+    /// Taken out by a person. Cleared only by a person.
+    Maintenance {
+        /// The operator.
+        by: String,
+        /// Their note.
+        note: String,
+        /// When.
+        since: UnixMs,
+    },
+}
+
+/// How a reason set changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "change", content = "reason", rename_all = "snake_case")]
+pub enum ReasonChange {
+    /// A reason was added.
+    Set(Reason),
+    /// A reason was removed.
+    Cleared(Reason),
+    /// The vehicle left the fleet.
+    Decommissioned,
+}
+
+/// Who or what caused a transition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum Cause {
+    /// A rule (heartbeat timeout, fault threshold, mass-loss release).
+    Rule,
+    /// A person through the ops API.
+    Operator {
+        /// Their name.
+        name: String,
+        /// Their note.
+        note: String,
+    },
+}
+
+/// One change of a vehicle's reason set. `from` and `to` may be equal (a reason cleared
+/// while another still holds the vehicle out).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Transition {
+    /// The vehicle.
+    pub vehicle: String,
+    /// State before.
+    pub from: ServiceState,
+    /// State after.
+    pub to: ServiceState,
+    /// What changed.
+    pub change: ReasonChange,
+    /// All reasons after the change.
+    pub reasons: Vec<Reason>,
+    /// Who or what.
+    pub cause: Cause,
+    /// When.
+    pub at: UnixMs,
+}
+
+/// A command for the vehicle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandKind {
+    /// Stop renting.
+    ServiceOut,
+    /// Rentable again.
+    ServiceIn,
+}
+
+/// A command to send to a vehicle (the broker adds the unique id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Command {
+    /// The vehicle.
+    pub vehicle: String,
+    /// What to apply.
+    pub command: CommandKind,
+    /// The reasons behind it (empty for service-in).
+    pub reasons: Vec<Reason>,
+    /// When decided.
+    pub issued_at: UnixMs,
+    /// True when this repeats the desired state because the vehicle reported another.
+    pub resend: bool,
+}
+
+/// Something a person should hear about.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Notification {
+    /// A vehicle was taken out for a hardware fault.
+    HardwareFault {
+        /// The vehicle.
+        vehicle: String,
+        /// The code.
+        code: String,
+        /// Reports of the code within the window when it crossed.
+        reports: u32,
+        /// The rule's window in ms.
+        window_ms: u64,
+        /// The vehicle's model, if known.
+        model: Option<String>,
+        /// When.
+        at: UnixMs,
+    },
+    /// Much of the fleet went silent within the mass-loss window: a platform or network
+    /// incident. Reported once.
+    MassLossStarted {
+        /// Vehicles silent within the window.
+        silent: usize,
+        /// Active fleet size.
+        fleet: usize,
+        /// The threshold crossed.
+        threshold: usize,
+        /// A few of the silent vehicles' ids.
+        sample: Vec<String>,
+        /// Whether service-outs are held.
+        holding: bool,
+        /// When.
+        at: UnixMs,
+    },
+    /// The incident ended: fewer than the threshold are still silent.
+    MassLossEnded {
+        /// Vehicles that came back while held.
+        recovered: usize,
+        /// Vehicles still silent, now taken out as usual.
+        still_silent: usize,
+        /// When.
+        at: UnixMs,
+    },
+    /// A vehicle keeps crossing its timeout. Reported once per flapping episode.
+    Flapping {
+        /// The vehicle.
+        vehicle: String,
+        /// `heartbeat_lost` sets within the window.
+        flips: u32,
+        /// The window in ms.
+        window_ms: u64,
+        /// When.
+        at: UnixMs,
+    },
+    /// A burn-rate alert fired or resolved.
+    SloAlert {
+        /// Page or ticket.
+        severity: crate::AlertSeverity,
+        /// Firing or resolved.
+        state: crate::AlertState,
+        /// The burn rates when it changed.
+        burn: crate::BurnRates,
+        /// When.
+        at: UnixMs,
+    },
+}
+
+/// A decision for the owner to carry out, in order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "effect", rename_all = "snake_case")]
+pub enum Effect {
+    /// A vehicle joined the fleet (first message from an unknown id).
+    Registered {
+        /// The vehicle.
+        vehicle: String,
+        /// When.
+        at: UnixMs,
+    },
+    /// A reason set changed. Always comes before the command it causes.
+    Transition(Transition),
+    /// Send this command to the vehicle.
+    Command(Command),
+    /// Tell a person.
+    Notify(Notification),
+}
+
+/// What a manual service-in did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceInOutcome {
+    /// The state after.
+    pub state: ServiceState,
+    /// Reasons that still hold (a person cannot clear `heartbeat_lost`).
+    pub remaining: Vec<Reason>,
+    /// Reasons the call cleared.
+    pub cleared: Vec<Reason>,
+}
+
+/// What the owner persisted of a vehicle, for [`crate::Fleet::restore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VehicleSnapshot {
+    /// The vehicle.
+    pub id: String,
+    /// Its model, if known.
+    pub model: Option<String>,
+    /// Its reasons.
+    pub reasons: Vec<Reason>,
+    /// Last uplink.
+    pub last_seen: UnixMs,
+}
+
+/// Why a call was refused. Nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RulesError {
+    /// The vehicle is not in the fleet.
+    #[error("vehicle {0:?} is not in the fleet")]
+    UnknownVehicle(String),
+    /// The vehicle was decommissioned; its messages are ignored.
+    #[error("vehicle {0:?} is decommissioned")]
+    Decommissioned(String),
+    /// Registration refused: the fleet is at `max_vehicles`.
+    #[error("fleet is full ({0} vehicles): vehicle {1:?} not registered")]
+    FleetFull(usize, String),
+}

@@ -1,0 +1,1 @@
+//! A simulated fleet of vehicles speaking the MQTT contract v1.
