@@ -1,0 +1,526 @@
+//! Topic rules of MQTT contract v1 ("Identity and access" in DESIGN.md), as pure functions.
+//!
+//! A vehicle's client id is its vehicle id. It may publish only its own uplink topics and
+//! subscribe only its own downlink topics plus the read-only observer topics. Everything
+//! else is denied with a reason, so the broker can count and log each kind of refusal.
+
+use std::fmt;
+
+/// Longest vehicle id the contract allows.
+pub const MAX_VEHICLE_ID_LEN: usize = 64;
+
+/// Whether `id` is a vehicle id: `[A-Za-z0-9_-]{1,64}`.
+pub fn is_vehicle_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_VEHICLE_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Whether the broker itself may publish to `topic`: a non-empty topic name without
+/// wildcards, NUL or a leading `$`, within MQTT's 65,535-byte limit.
+pub fn is_publishable_topic(topic: &str) -> bool {
+    !topic.is_empty()
+        && topic.len() <= usize::from(u16::MAX)
+        && !topic.starts_with('$')
+        && !topic.contains(['+', '#', '\0'])
+}
+
+/// The uplink topics a vehicle publishes: `vehicles/{id}/{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UplinkKind {
+    /// `vehicles/{id}/heartbeat`
+    Heartbeat,
+    /// `vehicles/{id}/error`
+    Error,
+    /// `vehicles/{id}/ack`
+    Ack,
+}
+
+impl UplinkKind {
+    fn from_level(level: &str) -> Option<UplinkKind> {
+        match level {
+            "heartbeat" => Some(UplinkKind::Heartbeat),
+            "error" => Some(UplinkKind::Error),
+            "ack" => Some(UplinkKind::Ack),
+            _ => None,
+        }
+    }
+}
+
+/// Why a client's PUBLISH was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PublishDenied {
+    /// The payload is larger than the configured maximum.
+    Oversize,
+    /// The topic name contains `+` or `#`.
+    Wildcard,
+    /// A topic only the broker publishes: `vehicles/{id}/command|service`, `fleet/...`.
+    BrokerOnly,
+    /// An uplink topic of a vehicle other than the publishing client.
+    OtherVehicle,
+    /// The client id is not a vehicle id, so the client owns no uplink topic.
+    NotAVehicle,
+    /// Not a topic of the contract.
+    UnknownTopic,
+}
+
+impl PublishDenied {
+    /// Every reason, in a fixed order (for counters and metrics labels).
+    pub const ALL: [PublishDenied; 6] = [
+        PublishDenied::Oversize,
+        PublishDenied::Wildcard,
+        PublishDenied::BrokerOnly,
+        PublishDenied::OtherVehicle,
+        PublishDenied::NotAVehicle,
+        PublishDenied::UnknownTopic,
+    ];
+
+    /// A short snake_case name for logs and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PublishDenied::Oversize => "oversize",
+            PublishDenied::Wildcard => "wildcard",
+            PublishDenied::BrokerOnly => "broker_only",
+            PublishDenied::OtherVehicle => "other_vehicle",
+            PublishDenied::NotAVehicle => "not_a_vehicle",
+            PublishDenied::UnknownTopic => "unknown_topic",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for PublishDenied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a client's SUBSCRIBE to one topic filter was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SubscribeDenied {
+    /// A `$`-topic (`$SYS/...`, `$share/...`).
+    SystemTopic,
+    /// A wildcard filter that would read other vehicles' commands or uplinks
+    /// (`#`, `+/...`, `vehicles/#`, `vehicles/+/command`).
+    TooBroad,
+    /// A filter that matches vehicle uplink topics (heartbeat, error, ack).
+    Uplink,
+    /// Another vehicle's command topic.
+    OtherVehicle,
+    /// The client id is not a vehicle id, so the client owns no command topic.
+    NotAVehicle,
+    /// Not a topic of the contract.
+    UnknownTopic,
+}
+
+impl SubscribeDenied {
+    /// Every reason, in a fixed order (for counters and metrics labels).
+    pub const ALL: [SubscribeDenied; 6] = [
+        SubscribeDenied::SystemTopic,
+        SubscribeDenied::TooBroad,
+        SubscribeDenied::Uplink,
+        SubscribeDenied::OtherVehicle,
+        SubscribeDenied::NotAVehicle,
+        SubscribeDenied::UnknownTopic,
+    ];
+
+    /// A short snake_case name for logs and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubscribeDenied::SystemTopic => "system_topic",
+            SubscribeDenied::TooBroad => "too_broad",
+            SubscribeDenied::Uplink => "uplink",
+            SubscribeDenied::OtherVehicle => "other_vehicle",
+            SubscribeDenied::NotAVehicle => "not_a_vehicle",
+            SubscribeDenied::UnknownTopic => "unknown_topic",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for SubscribeDenied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Decides whether client `client_id` may publish `payload_len` bytes to `topic`.
+///
+/// Allowed: `vehicles/{client_id}/heartbeat|error|ack`, when `client_id` is a vehicle id
+/// and the payload is at most `max_payload` bytes.
+pub fn check_publish(
+    client_id: &str,
+    topic: &str,
+    payload_len: usize,
+    max_payload: usize,
+) -> Result<UplinkKind, PublishDenied> {
+    if payload_len > max_payload {
+        return Err(PublishDenied::Oversize);
+    }
+    if topic.contains(['+', '#']) {
+        return Err(PublishDenied::Wildcard);
+    }
+    let levels: Vec<&str> = topic.split('/').collect();
+    match levels.as_slice() {
+        ["fleet", ..] => Err(PublishDenied::BrokerOnly),
+        ["vehicles", _, "command" | "service"] => Err(PublishDenied::BrokerOnly),
+        ["vehicles", id, kind] => {
+            let Some(kind) = UplinkKind::from_level(kind) else {
+                return Err(PublishDenied::UnknownTopic);
+            };
+            if !is_vehicle_id(client_id) {
+                Err(PublishDenied::NotAVehicle)
+            } else if *id != client_id {
+                Err(PublishDenied::OtherVehicle)
+            } else {
+                Ok(kind)
+            }
+        }
+        _ => Err(PublishDenied::UnknownTopic),
+    }
+}
+
+/// Decides whether client `client_id` may subscribe to `filter`.
+///
+/// Allowed: `vehicles/{client_id}/command`, `vehicles/{client_id}/service`, and, for
+/// everyone until authentication exists, the read-only observer filters
+/// `vehicles/+/service`, `vehicles/{any id}/service`, `fleet/events`, `fleet/sli`,
+/// `fleet/alerts`, `fleet/+` and `fleet/#`.
+pub fn check_subscribe(client_id: &str, filter: &str) -> Result<(), SubscribeDenied> {
+    if filter.starts_with('$') {
+        return Err(SubscribeDenied::SystemTopic);
+    }
+    let levels: Vec<&str> = filter.split('/').collect();
+    match levels.as_slice() {
+        ["fleet", "events" | "sli" | "alerts" | "+" | "#"] => Ok(()),
+        ["vehicles", "+", "service"] => Ok(()),
+        // Every vehicle's service state is readable through `vehicles/+/service`, so one
+        // vehicle's is too.
+        ["vehicles", id, "service"] if is_vehicle_id(id) => Ok(()),
+        ["vehicles", id, "command"] if is_vehicle_id(id) => {
+            if !is_vehicle_id(client_id) {
+                Err(SubscribeDenied::NotAVehicle)
+            } else if *id != client_id {
+                Err(SubscribeDenied::OtherVehicle)
+            } else {
+                Ok(())
+            }
+        }
+        ["vehicles", _, "heartbeat" | "error" | "ack" | "+" | "#"] => Err(SubscribeDenied::Uplink),
+        ["vehicles", "+" | "#", ..] => Err(SubscribeDenied::TooBroad),
+        ["#", ..] | ["+", ..] => Err(SubscribeDenied::TooBroad),
+        _ => Err(SubscribeDenied::UnknownTopic),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: usize = 16 * 1024;
+
+    fn publish(client: &str, topic: &str) -> Result<UplinkKind, PublishDenied> {
+        check_publish(client, topic, 10, MAX)
+    }
+
+    #[test]
+    fn vehicle_ids_are_ascii_letters_digits_underscore_and_dash_up_to_64() {
+        assert!(is_vehicle_id("v1"));
+        assert!(is_vehicle_id("SC-0042_b"));
+        assert!(is_vehicle_id(&"a".repeat(64)));
+        assert!(!is_vehicle_id(""));
+        assert!(!is_vehicle_id(&"a".repeat(65)));
+        assert!(!is_vehicle_id("a/b"));
+        assert!(!is_vehicle_id("+"));
+        assert!(!is_vehicle_id("#"));
+        assert!(!is_vehicle_id("a b"));
+        assert!(!is_vehicle_id("scooter.1"));
+        assert!(!is_vehicle_id("vé"));
+    }
+
+    #[test]
+    fn a_vehicle_may_publish_its_own_heartbeat_error_and_ack() {
+        assert_eq!(
+            publish("v1", "vehicles/v1/heartbeat"),
+            Ok(UplinkKind::Heartbeat)
+        );
+        assert_eq!(publish("v1", "vehicles/v1/error"), Ok(UplinkKind::Error));
+        assert_eq!(publish("v1", "vehicles/v1/ack"), Ok(UplinkKind::Ack));
+    }
+
+    #[test]
+    fn a_vehicle_may_not_publish_on_another_vehicles_uplink_topics() {
+        assert_eq!(
+            publish("v1", "vehicles/v2/heartbeat"),
+            Err(PublishDenied::OtherVehicle)
+        );
+        assert_eq!(
+            publish("v1", "vehicles/v2/error"),
+            Err(PublishDenied::OtherVehicle)
+        );
+        assert_eq!(
+            publish("v1", "vehicles/v10/ack"),
+            Err(PublishDenied::OtherVehicle)
+        );
+    }
+
+    #[test]
+    fn nobody_may_publish_commands_service_state_or_fleet_topics() {
+        assert_eq!(
+            publish("v1", "vehicles/v1/command"),
+            Err(PublishDenied::BrokerOnly)
+        );
+        assert_eq!(
+            publish("v1", "vehicles/v1/service"),
+            Err(PublishDenied::BrokerOnly)
+        );
+        assert_eq!(
+            publish("v1", "vehicles/v2/command"),
+            Err(PublishDenied::BrokerOnly)
+        );
+        assert_eq!(publish("v1", "fleet/sli"), Err(PublishDenied::BrokerOnly));
+        assert_eq!(
+            publish("v1", "fleet/events"),
+            Err(PublishDenied::BrokerOnly)
+        );
+        assert_eq!(publish("v1", "fleet"), Err(PublishDenied::BrokerOnly));
+    }
+
+    #[test]
+    fn unknown_topics_are_denied() {
+        for topic in [
+            "",
+            "/",
+            "vehicles",
+            "vehicles/v1",
+            "vehicles/v1/",
+            "vehicles/v1/status",
+            "vehicles/v1/heartbeat/extra",
+            "vehicles//heartbeat",
+            "/vehicles/v1/heartbeat",
+            "Vehicles/v1/heartbeat",
+            "$SYS/broker",
+            "anything",
+        ] {
+            let denied = publish("v1", topic);
+            assert!(
+                matches!(
+                    denied,
+                    Err(PublishDenied::UnknownTopic) | Err(PublishDenied::OtherVehicle)
+                ),
+                "{topic:?} gave {denied:?}"
+            );
+        }
+        assert_eq!(
+            publish("v1", "vehicles/v1/status"),
+            Err(PublishDenied::UnknownTopic)
+        );
+    }
+
+    #[test]
+    fn publishing_to_a_wildcard_topic_is_denied() {
+        assert_eq!(
+            publish("v1", "vehicles/+/heartbeat"),
+            Err(PublishDenied::Wildcard)
+        );
+        assert_eq!(publish("v1", "vehicles/v1/#"), Err(PublishDenied::Wildcard));
+        assert_eq!(
+            publish("+", "vehicles/+/heartbeat"),
+            Err(PublishDenied::Wildcard)
+        );
+    }
+
+    #[test]
+    fn a_client_whose_id_is_not_a_vehicle_id_owns_no_uplink_topic() {
+        assert_eq!(
+            publish("a b", "vehicles/a b/heartbeat"),
+            Err(PublishDenied::NotAVehicle)
+        );
+        assert_eq!(
+            publish("", "vehicles//heartbeat"),
+            Err(PublishDenied::NotAVehicle)
+        );
+        let long = "a".repeat(65);
+        assert_eq!(
+            publish(&long, &format!("vehicles/{long}/heartbeat")),
+            Err(PublishDenied::NotAVehicle)
+        );
+    }
+
+    #[test]
+    fn a_payload_over_the_limit_is_denied_even_on_an_allowed_topic() {
+        assert_eq!(
+            check_publish("v1", "vehicles/v1/heartbeat", MAX + 1, MAX),
+            Err(PublishDenied::Oversize)
+        );
+        assert_eq!(
+            check_publish("v1", "vehicles/v1/heartbeat", MAX, MAX),
+            Ok(UplinkKind::Heartbeat)
+        );
+        assert_eq!(
+            check_publish("v1", "vehicles/v1/heartbeat", 0, MAX),
+            Ok(UplinkKind::Heartbeat)
+        );
+    }
+
+    #[test]
+    fn a_vehicle_may_subscribe_to_its_own_command_and_service_topics() {
+        assert_eq!(check_subscribe("v1", "vehicles/v1/command"), Ok(()));
+        assert_eq!(check_subscribe("v1", "vehicles/v1/service"), Ok(()));
+    }
+
+    #[test]
+    fn anyone_may_subscribe_to_the_read_only_observer_topics() {
+        for filter in [
+            "vehicles/+/service",
+            "vehicles/v2/service",
+            "fleet/events",
+            "fleet/sli",
+            "fleet/alerts",
+            "fleet/+",
+            "fleet/#",
+        ] {
+            assert_eq!(check_subscribe("v1", filter), Ok(()), "{filter}");
+            assert_eq!(check_subscribe("ops dashboard", filter), Ok(()), "{filter}");
+        }
+    }
+
+    #[test]
+    fn a_vehicle_may_not_subscribe_to_another_vehicles_command_topic() {
+        assert_eq!(
+            check_subscribe("v1", "vehicles/v2/command"),
+            Err(SubscribeDenied::OtherVehicle)
+        );
+        assert_eq!(
+            check_subscribe("v1", "vehicles/v10/command"),
+            Err(SubscribeDenied::OtherVehicle)
+        );
+    }
+
+    #[test]
+    fn wildcards_that_reach_other_vehicles_commands_are_too_broad() {
+        for filter in [
+            "#",
+            "+",
+            "+/v1/command",
+            "+/+/+",
+            "vehicles/#",
+            "vehicles/+",
+            "vehicles/+/command",
+            "vehicles/+/#",
+            "vehicles/+/+",
+        ] {
+            let denied = check_subscribe("v1", filter);
+            assert!(
+                matches!(
+                    denied,
+                    Err(SubscribeDenied::TooBroad) | Err(SubscribeDenied::Uplink)
+                ),
+                "{filter:?} gave {denied:?}"
+            );
+        }
+        assert_eq!(check_subscribe("v1", "#"), Err(SubscribeDenied::TooBroad));
+        assert_eq!(
+            check_subscribe("v1", "vehicles/+/command"),
+            Err(SubscribeDenied::TooBroad)
+        );
+        assert_eq!(
+            check_subscribe("v1", "vehicles/#"),
+            Err(SubscribeDenied::TooBroad)
+        );
+    }
+
+    #[test]
+    fn nobody_may_read_vehicle_uplinks() {
+        for filter in [
+            "vehicles/v1/heartbeat",
+            "vehicles/v2/heartbeat",
+            "vehicles/v1/error",
+            "vehicles/v1/ack",
+            "vehicles/v1/+",
+            "vehicles/v1/#",
+            "vehicles/+/heartbeat",
+        ] {
+            assert_eq!(
+                check_subscribe("v1", filter),
+                Err(SubscribeDenied::Uplink),
+                "{filter}"
+            );
+        }
+    }
+
+    #[test]
+    fn system_and_shared_subscription_topics_are_refused() {
+        assert_eq!(
+            check_subscribe("v1", "$SYS/#"),
+            Err(SubscribeDenied::SystemTopic)
+        );
+        assert_eq!(
+            check_subscribe("v1", "$share/g/vehicles/v1/command"),
+            Err(SubscribeDenied::SystemTopic)
+        );
+    }
+
+    #[test]
+    fn a_client_whose_id_is_not_a_vehicle_id_owns_no_command_topic() {
+        assert_eq!(
+            check_subscribe("a b", "vehicles/v1/command"),
+            Err(SubscribeDenied::NotAVehicle)
+        );
+        // A client id such as "+" must not turn a wildcard into "its own" topic.
+        assert_eq!(
+            check_subscribe("+", "vehicles/+/command"),
+            Err(SubscribeDenied::TooBroad)
+        );
+    }
+
+    #[test]
+    fn unknown_filters_are_refused() {
+        for filter in [
+            "",
+            "fleet",
+            "fleet/other",
+            "fleet/+/x",
+            "fleet/sli/x",
+            "vehicles",
+            "vehicles/v1/status",
+            "vehicles/a b/service",
+            "other/topic",
+        ] {
+            assert_eq!(
+                check_subscribe("v1", filter),
+                Err(SubscribeDenied::UnknownTopic),
+                "{filter:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_broker_may_publish_any_concrete_topic_but_no_wildcard_or_system_topic() {
+        assert!(is_publishable_topic("vehicles/v1/command"));
+        assert!(is_publishable_topic("fleet/sli"));
+        assert!(!is_publishable_topic(""));
+        assert!(!is_publishable_topic("vehicles/+/command"));
+        assert!(!is_publishable_topic("fleet/#"));
+        assert!(!is_publishable_topic("$SYS/x"));
+        assert!(!is_publishable_topic("a\0b"));
+    }
+
+    #[test]
+    fn every_reason_has_a_distinct_index_matching_its_position_in_all() {
+        for (i, r) in PublishDenied::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
+        for (i, r) in SubscribeDenied::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
+    }
+}

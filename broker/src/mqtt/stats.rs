@@ -1,0 +1,139 @@
+//! Counters of the MQTT front: what came in, what was refused and why, where it pushed back.
+//!
+//! Plain atomics written by the rmqtt hooks; `MqttStats` is a snapshot for metrics and tests.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::acl::{PublishDenied, SubscribeDenied};
+
+/// Live counters shared by the hooks and the front.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub uplinks: AtomicU64,
+    pub uplink_queue_full: AtomicU64,
+    pub uplinks_dropped_closed: AtomicU64,
+    publishes_denied: [AtomicU64; PublishDenied::ALL.len()],
+    subscribes_denied: [AtomicU64; SubscribeDenied::ALL.len()],
+    pub connects_refused_will: AtomicU64,
+    pub retained_messages: AtomicU64,
+    pub retained_ignored: AtomicU64,
+}
+
+impl Counters {
+    /// Counts one denied publish; returns the new count for this reason.
+    pub fn publish_denied(&self, reason: PublishDenied) -> u64 {
+        self.publishes_denied[reason.index()].fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Counts one refused subscription; returns the new count for this reason.
+    pub fn subscribe_denied(&self, reason: SubscribeDenied) -> u64 {
+        self.subscribes_denied[reason.index()].fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn snapshot(&self, connected_clients: u64) -> MqttStats {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let publishes_denied_by_reason: Vec<(PublishDenied, u64)> = PublishDenied::ALL
+            .iter()
+            .map(|r| (*r, load(&self.publishes_denied[r.index()])))
+            .collect();
+        let subscribes_denied_by_reason: Vec<(SubscribeDenied, u64)> = SubscribeDenied::ALL
+            .iter()
+            .map(|r| (*r, load(&self.subscribes_denied[r.index()])))
+            .collect();
+        MqttStats {
+            connected_clients,
+            uplinks: load(&self.uplinks),
+            uplink_queue_full: load(&self.uplink_queue_full),
+            uplinks_dropped_closed: load(&self.uplinks_dropped_closed),
+            publishes_denied: publishes_denied_by_reason.iter().map(|(_, n)| n).sum(),
+            publishes_denied_by_reason,
+            subscribes_denied: subscribes_denied_by_reason.iter().map(|(_, n)| n).sum(),
+            subscribes_denied_by_reason,
+            connects_refused_will: load(&self.connects_refused_will),
+            retained_messages: load(&self.retained_messages),
+            retained_ignored: load(&self.retained_ignored),
+        }
+    }
+}
+
+/// A snapshot of the MQTT front's counters. All counts are since start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttStats {
+    /// Clients with an open MQTT connection now.
+    pub connected_clients: u64,
+    /// Uplink messages that passed the ACL and were handed to the uplink channel.
+    pub uplinks: u64,
+    /// How often the uplink channel was full, so a client's publish waited for room
+    /// (TCP backpressure on that client).
+    pub uplink_queue_full: u64,
+    /// Uplinks dropped because the uplink channel's receiver is gone.
+    pub uplinks_dropped_closed: u64,
+    /// Client publishes refused by the ACL, all reasons.
+    pub publishes_denied: u64,
+    /// Client publishes refused by the ACL, per reason (every reason listed, in
+    /// `PublishDenied::ALL` order).
+    pub publishes_denied_by_reason: Vec<(PublishDenied, u64)>,
+    /// Topic filters refused in SUBSCRIBE packets, all reasons.
+    pub subscribes_denied: u64,
+    /// Topic filters refused in SUBSCRIBE packets, per reason.
+    pub subscribes_denied_by_reason: Vec<(SubscribeDenied, u64)>,
+    /// CONNECTs refused because the will message's topic is not one the client may publish.
+    pub connects_refused_will: u64,
+    /// Retained messages stored now.
+    pub retained_messages: u64,
+    /// Retain requests not stored because they did not come from the broker itself.
+    pub retained_ignored: u64,
+}
+
+impl MqttStats {
+    /// Denied publishes for one reason.
+    pub fn publishes_denied_for(&self, reason: PublishDenied) -> u64 {
+        self.publishes_denied_by_reason
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// Refused subscriptions for one reason.
+    pub fn subscribes_denied_for(&self, reason: SubscribeDenied) -> u64 {
+        self.subscribes_denied_by_reason
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+/// Whether the `n`-th occurrence of something should be logged loudly: the 1st, 2nd,
+/// 4th, 8th, ... so a flood of the same refusal costs a logarithmic number of lines
+/// without reading a clock.
+pub(crate) fn log_loudly(n: u64) -> bool {
+    n.is_power_of_two()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_lists_every_reason_and_sums_them() {
+        let c = Counters::default();
+        c.publish_denied(PublishDenied::OtherVehicle);
+        c.publish_denied(PublishDenied::OtherVehicle);
+        c.publish_denied(PublishDenied::BrokerOnly);
+        c.subscribe_denied(SubscribeDenied::TooBroad);
+        let s = c.snapshot(3);
+        assert_eq!(s.connected_clients, 3);
+        assert_eq!(s.publishes_denied, 3);
+        assert_eq!(s.publishes_denied_for(PublishDenied::OtherVehicle), 2);
+        assert_eq!(s.publishes_denied_for(PublishDenied::Oversize), 0);
+        assert_eq!(s.publishes_denied_by_reason.len(), PublishDenied::ALL.len());
+        assert_eq!(s.subscribes_denied, 1);
+        assert_eq!(s.subscribes_denied_for(SubscribeDenied::TooBroad), 1);
+    }
+
+    #[test]
+    fn repeated_refusals_are_logged_loudly_at_powers_of_two_only() {
+        let loud: Vec<u64> = (1..=20).filter(|n| log_loudly(*n)).collect();
+        assert_eq!(loud, vec![1, 2, 4, 8, 16]);
+    }
+}
