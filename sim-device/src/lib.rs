@@ -1,1 +1,189 @@
-//! A simulated fleet of vehicles speaking the MQTT contract v1.
+//! A simulated vehicle speaking the MQTT contract v1 over a real MQTT connection: it
+//! subscribes to its command topic, applies and acknowledges commands, and sends
+//! heartbeats (reporting the state it applies) and error reports on request.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Commands buffered per vehicle before the oldest is dropped by the reader.
+const COMMAND_BUFFER: usize = 64;
+
+/// Why a simulated vehicle failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The connection or subscription did not complete.
+    #[error("vehicle {0}: {1}")]
+    Connect(String, String),
+    /// A publish could not be queued.
+    #[error("vehicle {0}: publish failed: {1}")]
+    Publish(String, rumqttc::ClientError),
+}
+
+/// A command as the vehicle received it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ReceivedCommand {
+    /// Command id (to acknowledge).
+    pub id: String,
+    /// `service_out` or `service_in`.
+    pub command: String,
+    /// Reasons as JSON.
+    #[serde(default)]
+    pub reasons: Vec<serde_json::Value>,
+    /// When the broker issued it.
+    pub issued_at: u64,
+}
+
+/// One simulated vehicle.
+pub struct Vehicle {
+    id: String,
+    client: AsyncClient,
+    commands: mpsc::Receiver<ReceivedCommand>,
+    applied: tokio::sync::watch::Receiver<&'static str>,
+    reader: JoinHandle<()>,
+}
+
+/// How a simulated vehicle behaves.
+#[derive(Debug, Clone)]
+pub struct VehicleOptions {
+    /// Apply and acknowledge commands as they arrive.
+    pub auto_ack: bool,
+    /// MQTT keep-alive.
+    pub keep_alive: Duration,
+}
+
+impl Default for VehicleOptions {
+    fn default() -> Self {
+        VehicleOptions {
+            auto_ack: true,
+            keep_alive: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Vehicle {
+    /// Connects as `id` (client id = vehicle id) and subscribes to its command topic.
+    pub async fn connect(broker: SocketAddr, id: &str, opts: VehicleOptions) -> Result<Vehicle, SimError> {
+        let mut mqtt = MqttOptions::new(id, broker.ip().to_string(), broker.port());
+        mqtt.set_keep_alive(opts.keep_alive);
+        mqtt.set_clean_session(true);
+        let (client, mut eventloop) = AsyncClient::new(mqtt, 64);
+        let command_topic = format!("vehicles/{id}/command");
+        client
+            .subscribe(&command_topic, QoS::AtLeastOnce)
+            .await
+            .map_err(|e| SimError::Connect(id.to_owned(), e.to_string()))?;
+
+        // Drive the connection until the subscription is acknowledged.
+        let ready = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                        return match ack.return_codes.first() {
+                            Some(rumqttc::SubscribeReasonCode::Success(_)) => Ok(()),
+                            other => Err(format!("subscription refused: {other:?}")),
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        })
+        .await
+        .map_err(|_| SimError::Connect(id.to_owned(), "no SUBACK within 10 s".into()))?;
+        ready.map_err(|e| SimError::Connect(id.to_owned(), e))?;
+
+        let (tx, commands) = mpsc::channel(COMMAND_BUFFER);
+        let (applied_tx, applied) = tokio::sync::watch::channel("in_service");
+        let ack_client = client.clone();
+        let vehicle_id = id.to_owned();
+        let reader = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) if p.topic == command_topic => {
+                        let Ok(cmd) = serde_json::from_slice::<ReceivedCommand>(&p.payload) else {
+                            continue;
+                        };
+                        if opts.auto_ack {
+                            let state = if cmd.command == "service_out" { "out_of_service" } else { "in_service" };
+                            let _ = applied_tx.send(state);
+                            let ack = json!({"id": cmd.id, "ok": true}).to_string();
+                            let _ = ack_client
+                                .publish(format!("vehicles/{vehicle_id}/ack"), QoS::AtLeastOnce, false, ack)
+                                .await;
+                        }
+                        // A test that stopped reading commands must not stall the link.
+                        let _ = tx.try_send(cmd);
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        });
+        Ok(Vehicle {
+            id: id.to_owned(),
+            client,
+            commands,
+            applied,
+            reader,
+        })
+    }
+
+    /// The vehicle id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The state the vehicle applies (from the commands it received).
+    pub fn applied_state(&self) -> &'static str {
+        *self.applied.borrow()
+    }
+
+    /// Sends a heartbeat reporting the applied state.
+    pub async fn heartbeat(&self) -> Result<(), SimError> {
+        let payload = json!({"battery": 80, "service": self.applied_state()});
+        self.publish("heartbeat", payload.to_string().into_bytes()).await
+    }
+
+    /// Sends an error report with one code.
+    pub async fn error(&self, code: &str, count: u32) -> Result<(), SimError> {
+        let payload = json!({"errors": [{"code": code, "count": count}]});
+        self.publish("error", payload.to_string().into_bytes()).await
+    }
+
+    /// Publishes raw bytes on `vehicles/{id}/{kind}`.
+    pub async fn publish(&self, kind: &str, payload: Vec<u8>) -> Result<(), SimError> {
+        self.publish_to(&format!("vehicles/{}/{kind}", self.id), payload).await
+    }
+
+    /// Publishes raw bytes on any topic (for misbehaving-vehicle scenarios).
+    pub async fn publish_to(&self, topic: &str, payload: Vec<u8>) -> Result<(), SimError> {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .map_err(|e| SimError::Publish(self.id.clone(), e))
+    }
+
+    /// The next command received, if one arrives within `wait`.
+    pub async fn next_command(&mut self, wait: Duration) -> Option<ReceivedCommand> {
+        tokio::time::timeout(wait, self.commands.recv()).await.ok().flatten()
+    }
+
+    /// Disconnects.
+    pub async fn disconnect(self) {
+        let _ = self.client.disconnect().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.reader.abort();
+    }
+}
+
+impl Drop for Vehicle {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}

@@ -1,1 +1,156 @@
-//! Helpers shared by the end-to-end tests.
+//! Helpers shared by the end-to-end tests: a broker on a free port with a test config,
+//! an observer client that records what the broker publishes, and waiting with timeouts.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use fleet_broker::clock::Clock;
+use fleet_broker::config::Config;
+use fleet_broker::Broker;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Generous upper bound on any single wait in the tests (never a sleep).
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A config for tests: MQTT on a free loopback port, second-scale timeouts. `extra` is
+/// TOML appended to it (later keys of a section must not repeat ones set here).
+pub fn test_config(extra: &str) -> Config {
+    let text = format!(
+        "[mqtt]\nlisten = \"127.0.0.1:0\"\nmax_payload = 1024\n\
+         [slo]\npublish_interval = \"1s\"\n{extra}"
+    );
+    let config = Config::parse(&text).expect("test config parses");
+    config.validate().expect("test config is valid");
+    config
+}
+
+/// Starts a broker with `config` on the system clock.
+pub async fn start(config: &Config) -> Broker {
+    Broker::start(config, Clock::system())
+        .await
+        .expect("broker starts")
+}
+
+/// A message the observer saw.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// Topic.
+    pub topic: String,
+    /// Payload as JSON (Null when empty or not JSON).
+    pub json: Value,
+    /// Retain flag as delivered.
+    pub retain: bool,
+}
+
+/// A backend-like client that subscribes to topics and records every message.
+pub struct Observer {
+    rx: mpsc::Receiver<Seen>,
+    _client: AsyncClient,
+    task: JoinHandle<()>,
+}
+
+static OBSERVERS: AtomicU32 = AtomicU32::new(0);
+
+impl Observer {
+    /// Connects and subscribes to `filters`, waiting for every SUBACK.
+    pub async fn connect(broker: SocketAddr, filters: &[&str]) -> Observer {
+        let n = OBSERVERS.fetch_add(1, Ordering::Relaxed);
+        let mut opts = MqttOptions::new(
+            format!("observer-{}-{n}", std::process::id()),
+            broker.ip().to_string(),
+            broker.port(),
+        );
+        opts.set_keep_alive(Duration::from_secs(30));
+        opts.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut eventloop) = AsyncClient::new(opts, 64);
+        for f in filters {
+            client
+                .subscribe(*f, QoS::AtLeastOnce)
+                .await
+                .expect("subscribe queued");
+        }
+        let mut acked = 0;
+        tokio::time::timeout(WAIT, async {
+            while acked < filters.len() {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                        assert!(
+                            matches!(
+                                ack.return_codes.first(),
+                                Some(rumqttc::SubscribeReasonCode::Success(_))
+                            ),
+                            "observer subscription refused: {ack:?}"
+                        );
+                        acked += 1;
+                    }
+                    Ok(_) => {}
+                    Err(e) => panic!("observer connection failed: {e}"),
+                }
+            }
+        })
+        .await
+        .expect("observer subscribed in time");
+        let (tx, rx) = mpsc::channel(100_000);
+        let task = tokio::spawn(async move {
+            while let Ok(event) = eventloop.poll().await {
+                if let Event::Incoming(Packet::Publish(p)) = event {
+                    let json = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
+                    let seen = Seen {
+                        topic: p.topic.clone(),
+                        json,
+                        retain: p.retain,
+                    };
+                    if tx.send(seen).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Observer {
+            rx,
+            _client: client,
+            task,
+        }
+    }
+
+    /// The first message (from now on) that matches, or a panic naming `what` after
+    /// [`WAIT`].
+    pub async fn wait_for(&mut self, what: &str, mut matches: impl FnMut(&Seen) -> bool) -> Seen {
+        let found = tokio::time::timeout(WAIT, async {
+            while let Some(seen) = self.rx.recv().await {
+                if matches(&seen) {
+                    return Some(seen);
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(seen)) => seen,
+            _ => panic!("timed out waiting for {what}"),
+        }
+    }
+
+    /// Every message received within `window` (for asserting that something did NOT
+    /// happen; keep windows short).
+    pub async fn collect_for(&mut self, window: Duration) -> Vec<Seen> {
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(window, async {
+            while let Some(seen) = self.rx.recv().await {
+                out.push(seen);
+            }
+        })
+        .await;
+        out
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,403 @@
+//! The broker's configuration: TOML with embedded defaults, human durations, and
+//! validation that lists every problem with its key path.
+
+mod duration;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use duration::HumanDuration;
+pub use validate::{ConfigErrors, Problem};
+
+/// The whole configuration file. Every section is optional; an empty file is valid.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The MQTT listener.
+    pub mqtt: MqttSection,
+    /// The ops HTTP listener (served from the operations release on; parsed and checked now).
+    pub http: HttpSection,
+    /// The database (persistence arrives with the store; parsed and checked now).
+    pub store: StoreSection,
+    /// Heartbeat-loss detection.
+    pub heartbeat: HeartbeatSection,
+    /// Hardware-fault thresholds.
+    pub faults: FaultsSection,
+    /// The mass-loss guard.
+    pub mass_loss: MassLossSection,
+    /// Flap detection.
+    pub flap: FlapSection,
+    /// Command reconciliation.
+    pub commands: CommandsSection,
+    /// Fleet limits.
+    pub fleet: FleetSection,
+    /// The CMC SLO.
+    pub slo: SloSection,
+    /// Slack (notifications arrive with the Slack release; parsed and checked now).
+    pub slack: SlackSection,
+}
+
+/// `[mqtt]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttSection {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Largest accepted payload on vehicle topics, in bytes.
+    pub max_payload: usize,
+    /// Most simultaneous MQTT connections.
+    pub max_connections: usize,
+}
+
+impl Default for MqttSection {
+    fn default() -> Self {
+        MqttSection {
+            listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            max_payload: 16 * 1024,
+            max_connections: 100_000,
+        }
+    }
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Bearer token for POST endpoints (or env `FLEET_API_TOKEN`).
+    pub token: Option<String>,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            token: None,
+        }
+    }
+}
+
+/// `[store]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// Database file.
+    pub path: PathBuf,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            path: PathBuf::from("data/fleet.db"),
+        }
+    }
+}
+
+/// `[heartbeat]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeartbeatSection {
+    /// Silence longer than this takes a vehicle out.
+    pub timeout: HumanDuration,
+    /// Consecutive heartbeats needed to bring it back.
+    pub recover_after: u32,
+    /// Grace after a restart (default: each vehicle's own timeout).
+    pub restart_grace: Option<HumanDuration>,
+    /// Per-model settings, keyed by the heartbeat's `model`.
+    pub models: BTreeMap<String, ModelSection>,
+}
+
+impl Default for HeartbeatSection {
+    fn default() -> Self {
+        HeartbeatSection {
+            timeout: HumanDuration::from_secs(300),
+            recover_after: 1,
+            restart_grace: None,
+            models: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[heartbeat.models.NAME]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// This model's timeout.
+    pub timeout: HumanDuration,
+}
+
+/// `[faults]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct FaultsSection {
+    /// The rule for codes without their own.
+    pub default: FaultRuleSection,
+    /// Per-code rules.
+    pub codes: BTreeMap<String, FaultRuleSection>,
+}
+
+/// `[faults.default]` and `[faults.codes.CODE]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FaultRuleSection {
+    /// Reports needed within `window`.
+    pub threshold: u32,
+    /// The sliding window.
+    pub window: HumanDuration,
+    /// Counted, never takes a vehicle out.
+    pub informational: bool,
+}
+
+impl Default for FaultRuleSection {
+    fn default() -> Self {
+        FaultRuleSection {
+            threshold: 3,
+            window: HumanDuration::from_secs(600),
+            informational: false,
+        }
+    }
+}
+
+/// `[mass_loss]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MassLossSection {
+    /// Fraction of the fleet going silent within `window` that makes an incident.
+    pub fraction: f64,
+    /// ... and at least this many vehicles.
+    pub min_vehicles: usize,
+    /// The window.
+    pub window: HumanDuration,
+    /// `"hold"` or `"service_out"`.
+    pub action: MassLossActionSection,
+}
+
+impl Default for MassLossSection {
+    fn default() -> Self {
+        MassLossSection {
+            fraction: 0.2,
+            min_vehicles: 50,
+            window: HumanDuration::from_secs(120),
+            action: MassLossActionSection::Hold,
+        }
+    }
+}
+
+/// `mass_loss.action`
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MassLossActionSection {
+    /// Hold heartbeat service-outs during the incident.
+    Hold,
+    /// Proceed with them.
+    ServiceOut,
+}
+
+/// `[flap]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlapSection {
+    /// Timeouts within `window` that make a vehicle flapping.
+    pub threshold: u32,
+    /// The window.
+    pub window: HumanDuration,
+}
+
+impl Default for FlapSection {
+    fn default() -> Self {
+        FlapSection {
+            threshold: 3,
+            window: HumanDuration::from_secs(3600),
+        }
+    }
+}
+
+/// `[commands]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommandsSection {
+    /// Least time between two sends of a command to one vehicle when it reports a state
+    /// other than the desired one.
+    pub resend_interval: HumanDuration,
+}
+
+impl Default for CommandsSection {
+    fn default() -> Self {
+        CommandsSection {
+            resend_interval: HumanDuration::from_secs(30),
+        }
+    }
+}
+
+/// `[fleet]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetSection {
+    /// Registration stops at this many vehicles.
+    pub max_vehicles: usize,
+}
+
+impl Default for FleetSection {
+    fn default() -> Self {
+        FleetSection {
+            max_vehicles: 1_000_000,
+        }
+    }
+}
+
+/// `[slo]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SloSection {
+    /// Target fraction of fleet-time in service.
+    pub target: f64,
+    /// Rolling window.
+    pub window: HumanDuration,
+    /// Count vehicles out only for maintenance as bad (default: excluded).
+    pub maintenance_counts_as_bad: bool,
+    /// How often `fleet/sli` is published (also on every change of the in-service count).
+    pub publish_interval: HumanDuration,
+}
+
+impl Default for SloSection {
+    fn default() -> Self {
+        SloSection {
+            target: 0.995,
+            window: HumanDuration::from_secs(30 * 24 * 3600),
+            maintenance_counts_as_bad: false,
+            publish_interval: HumanDuration::from_secs(10),
+        }
+    }
+}
+
+/// `[slack]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlackSection {
+    /// Incoming webhook URL (or env `SLACK_WEBHOOK_URL`).
+    pub webhook_url: Option<String>,
+    /// Bot token (with `channel`).
+    pub bot_token: Option<String>,
+    /// Channel for the bot token.
+    pub channel: Option<String>,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of the expected shape.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, which names the key and line.
+        message: String,
+    },
+    /// The values are out of range or inconsistent.
+    #[error("config file {path} has {} problem(s):\n{errors}", errors.len())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Every problem.
+        errors: ConfigErrors,
+    },
+}
+
+impl Config {
+    /// Reads, parses and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config = Config::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })?;
+        config.validate().map_err(|errors| ConfigError::Invalid {
+            path: path.to_owned(),
+            errors,
+        })?;
+        Ok(config)
+    }
+
+    /// Parses TOML text (no validation).
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Every problem at once, each with its key path.
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
+        validate::validate(self)
+    }
+
+    /// The rules engine's settings.
+    pub fn rules(&self) -> fleet_rules::RulesConfig {
+        use fleet_rules::{FaultRule, MassLossAction};
+        let rule = |r: &FaultRuleSection| {
+            if r.informational {
+                FaultRule::Informational
+            } else {
+                FaultRule::Threshold {
+                    threshold: r.threshold,
+                    window: r.window.0,
+                }
+            }
+        };
+        fleet_rules::RulesConfig {
+            heartbeat: fleet_rules::HeartbeatConfig {
+                timeout: self.heartbeat.timeout.0,
+                models: self
+                    .heartbeat
+                    .models
+                    .iter()
+                    .map(|(name, m)| (name.clone(), m.timeout.0))
+                    .collect(),
+                recover_after: self.heartbeat.recover_after,
+                restart_grace: self.heartbeat.restart_grace.map(|d| d.0),
+            },
+            faults: fleet_rules::FaultConfig {
+                default: rule(&self.faults.default),
+                codes: self
+                    .faults
+                    .codes
+                    .iter()
+                    .map(|(code, r)| (code.clone(), rule(r)))
+                    .collect(),
+            },
+            mass_loss: fleet_rules::MassLossConfig {
+                fraction: self.mass_loss.fraction,
+                min_vehicles: self.mass_loss.min_vehicles,
+                window: self.mass_loss.window.0,
+                action: match self.mass_loss.action {
+                    MassLossActionSection::Hold => MassLossAction::Hold,
+                    MassLossActionSection::ServiceOut => MassLossAction::ServiceOut,
+                },
+            },
+            flap: fleet_rules::FlapConfig {
+                threshold: self.flap.threshold,
+                window: self.flap.window.0,
+            },
+            slo: fleet_rules::SloConfig {
+                target: self.slo.target,
+                window: self.slo.window.0,
+                maintenance_counts_as_bad: self.slo.maintenance_counts_as_bad,
+            },
+            command_resend_interval: self.commands.resend_interval.0,
+            max_vehicles: self.fleet.max_vehicles,
+        }
+    }
+}

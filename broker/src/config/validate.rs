@@ -1,0 +1,274 @@
+//! Range and consistency checks that report every problem, each with its key path.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::{Config, FaultRuleSection};
+
+/// One problem: the key path and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// e.g. `faults.codes.BRAKE_SENSOR.threshold`
+    pub key: String,
+    /// What is wrong and what would be right.
+    pub message: String,
+}
+
+/// Every problem found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<Problem>);
+
+impl ConfigErrors {
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// None.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for p in &self.0 {
+            writeln!(f, "  {}: {}", p.key, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+struct Checker(Vec<Problem>);
+
+impl Checker {
+    fn check(&mut self, ok: bool, key: impl Into<String>, message: impl Into<String>) {
+        if !ok {
+            self.0.push(Problem {
+                key: key.into(),
+                message: message.into(),
+            });
+        }
+    }
+
+    fn positive(&mut self, d: Duration, key: impl Into<String>) {
+        self.check(!d.is_zero(), key, "must be longer than zero");
+    }
+}
+
+pub(super) fn validate(c: &Config) -> Result<(), ConfigErrors> {
+    let mut k = Checker(Vec::new());
+
+    k.check(
+        (128..=1024 * 1024).contains(&c.mqtt.max_payload),
+        "mqtt.max_payload",
+        format!(
+            "{} is out of range: use 128 to 1048576 bytes",
+            c.mqtt.max_payload
+        ),
+    );
+    k.check(
+        c.mqtt.max_connections >= 1,
+        "mqtt.max_connections",
+        "must be at least 1",
+    );
+    if let Some(token) = &c.http.token {
+        k.check(
+            token.len() >= 16,
+            "http.token",
+            "is shorter than 16 characters: use a long random string",
+        );
+    }
+
+    k.positive(c.heartbeat.timeout.0, "heartbeat.timeout");
+    k.check(
+        c.heartbeat.recover_after >= 1,
+        "heartbeat.recover_after",
+        "must be at least 1 (the number of heartbeats that bring a vehicle back)",
+    );
+    for (model, m) in &c.heartbeat.models {
+        k.positive(m.timeout.0, format!("heartbeat.models.{model}.timeout"));
+    }
+
+    let mut fault_rule = |key: String, r: &FaultRuleSection| {
+        if !r.informational {
+            k.check(
+                (1..=1000).contains(&r.threshold),
+                format!("{key}.threshold"),
+                format!("{} is out of range: use 1 to 1000 reports", r.threshold),
+            );
+            k.positive(r.window.0, format!("{key}.window"));
+        }
+    };
+    fault_rule("faults.default".into(), &c.faults.default);
+    for (code, r) in &c.faults.codes {
+        fault_rule(format!("faults.codes.{code}"), r);
+    }
+    for code in c.faults.codes.keys() {
+        k.check(
+            crate::ingest::is_error_code(code),
+            format!("faults.codes.{code}"),
+            "error codes are 1 to 64 of A-Z, 0-9 and _ (as the firmware sends them)",
+        );
+    }
+
+    k.check(
+        c.mass_loss.fraction > 0.0 && c.mass_loss.fraction <= 1.0,
+        "mass_loss.fraction",
+        format!(
+            "{} is out of range: use a fraction in (0, 1], e.g. 0.2",
+            c.mass_loss.fraction
+        ),
+    );
+    k.positive(c.mass_loss.window.0, "mass_loss.window");
+
+    k.check(
+        c.flap.threshold >= 2,
+        "flap.threshold",
+        "must be at least 2 (one timeout is not flapping)",
+    );
+    k.positive(c.flap.window.0, "flap.window");
+    k.positive(c.commands.resend_interval.0, "commands.resend_interval");
+    k.check(
+        c.fleet.max_vehicles >= 1,
+        "fleet.max_vehicles",
+        "must be at least 1",
+    );
+
+    k.check(
+        c.slo.target > 0.0 && c.slo.target < 1.0,
+        "slo.target",
+        format!(
+            "{} is out of range: use a fraction below 1, e.g. 0.995",
+            c.slo.target
+        ),
+    );
+    k.check(
+        c.slo.window.0 >= Duration::from_secs(3600)
+            && c.slo.window.0 <= Duration::from_secs(400 * 24 * 3600),
+        "slo.window",
+        format!("{} is out of range: use 1h to 400d", c.slo.window),
+    );
+    k.positive(c.slo.publish_interval.0, "slo.publish_interval");
+
+    if c.slack.bot_token.is_some() != c.slack.channel.is_some() {
+        k.check(
+            false,
+            "slack.channel",
+            "bot_token and channel go together: set both, or use webhook_url",
+        );
+    }
+    if let Some(url) = &c.slack.webhook_url {
+        k.check(
+            url.starts_with("https://") || url.starts_with("http://"),
+            "slack.webhook_url",
+            "must be an http(s) URL",
+        );
+    }
+
+    if k.0.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(k.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(toml: &str) -> Vec<String> {
+        let config = Config::parse(toml).expect("test toml parses");
+        match config.validate() {
+            Ok(()) => Vec::new(),
+            Err(e) => e.0.into_iter().map(|p| p.key).collect(),
+        }
+    }
+
+    #[test]
+    fn an_empty_file_is_the_valid_default() {
+        assert!(problems("").is_empty());
+    }
+
+    #[test]
+    fn the_design_example_is_valid() {
+        let text = r#"
+[mqtt]
+listen = "0.0.0.0:1883"
+[http]
+listen = "127.0.0.1:8080"
+token = "0123456789abcdef0123"
+[store]
+path = "data/fleet.db"
+[heartbeat]
+timeout = "5m"
+recover_after = 1
+restart_grace = "5m"
+[heartbeat.models.e-bike]
+timeout = "10m"
+[faults.default]
+threshold = 3
+window = "10m"
+[faults.codes.BRAKE_SENSOR]
+threshold = 1
+window = "1m"
+[faults.codes.LOW_TIRE_PRESSURE]
+informational = true
+[mass_loss]
+fraction = 0.2
+min_vehicles = 50
+window = "2m"
+action = "hold"
+[slo]
+target = 0.995
+window = "30d"
+"#;
+        assert_eq!(problems(text), Vec::<String>::new());
+        let rules = Config::parse(text).expect("parses").rules();
+        assert_eq!(rules.heartbeat.models["e-bike"], Duration::from_secs(600));
+        assert_eq!(
+            rules.faults.codes["LOW_TIRE_PRESSURE"],
+            fleet_rules::FaultRule::Informational
+        );
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_key_path() {
+        let keys = problems(
+            r#"
+[heartbeat]
+timeout = "0s"
+recover_after = 0
+[faults.codes.brake]
+threshold = 0
+[mass_loss]
+fraction = 1.5
+[slo]
+target = 1.0
+"#,
+        );
+        assert_eq!(
+            keys,
+            vec![
+                "heartbeat.timeout",
+                "heartbeat.recover_after",
+                "faults.codes.brake.threshold",
+                "faults.codes.brake",
+                "mass_loss.fraction",
+                "slo.target",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let err = Config::parse("[heartbeat]\ntimeuot = \"5m\"\n").expect_err("unknown key");
+        assert!(err.contains("timeuot"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_duration_says_how_to_write_one() {
+        let err = Config::parse("[heartbeat]\ntimeout = \"five minutes\"\n").expect_err("bad");
+        assert!(err.contains("heartbeat") && err.contains("\"5m\""), "{err}");
+    }
+}

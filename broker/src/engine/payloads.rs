@@ -1,0 +1,121 @@
+//! The JSON the broker publishes: commands, retained service state, fleet events and the
+//! SLI, exactly as the MQTT contract v1 names them.
+
+use fleet_rules::{mds, Command, Reason, ServiceState, SliReport, Transition, UnixMs};
+use serde::Serialize;
+
+/// `vehicles/{id}/command`
+pub fn command(id: &str, c: &Command) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Payload<'a> {
+        id: &'a str,
+        command: fleet_rules::CommandKind,
+        reasons: &'a [Reason],
+        issued_at: UnixMs,
+    }
+    to_json(&Payload {
+        id,
+        command: c.command,
+        reasons: &c.reasons,
+        issued_at: c.issued_at,
+    })
+}
+
+/// Retained `vehicles/{id}/service`: the desired state.
+pub fn service(state: ServiceState, reasons: &[Reason], changed_at: UnixMs) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Payload<'a> {
+        state: ServiceState,
+        reasons: &'a [Reason],
+        changed_at: UnixMs,
+    }
+    to_json(&Payload {
+        state,
+        reasons,
+        changed_at,
+    })
+}
+
+/// `fleet/events`: one object per transition, with its MDS 2.0 mapping.
+pub fn event(t: &Transition) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Payload<'a> {
+        vehicle: &'a str,
+        from: ServiceState,
+        to: ServiceState,
+        #[serde(flatten)]
+        change: &'a fleet_rules::ReasonChange,
+        reasons: &'a [Reason],
+        cause: &'a fleet_rules::Cause,
+        at: UnixMs,
+        mds: mds::MdsEvent,
+    }
+    to_json(&Payload {
+        vehicle: &t.vehicle,
+        from: t.from,
+        to: t.to,
+        change: &t.change,
+        reasons: &t.reasons,
+        cause: &t.cause,
+        at: t.at,
+        mds: mds::map(t),
+    })
+}
+
+/// Retained `fleet/sli`.
+pub fn sli(r: &SliReport) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Burn {
+        #[serde(rename = "5m")]
+        m5: f64,
+        #[serde(rename = "30m")]
+        m30: f64,
+        #[serde(rename = "1h")]
+        h1: f64,
+        #[serde(rename = "6h")]
+        h6: f64,
+        #[serde(rename = "1d")]
+        d1: f64,
+        #[serde(rename = "3d")]
+        d3: f64,
+    }
+    #[derive(Serialize)]
+    struct Payload<'a> {
+        in_service: usize,
+        fleet: usize,
+        fraction: f64,
+        slo_target: f64,
+        slo_window_s: u64,
+        window_sli: f64,
+        error_budget_remaining: f64,
+        burn_rates: Burn,
+        alerts_firing: &'a [fleet_rules::AlertSeverity],
+        at: UnixMs,
+    }
+    let b = &r.burn;
+    to_json(&Payload {
+        in_service: r.in_service,
+        fleet: r.fleet,
+        fraction: r.fraction,
+        slo_target: r.target,
+        slo_window_s: r.window_ms / 1000,
+        window_sli: r.window_sli,
+        error_budget_remaining: r.error_budget_remaining,
+        burn_rates: Burn {
+            m5: b.m5,
+            m30: b.m30,
+            h1: b.h1,
+            h6: b.h6,
+            d1: b.d1,
+            d3: b.d3,
+        },
+        alerts_firing: &r.alerts_firing,
+        at: r.at,
+    })
+}
+
+fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing these plain structs cannot fail (no maps with non-string keys, no
+    // fallible Serialize impls); an empty payload would be the visible symptom.
+    serde_json::to_vec(value).unwrap_or_default()
+}

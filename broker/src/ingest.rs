@@ -1,0 +1,361 @@
+//! Uplink decoding: topic and JSON payload per the MQTT contract v1, into typed messages.
+//! Anything else is a [`Rejection`] with a reason label for the counters.
+
+use fleet_rules::ServiceState;
+use serde::Deserialize;
+
+use crate::mqtt::acl::is_vehicle_id;
+
+/// Most error entries one report may carry.
+pub const MAX_ERRORS_PER_REPORT: usize = 32;
+/// Largest `count` one entry may claim.
+pub const MAX_ERROR_COUNT: u32 = 1000;
+
+/// A decoded uplink.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// `vehicles/{id}/heartbeat`
+    Heartbeat(Heartbeat),
+    /// `vehicles/{id}/error`
+    Error(ErrorReport),
+    /// `vehicles/{id}/ack`
+    Ack(Ack),
+}
+
+/// A heartbeat. Every field is optional; an empty payload is a bare heartbeat.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct Heartbeat {
+    /// Sequence number.
+    pub seq: Option<u64>,
+    /// Battery percent, 0 to 100.
+    pub battery: Option<u8>,
+    /// Model: selects per-model timeouts.
+    pub model: Option<String>,
+    /// Firmware version.
+    pub fw: Option<String>,
+    /// The state the vehicle is applying now.
+    pub service: Option<ReportedState>,
+    /// Device clock, informational only.
+    pub ts: Option<u64>,
+}
+
+/// `service` as the firmware writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportedState {
+    /// `"in_service"`
+    InService,
+    /// `"out_of_service"`
+    OutOfService,
+}
+
+impl From<ReportedState> for ServiceState {
+    fn from(s: ReportedState) -> ServiceState {
+        match s {
+            ReportedState::InService => ServiceState::InService,
+            ReportedState::OutOfService => ServiceState::OutOfService,
+        }
+    }
+}
+
+/// An error report.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ErrorReport {
+    /// The codes seen.
+    pub errors: Vec<ErrorEntry>,
+    /// Device clock, informational only.
+    pub ts: Option<u64>,
+}
+
+/// One code in an error report.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ErrorEntry {
+    /// `[A-Z0-9_]{1,64}`
+    pub code: String,
+    /// Reports of it (default 1).
+    #[serde(default = "one")]
+    pub count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A command acknowledgement.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Ack {
+    /// The command id.
+    pub id: String,
+    /// Applied or not.
+    pub ok: bool,
+    /// Why not.
+    pub error: Option<String>,
+}
+
+/// Why an uplink was refused. Nothing it carried was applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// Payload larger than the limit.
+    #[error("payload of {0} bytes exceeds the {1}-byte limit")]
+    Oversize(usize, usize),
+    /// Not a vehicle uplink topic.
+    #[error("unknown topic {0:?}: vehicles publish on vehicles/{{id}}/heartbeat|error|ack")]
+    UnknownTopic(String),
+    /// The id in the topic is not a valid vehicle id.
+    #[error("invalid vehicle id in topic {0:?}: ids are 1 to 64 of A-Z a-z 0-9 _ -")]
+    BadVehicleId(String),
+    /// A client published on another vehicle's topic.
+    #[error("client {client:?} published on vehicle {vehicle:?}'s topic")]
+    NotOwnTopic {
+        /// The sending client id.
+        client: String,
+        /// The vehicle the topic names.
+        vehicle: String,
+    },
+    /// Not JSON, or a field of the wrong type or range.
+    #[error("malformed payload: {0}")]
+    Malformed(String),
+    /// Valid JSON with a value the contract does not allow.
+    #[error("invalid payload: {0}")]
+    Invalid(String),
+}
+
+impl Rejection {
+    /// A short label for counters and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Rejection::Oversize(..) => "oversize",
+            Rejection::UnknownTopic(_) => "unknown_topic",
+            Rejection::BadVehicleId(_) => "bad_vehicle_id",
+            Rejection::NotOwnTopic { .. } => "not_own_topic",
+            Rejection::Malformed(_) => "malformed",
+            Rejection::Invalid(_) => "invalid",
+        }
+    }
+
+    /// Every label, for pre-registering counters.
+    pub const LABELS: [&'static str; 6] = [
+        "oversize",
+        "unknown_topic",
+        "bad_vehicle_id",
+        "not_own_topic",
+        "malformed",
+        "invalid",
+    ];
+}
+
+/// True for `[A-Z0-9_]{1,64}`.
+pub fn is_error_code(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// Decodes one uplink from `client_id`. Returns the vehicle id and the message.
+pub fn decode<'t>(
+    client_id: &str,
+    topic: &'t str,
+    payload: &[u8],
+    max_payload: usize,
+) -> Result<(&'t str, Message), Rejection> {
+    if payload.len() > max_payload {
+        return Err(Rejection::Oversize(payload.len(), max_payload));
+    }
+    let mut parts = topic.split('/');
+    let (Some("vehicles"), Some(vehicle), Some(kind), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Rejection::UnknownTopic(topic.to_owned()));
+    };
+    if !matches!(kind, "heartbeat" | "error" | "ack") {
+        return Err(Rejection::UnknownTopic(topic.to_owned()));
+    }
+    if !is_vehicle_id(vehicle) {
+        return Err(Rejection::BadVehicleId(topic.to_owned()));
+    }
+    if vehicle != client_id {
+        return Err(Rejection::NotOwnTopic {
+            client: client_id.to_owned(),
+            vehicle: vehicle.to_owned(),
+        });
+    }
+    let message = match kind {
+        "heartbeat" => Message::Heartbeat(decode_heartbeat(payload)?),
+        "error" => Message::Error(decode_error_report(payload)?),
+        _ => Message::Ack(decode_ack(payload)?),
+    };
+    Ok((vehicle, message))
+}
+
+fn json<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, Rejection> {
+    serde_json::from_slice(payload).map_err(|e| Rejection::Malformed(e.to_string()))
+}
+
+fn decode_heartbeat(payload: &[u8]) -> Result<Heartbeat, Rejection> {
+    if payload.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Heartbeat::default());
+    }
+    let hb: Heartbeat = json(payload)?;
+    if let Some(b) = hb.battery {
+        if b > 100 {
+            return Err(Rejection::Invalid(format!(
+                "battery {b} is above 100 (percent)"
+            )));
+        }
+    }
+    if let Some(model) = &hb.model {
+        if model.is_empty() || model.len() > 64 {
+            return Err(Rejection::Invalid(
+                "model must be 1 to 64 characters".into(),
+            ));
+        }
+    }
+    Ok(hb)
+}
+
+fn decode_error_report(payload: &[u8]) -> Result<ErrorReport, Rejection> {
+    let report: ErrorReport = json(payload)?;
+    if report.errors.is_empty() {
+        return Err(Rejection::Invalid("errors is empty".into()));
+    }
+    if report.errors.len() > MAX_ERRORS_PER_REPORT {
+        return Err(Rejection::Invalid(format!(
+            "{} errors in one report; at most {MAX_ERRORS_PER_REPORT}",
+            report.errors.len()
+        )));
+    }
+    for e in &report.errors {
+        if !is_error_code(&e.code) {
+            return Err(Rejection::Invalid(format!(
+                "error code {:?} is not 1 to 64 of A-Z 0-9 _",
+                e.code
+            )));
+        }
+        if e.count == 0 || e.count > MAX_ERROR_COUNT {
+            return Err(Rejection::Invalid(format!(
+                "count {} for {} is out of range 1..={MAX_ERROR_COUNT}",
+                e.count, e.code
+            )));
+        }
+    }
+    Ok(report)
+}
+
+fn decode_ack(payload: &[u8]) -> Result<Ack, Rejection> {
+    let ack: Ack = json(payload)?;
+    if ack.id.is_empty() || ack.id.len() > 128 {
+        return Err(Rejection::Invalid("ack id must be 1 to 128 characters".into()));
+    }
+    Ok(ack)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(topic: &str, payload: &str) -> Message {
+        decode("v1", topic, payload.as_bytes(), 1024)
+            .expect("accepted")
+            .1
+    }
+
+    fn rejected(topic: &str, payload: &str) -> &'static str {
+        decode("v1", topic, payload.as_bytes(), 1024)
+            .expect_err("rejected")
+            .label()
+    }
+
+    #[test]
+    fn an_empty_payload_is_a_bare_heartbeat() {
+        assert_eq!(
+            ok("vehicles/v1/heartbeat", ""),
+            Message::Heartbeat(Heartbeat::default())
+        );
+    }
+
+    #[test]
+    fn a_full_heartbeat_decodes_every_field_and_ignores_unknown_ones() {
+        let m = ok(
+            "vehicles/v1/heartbeat",
+            r#"{"seq":7,"battery":80,"model":"e-bike","fw":"1.2","service":"out_of_service","ts":1,"extra":{"x":1}}"#,
+        );
+        assert_eq!(
+            m,
+            Message::Heartbeat(Heartbeat {
+                seq: Some(7),
+                battery: Some(80),
+                model: Some("e-bike".into()),
+                fw: Some("1.2".into()),
+                service: Some(ReportedState::OutOfService),
+                ts: Some(1),
+            })
+        );
+    }
+
+    #[test]
+    fn error_count_defaults_to_one() {
+        let Message::Error(r) = ok(
+            "vehicles/v1/error",
+            r#"{"errors":[{"code":"BRAKE_SENSOR"},{"code":"MOTOR","count":2}]}"#,
+        ) else {
+            panic!("not an error report")
+        };
+        assert_eq!(r.errors[0].count, 1);
+        assert_eq!(r.errors[1].count, 2);
+    }
+
+    #[test]
+    fn acks_decode() {
+        assert_eq!(
+            ok("vehicles/v1/ack", r#"{"id":"c1","ok":false,"error":"busy"}"#),
+            Message::Ack(Ack {
+                id: "c1".into(),
+                ok: false,
+                error: Some("busy".into())
+            })
+        );
+    }
+
+    #[test]
+    fn bad_input_is_rejected_with_its_reason() {
+        assert_eq!(rejected("vehicles/v1/heartbeat", "{"), "malformed");
+        assert_eq!(rejected("vehicles/v1/heartbeat", "[1,2]"), "malformed");
+        assert_eq!(
+            rejected("vehicles/v1/heartbeat", r#"{"battery":"full"}"#),
+            "malformed"
+        );
+        assert_eq!(
+            rejected("vehicles/v1/heartbeat", r#"{"battery":101}"#),
+            "invalid"
+        );
+        assert_eq!(
+            rejected("vehicles/v1/heartbeat", r#"{"service":"broken"}"#),
+            "malformed"
+        );
+        assert_eq!(
+            rejected("vehicles/v1/error", r#"{"errors":[]}"#),
+            "invalid"
+        );
+        assert_eq!(
+            rejected("vehicles/v1/error", r#"{"errors":[{"code":"brake"}]}"#),
+            "invalid"
+        );
+        assert_eq!(
+            rejected("vehicles/v1/error", r#"{"errors":[{"code":"B","count":0}]}"#),
+            "invalid"
+        );
+        assert_eq!(rejected("vehicles/v1/ack", r#"{"ok":true}"#), "malformed");
+        assert_eq!(rejected("vehicles/v1/status", "{}"), "unknown_topic");
+        assert_eq!(rejected("vehicles/v1/heartbeat/x", "{}"), "unknown_topic");
+        assert_eq!(rejected("fleet/sli", "{}"), "unknown_topic");
+        assert_eq!(rejected("vehicles/v 1/heartbeat", "{}"), "bad_vehicle_id");
+        assert_eq!(rejected("vehicles/v2/heartbeat", "{}"), "not_own_topic");
+    }
+
+    #[test]
+    fn oversize_payloads_are_rejected_before_parsing() {
+        let big = vec![b' '; 2000];
+        let err = decode("v1", "vehicles/v1/heartbeat", &big, 1024).expect_err("too big");
+        assert_eq!(err, Rejection::Oversize(2000, 1024));
+    }
+}

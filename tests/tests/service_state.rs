@@ -1,0 +1,202 @@
+//! End to end: real MQTT vehicles and observers against the broker on a free port, with
+//! second-scale timeouts. Each test is one case of DESIGN.md's state machine.
+
+use std::time::Duration;
+
+use fleet_tests::{start, test_config, Observer, WAIT};
+use sim_device::{Vehicle, VehicleOptions};
+
+const FAST: &str = "[heartbeat]\ntimeout = \"1s\"\n\
+[faults.codes.BRAKE_SENSOR]\nthreshold = 2\nwindow = \"1m\"\n";
+
+fn reason_kinds(json: &serde_json::Value) -> Vec<String> {
+    json["reasons"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .filter_map(|r| r["kind"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_silent_vehicle_goes_out_for_heartbeat_lost_and_comes_back_with_its_next_heartbeat() {
+    let broker = start(&test_config(FAST)).await;
+    let mut events = Observer::connect(broker.mqtt_addr(), &["fleet/events"]).await;
+    let mut v = Vehicle::connect(broker.mqtt_addr(), "scooter-1", VehicleOptions::default())
+        .await
+        .expect("vehicle connects");
+    v.heartbeat().await.expect("heartbeat");
+
+    let out = v.next_command(WAIT).await.expect("service_out arrives");
+    assert_eq!(out.command, "service_out");
+    assert_eq!(out.reasons[0]["kind"], "heartbeat_lost");
+    let lost = events
+        .wait_for("comms_lost event", |s| s.json["vehicle"] == "scooter-1")
+        .await;
+    assert_eq!(lost.json["to"], "out_of_service");
+    assert_eq!(lost.json["mds"]["event_types"][0], "comms_lost");
+    assert_eq!(lost.json["mds"]["vehicle_state"], "non_contactable");
+
+    v.heartbeat().await.expect("heartbeat");
+    let back = v.next_command(WAIT).await.expect("service_in arrives");
+    assert_eq!(back.command, "service_in");
+    assert!(back.reasons.is_empty());
+    let restored = events
+        .wait_for("comms_restored event", |s| s.json["vehicle"] == "scooter-1")
+        .await;
+    assert_eq!(restored.json["mds"]["event_types"][0], "comms_restored");
+    assert_eq!(restored.json["to"], "in_service");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_fault_over_threshold_takes_the_vehicle_out_and_heartbeats_do_not_bring_it_back() {
+    let broker = start(&test_config(
+        "[faults.codes.BRAKE_SENSOR]\nthreshold = 2\nwindow = \"1m\"\n",
+    ))
+    .await;
+    let mut v = Vehicle::connect(broker.mqtt_addr(), "scooter-2", VehicleOptions::default())
+        .await
+        .expect("vehicle connects");
+    v.error("BRAKE_SENSOR", 1).await.expect("error report");
+    v.heartbeat().await.expect("heartbeat");
+    // One report is under the threshold: still in service.
+    let view = broker.engine().vehicle("scooter-2").await.expect("engine");
+    assert!(view.is_some_and(|v| v.reasons.is_empty()));
+
+    v.error("BRAKE_SENSOR", 1).await.expect("error report");
+    let out = v.next_command(WAIT).await.expect("service_out arrives");
+    assert_eq!(out.command, "service_out");
+    assert_eq!(out.reasons[0]["kind"], "hardware_fault");
+    assert_eq!(out.reasons[0]["code"], "BRAKE_SENSOR");
+
+    for _ in 0..5 {
+        v.heartbeat().await.expect("heartbeat");
+    }
+    assert_eq!(v.next_command(Duration::from_millis(700)).await, None);
+    let view = broker
+        .engine()
+        .vehicle("scooter-2")
+        .await
+        .expect("engine")
+        .expect("known vehicle");
+    assert_eq!(view.state, fleet_rules::ServiceState::OutOfService);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_faulted_vehicle_that_goes_silent_and_resumes_stays_out_without_a_service_in() {
+    let broker = start(&test_config(FAST)).await;
+    let mut events = Observer::connect(broker.mqtt_addr(), &["fleet/events"]).await;
+    let mut v = Vehicle::connect(broker.mqtt_addr(), "scooter-3", VehicleOptions::default())
+        .await
+        .expect("vehicle connects");
+    v.error("BRAKE_SENSOR", 2).await.expect("error report");
+    assert_eq!(
+        v.next_command(WAIT).await.expect("service_out").command,
+        "service_out"
+    );
+    let lost = events
+        .wait_for("heartbeat_lost set", |s| {
+            s.json["change"] == "set" && s.json["reason"]["kind"] == "heartbeat_lost"
+        })
+        .await;
+    assert_eq!(lost.json["from"], "out_of_service");
+
+    v.heartbeat().await.expect("heartbeat");
+    let cleared = events
+        .wait_for("heartbeat_lost cleared", |s| {
+            s.json["change"] == "cleared" && s.json["reason"]["kind"] == "heartbeat_lost"
+        })
+        .await;
+    assert_eq!(cleared.json["to"], "out_of_service");
+    assert_eq!(reason_kinds(&cleared.json), vec!["hardware_fault"]);
+    assert_eq!(v.next_command(Duration::from_millis(500)).await, None);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn manual_service_in_of_a_silent_vehicle_clears_the_fault_but_leaves_it_out() {
+    let broker = start(&test_config(FAST)).await;
+    let mut v = Vehicle::connect(broker.mqtt_addr(), "scooter-4", VehicleOptions::default())
+        .await
+        .expect("vehicle connects");
+    v.error("BRAKE_SENSOR", 2).await.expect("error report");
+    assert_eq!(
+        v.next_command(WAIT).await.expect("service_out").command,
+        "service_out"
+    );
+    // Wait until the rules have found it silent.
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let view = broker.engine().vehicle("scooter-4").await.expect("engine");
+            if view.is_some_and(|v| v.reasons.len() == 2) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("heartbeat_lost set in time");
+
+    let outcome = broker
+        .engine()
+        .service_in("scooter-4", "aiko", "brake checked in the field")
+        .await
+        .expect("engine")
+        .expect("known vehicle");
+    assert_eq!(outcome.state, fleet_rules::ServiceState::OutOfService);
+    assert!(matches!(
+        outcome.remaining.as_slice(),
+        [fleet_rules::Reason::HeartbeatLost { .. }]
+    ));
+    assert!(matches!(
+        outcome.cleared.as_slice(),
+        [fleet_rules::Reason::HardwareFault { .. }]
+    ));
+    assert_eq!(v.next_command(Duration::from_millis(500)).await, None);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_late_subscriber_gets_the_retained_service_state_and_the_sli() {
+    let broker = start(&test_config(FAST)).await;
+    let mut v = Vehicle::connect(broker.mqtt_addr(), "scooter-5", VehicleOptions::default())
+        .await
+        .expect("vehicle connects");
+    v.error("BRAKE_SENSOR", 2).await.expect("error report");
+    assert_eq!(
+        v.next_command(WAIT).await.expect("service_out").command,
+        "service_out"
+    );
+
+    let mut late = Observer::connect(
+        broker.mqtt_addr(),
+        &["vehicles/scooter-5/service", "fleet/sli"],
+    )
+    .await;
+    let state = late
+        .wait_for("retained service state", |s| {
+            s.topic == "vehicles/scooter-5/service" && s.json["state"] == "out_of_service"
+        })
+        .await;
+    assert!(state.retain, "delivered as retained");
+    assert!(reason_kinds(&state.json).contains(&"hardware_fault".to_owned()));
+    assert!(state.json["changed_at"].as_u64().is_some());
+
+    let sli = late
+        .wait_for("fleet/sli with the vehicle counted", |s| {
+            s.topic == "fleet/sli" && s.json["fleet"] == 1
+        })
+        .await;
+    assert_eq!(sli.json["in_service"], 0);
+    assert_eq!(sli.json["fraction"], 0.0);
+    assert_eq!(sli.json["slo_target"], 0.995);
+    for key in ["5m", "30m", "1h", "6h", "1d", "3d"] {
+        assert!(sli.json["burn_rates"][key].is_number(), "burn rate {key}");
+    }
+    assert!(sli.json["error_budget_remaining"].is_number());
+    broker.shutdown().await;
+}
