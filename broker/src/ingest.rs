@@ -244,7 +244,9 @@ fn decode_error_report(payload: &[u8]) -> Result<ErrorReport, Rejection> {
 fn decode_ack(payload: &[u8]) -> Result<Ack, Rejection> {
     let ack: Ack = json(payload)?;
     if ack.id.is_empty() || ack.id.len() > 128 {
-        return Err(Rejection::Invalid("ack id must be 1 to 128 characters".into()));
+        return Err(Rejection::Invalid(
+            "ack id must be 1 to 128 characters".into(),
+        ));
     }
     Ok(ack)
 }
@@ -307,7 +309,10 @@ mod tests {
     #[test]
     fn acks_decode() {
         assert_eq!(
-            ok("vehicles/v1/ack", r#"{"id":"c1","ok":false,"error":"busy"}"#),
+            ok(
+                "vehicles/v1/ack",
+                r#"{"id":"c1","ok":false,"error":"busy"}"#
+            ),
             Message::Ack(Ack {
                 id: "c1".into(),
                 ok: false,
@@ -332,16 +337,16 @@ mod tests {
             rejected("vehicles/v1/heartbeat", r#"{"service":"broken"}"#),
             "malformed"
         );
-        assert_eq!(
-            rejected("vehicles/v1/error", r#"{"errors":[]}"#),
-            "invalid"
-        );
+        assert_eq!(rejected("vehicles/v1/error", r#"{"errors":[]}"#), "invalid");
         assert_eq!(
             rejected("vehicles/v1/error", r#"{"errors":[{"code":"brake"}]}"#),
             "invalid"
         );
         assert_eq!(
-            rejected("vehicles/v1/error", r#"{"errors":[{"code":"B","count":0}]}"#),
+            rejected(
+                "vehicles/v1/error",
+                r#"{"errors":[{"code":"B","count":0}]}"#
+            ),
             "invalid"
         );
         assert_eq!(rejected("vehicles/v1/ack", r#"{"ok":true}"#), "malformed");

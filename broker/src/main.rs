@@ -1,6 +1,6 @@
 //! `fleet-broker`: parse the command line, set up logging, run until SIGINT/SIGTERM.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -50,7 +50,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn check_config(file: &PathBuf) -> ExitCode {
+fn check_config(file: &Path) -> ExitCode {
     match Config::load(file) {
         Ok(_) => {
             println!("{}: ok", file.display());

@@ -68,7 +68,11 @@ impl Default for VehicleOptions {
 
 impl Vehicle {
     /// Connects as `id` (client id = vehicle id) and subscribes to its command topic.
-    pub async fn connect(broker: SocketAddr, id: &str, opts: VehicleOptions) -> Result<Vehicle, SimError> {
+    pub async fn connect(
+        broker: SocketAddr,
+        id: &str,
+        opts: VehicleOptions,
+    ) -> Result<Vehicle, SimError> {
         let mut mqtt = MqttOptions::new(id, broker.ip().to_string(), broker.port());
         mqtt.set_keep_alive(opts.keep_alive);
         mqtt.set_clean_session(true);
@@ -110,11 +114,20 @@ impl Vehicle {
                             continue;
                         };
                         if opts.auto_ack {
-                            let state = if cmd.command == "service_out" { "out_of_service" } else { "in_service" };
+                            let state = if cmd.command == "service_out" {
+                                "out_of_service"
+                            } else {
+                                "in_service"
+                            };
                             let _ = applied_tx.send(state);
                             let ack = json!({"id": cmd.id, "ok": true}).to_string();
                             let _ = ack_client
-                                .publish(format!("vehicles/{vehicle_id}/ack"), QoS::AtLeastOnce, false, ack)
+                                .publish(
+                                    format!("vehicles/{vehicle_id}/ack"),
+                                    QoS::AtLeastOnce,
+                                    false,
+                                    ack,
+                                )
                                 .await;
                         }
                         // A test that stopped reading commands must not stall the link.
@@ -147,18 +160,21 @@ impl Vehicle {
     /// Sends a heartbeat reporting the applied state.
     pub async fn heartbeat(&self) -> Result<(), SimError> {
         let payload = json!({"battery": 80, "service": self.applied_state()});
-        self.publish("heartbeat", payload.to_string().into_bytes()).await
+        self.publish("heartbeat", payload.to_string().into_bytes())
+            .await
     }
 
     /// Sends an error report with one code.
     pub async fn error(&self, code: &str, count: u32) -> Result<(), SimError> {
         let payload = json!({"errors": [{"code": code, "count": count}]});
-        self.publish("error", payload.to_string().into_bytes()).await
+        self.publish("error", payload.to_string().into_bytes())
+            .await
     }
 
     /// Publishes raw bytes on `vehicles/{id}/{kind}`.
     pub async fn publish(&self, kind: &str, payload: Vec<u8>) -> Result<(), SimError> {
-        self.publish_to(&format!("vehicles/{}/{kind}", self.id), payload).await
+        self.publish_to(&format!("vehicles/{}/{kind}", self.id), payload)
+            .await
     }
 
     /// Publishes raw bytes on any topic (for misbehaving-vehicle scenarios).
@@ -171,7 +187,10 @@ impl Vehicle {
 
     /// The next command received, if one arrives within `wait`.
     pub async fn next_command(&mut self, wait: Duration) -> Option<ReceivedCommand> {
-        tokio::time::timeout(wait, self.commands.recv()).await.ok().flatten()
+        tokio::time::timeout(wait, self.commands.recv())
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Disconnects.

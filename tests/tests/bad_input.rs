@@ -35,7 +35,10 @@ async fn a_vehicle_publishing_on_another_vehicles_topic_has_no_effect() {
         .await
         .expect("queued");
     spoofer
-        .publish_to("vehicles/victim/command", br#"{"id":"x","command":"service_out","reasons":[],"issued_at":1}"#.to_vec())
+        .publish_to(
+            "vehicles/victim/command",
+            br#"{"id":"x","command":"service_out","reasons":[],"issued_at":1}"#.to_vec(),
+        )
         .await
         .expect("queued");
     spoofer
@@ -85,8 +88,15 @@ async fn malformed_and_oversize_payloads_are_counted_and_the_rest_keeps_working(
         bad.publish(kind, payload.clone()).await.expect("queued");
     }
     // Oversize payloads are refused by the MQTT front's ACL, before decoding.
-    bad.publish("heartbeat", vec![b' '; 2048]).await.expect("queued");
-    for topic in ["vehicles/noisy/status", "fleet/sli", "noisy", "vehicles/no isy/heartbeat"] {
+    bad.publish("heartbeat", vec![b' '; 2048])
+        .await
+        .expect("queued");
+    for topic in [
+        "vehicles/noisy/status",
+        "fleet/sli",
+        "noisy",
+        "vehicles/no isy/heartbeat",
+    ] {
         bad.publish_to(topic, b"{}".to_vec()).await.expect("queued");
     }
     let metrics = broker.metrics().clone();

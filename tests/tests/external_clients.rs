@@ -36,8 +36,22 @@ async fn mosquitto_clients_see_a_vehicle_register_and_read_the_retained_state() 
     let port = broker.mqtt_addr().port().to_string();
 
     let published = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port, "-i", "mq-scooter-1", "-q", "1"])
-        .args(["-t", "vehicles/mq-scooter-1/heartbeat", "-m", r#"{"battery":55,"model":"e-scooter"}"#])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-i",
+            "mq-scooter-1",
+            "-q",
+            "1",
+        ])
+        .args([
+            "-t",
+            "vehicles/mq-scooter-1/heartbeat",
+            "-m",
+            r#"{"battery":55,"model":"e-scooter"}"#,
+        ])
         .status()
         .await
         .expect("mosquitto_pub runs");
@@ -47,7 +61,18 @@ async fn mosquitto_clients_see_a_vehicle_register_and_read_the_retained_state() 
     let out = tokio::time::timeout(
         WAIT,
         Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "-C", "1", "-W", "8"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-q",
+                "1",
+                "-C",
+                "1",
+                "-W",
+                "8",
+            ])
             .args(["-t", "vehicles/+/service", "-v"])
             .output(),
     )
@@ -63,8 +88,23 @@ async fn mosquitto_clients_see_a_vehicle_register_and_read_the_retained_state() 
 
     // Publishing on a broker-only topic is refused and changes nothing.
     let spoof = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port, "-i", "mq-scooter-1", "-q", "1"])
-        .args(["-t", "vehicles/mq-scooter-1/service", "-r", "-m", r#"{"state":"out_of_service"}"#])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-i",
+            "mq-scooter-1",
+            "-q",
+            "1",
+        ])
+        .args([
+            "-t",
+            "vehicles/mq-scooter-1/service",
+            "-r",
+            "-m",
+            r#"{"state":"out_of_service"}"#,
+        ])
         .status()
         .await
         .expect("mosquitto_pub runs");

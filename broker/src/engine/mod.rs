@@ -199,7 +199,11 @@ impl Engine {
         if let Err(refused) = result {
             inc(&self.metrics.refused_by_rules);
             if self.rejections.allow(now) {
-                warn!(vehicle, suppressed = self.rejections.take_suppressed(), "uplink refused: {refused}");
+                warn!(
+                    vehicle,
+                    suppressed = self.rejections.take_suppressed(),
+                    "uplink refused: {refused}"
+                );
             }
         }
     }

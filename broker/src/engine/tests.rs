@@ -151,7 +151,12 @@ async fn shutdown_handles_every_queued_uplink_before_the_engine_stops() {
         }
     }
     assert_eq!(registered, 100);
-    assert_eq!(h.metrics.heartbeats.load(std::sync::atomic::Ordering::Relaxed), 100);
+    assert_eq!(
+        h.metrics
+            .heartbeats
+            .load(std::sync::atomic::Ordering::Relaxed),
+        100
+    );
     let sli: serde_json::Value =
         serde_json::from_slice(&last_sli.expect("final SLI published").payload).expect("json");
     assert_eq!(sli["fleet"], 100);
@@ -174,6 +179,9 @@ async fn a_rejected_uplink_is_counted_and_changes_nothing() {
     let _ = h.stop.send(());
     h.task.await.expect("engine ends cleanly");
     while let Ok(m) = h.out.try_recv() {
-        assert_ne!(m.topic, "vehicles/v1/service", "rejected heartbeat registered v1");
+        assert_ne!(
+            m.topic, "vehicles/v1/service",
+            "rejected heartbeat registered v1"
+        );
     }
 }

@@ -32,10 +32,12 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(
-        tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-    ).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
     let cli = Cli::parse();
     let broker: SocketAddr = tokio::net::lookup_host(&cli.broker)
         .await
@@ -71,7 +73,9 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     match cli.duration {
-        Some(d) => { let _ = tokio::time::timeout(d, run).await; }
+        Some(d) => {
+            let _ = tokio::time::timeout(d, run).await;
+        }
         None => tokio::select! { _ = run => {}, _ = tokio::signal::ctrl_c() => {} },
     }
     for t in tasks {
