@@ -69,7 +69,11 @@ pub enum MassLossAction {
     ServiceOut,
 }
 
-/// The mass-loss guard.
+/// The mass-loss guard. Heartbeat expiries are counted in `window`; with T = max(
+/// `min_vehicles`, ceil(`fraction` × fleet)), the first T/10 are taken out as usual, later
+/// ones wait silently, and at T one incident is announced and `action` applies to the wave.
+/// The incident ends when the wave has come back, or when fewer than T are still silent
+/// and none came back for a window; the rest are then taken out.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MassLossConfig {
     /// Fraction of the active fleet that must go silent within `window`.
@@ -101,6 +105,11 @@ pub struct SloConfig {
     /// Whether vehicles out for `maintenance` only count as bad (default: excluded from
     /// both good and valid).
     pub maintenance_counts_as_bad: bool,
+}
+
+/// Milliseconds in `d`, saturating: a validated config never comes near `u64::MAX`.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Default for RulesConfig {

@@ -7,11 +7,28 @@
 //! asks [`Fleet::poll_timeout`] for the next deadline and calls [`Fleet::tick`] then.
 #![deny(missing_docs)]
 
+mod burn;
 mod config;
+mod deadlines;
+mod faults;
+mod flap;
 mod fleet;
+mod hardware;
+mod ledger;
+mod manual;
+mod mass_loss;
 pub mod mds;
+mod registry;
+mod restore;
+mod settings;
 mod sli;
+mod sweep;
+#[cfg(test)]
+mod testkit;
+mod timeouts;
 mod types;
+mod uplink;
+mod vehicle;
 
 pub use config::{
     FaultConfig, FaultRule, FlapConfig, HeartbeatConfig, MassLossAction, MassLossConfig,

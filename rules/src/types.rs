@@ -149,9 +149,10 @@ pub enum Notification {
         /// When.
         at: UnixMs,
     },
-    /// The incident ended: fewer than the threshold are still silent.
+    /// The incident ended: no vehicle of the wave is silent any more, or fewer than the
+    /// threshold are and none came back for a full mass-loss window.
     MassLossEnded {
-        /// Vehicles that came back while held.
+        /// Vehicles of the wave that came back during the incident.
         recovered: usize,
         /// Vehicles still silent, now taken out as usual.
         still_silent: usize,

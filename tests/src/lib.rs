@@ -53,6 +53,14 @@ pub struct Observer {
     task: JoinHandle<()>,
 }
 
+fn seen(p: &rumqttc::Publish) -> Seen {
+    Seen {
+        topic: p.topic.clone(),
+        json: serde_json::from_slice(&p.payload).unwrap_or(Value::Null),
+        retain: p.retain,
+    }
+}
+
 static OBSERVERS: AtomicU32 = AtomicU32::new(0);
 
 impl Observer {
@@ -73,6 +81,8 @@ impl Observer {
                 .await
                 .expect("subscribe queued");
         }
+        // Retained messages may arrive before the last SUBACK: keep them.
+        let (tx, rx) = mpsc::channel(100_000);
         let mut acked = 0;
         tokio::time::timeout(WAIT, async {
             while acked < filters.len() {
@@ -87,6 +97,9 @@ impl Observer {
                         );
                         acked += 1;
                     }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let _ = tx.try_send(seen(&p));
+                    }
                     Ok(_) => {}
                     Err(e) => panic!("observer connection failed: {e}"),
                 }
@@ -94,17 +107,10 @@ impl Observer {
         })
         .await
         .expect("observer subscribed in time");
-        let (tx, rx) = mpsc::channel(100_000);
         let task = tokio::spawn(async move {
             while let Ok(event) = eventloop.poll().await {
                 if let Event::Incoming(Packet::Publish(p)) = event {
-                    let json = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
-                    let seen = Seen {
-                        topic: p.topic.clone(),
-                        json,
-                        retain: p.retain,
-                    };
-                    if tx.send(seen).await.is_err() {
+                    if tx.send(seen(&p)).await.is_err() {
                         break;
                     }
                 }

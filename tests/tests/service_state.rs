@@ -20,6 +20,25 @@ fn reason_kinds(json: &serde_json::Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Polls the engine until the vehicle exists and `ready` holds for it.
+async fn wait_for_vehicle(
+    broker: &fleet_broker::Broker,
+    id: &str,
+    mut ready: impl FnMut(&fleet_rules::VehicleView) -> bool,
+) -> fleet_rules::VehicleView {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let view = broker.engine().vehicle(id).await.expect("engine running");
+            if let Some(view) = view.filter(|v| ready(v)) {
+                return view;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("vehicle {id} did not reach the expected state"))
+}
+
 #[tokio::test]
 async fn a_silent_vehicle_goes_out_for_heartbeat_lost_and_comes_back_with_its_next_heartbeat() {
     let broker = start(&test_config(FAST)).await;
@@ -61,10 +80,14 @@ async fn a_fault_over_threshold_takes_the_vehicle_out_and_heartbeats_do_not_brin
         .await
         .expect("vehicle connects");
     v.error("BRAKE_SENSOR", 1).await.expect("error report");
-    v.heartbeat().await.expect("heartbeat");
     // One report is under the threshold: still in service.
-    let view = broker.engine().vehicle("scooter-2").await.expect("engine");
-    assert!(view.is_some_and(|v| v.reasons.is_empty()));
+    let view = wait_for_vehicle(&broker, "scooter-2", |v| {
+        v.error_counts
+            .iter()
+            .any(|(code, n)| code == "BRAKE_SENSOR" && *n == 1)
+    })
+    .await;
+    assert!(view.reasons.is_empty(), "{view:?}");
 
     v.error("BRAKE_SENSOR", 1).await.expect("error report");
     let out = v.next_command(WAIT).await.expect("service_out arrives");
@@ -129,17 +152,7 @@ async fn manual_service_in_of_a_silent_vehicle_clears_the_fault_but_leaves_it_ou
         "service_out"
     );
     // Wait until the rules have found it silent.
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let view = broker.engine().vehicle("scooter-4").await.expect("engine");
-            if view.is_some_and(|v| v.reasons.len() == 2) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("heartbeat_lost set in time");
+    wait_for_vehicle(&broker, "scooter-4", |v| v.reasons.len() == 2).await;
 
     let outcome = broker
         .engine()
@@ -162,7 +175,11 @@ async fn manual_service_in_of_a_silent_vehicle_clears_the_fault_but_leaves_it_ou
 
 #[tokio::test]
 async fn a_late_subscriber_gets_the_retained_service_state_and_the_sli() {
-    let broker = start(&test_config(FAST)).await;
+    // The default 5-minute timeout: the only state change is the fault.
+    let broker = start(&test_config(
+        "[faults.codes.BRAKE_SENSOR]\nthreshold = 2\nwindow = \"1m\"\n",
+    ))
+    .await;
     let mut v = Vehicle::connect(broker.mqtt_addr(), "scooter-5", VehicleOptions::default())
         .await
         .expect("vehicle connects");
