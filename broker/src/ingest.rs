@@ -1,10 +1,17 @@
-//! Uplink decoding: topic and JSON payload per the MQTT contract v1, into typed messages.
+//! Uplink decoding: topic and payload per the MQTT contract v1, into typed messages.
+//! A payload is JSON, or the compact binary encoding for cellular firmware: the format
+//! byte [`POSTCARD_V1`] followed by the postcard encoding of the same message (a JSON
+//! payload starts with `{` or white space, so one topic carries both unambiguously).
 //! Anything else is a [`Rejection`] with a reason label for the counters.
 
 use fleet_rules::ServiceState;
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::mqtt::acl::is_vehicle_id;
+
+/// Leading byte of a compact binary payload: postcard encoding, version 1. Never `{`.
+pub const POSTCARD_V1: u8 = 0x01;
 
 /// Most error entries one report may carry.
 pub const MAX_ERRORS_PER_REPORT: usize = 32;
@@ -23,7 +30,7 @@ pub enum Message {
 }
 
 /// A heartbeat. Every field is optional; an empty payload is a bare heartbeat.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Heartbeat {
     /// Sequence number.
     pub seq: Option<u64>,
@@ -40,7 +47,7 @@ pub struct Heartbeat {
 }
 
 /// `service` as the firmware writes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReportedState {
     /// `"in_service"`
@@ -59,7 +66,7 @@ impl From<ReportedState> for ServiceState {
 }
 
 /// An error report.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorReport {
     /// The codes seen.
     pub errors: Vec<ErrorEntry>,
@@ -68,7 +75,7 @@ pub struct ErrorReport {
 }
 
 /// One code in an error report.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorEntry {
     /// `[A-Z0-9_]{1,64}`
     pub code: String,
@@ -82,7 +89,7 @@ fn one() -> u32 {
 }
 
 /// A command acknowledgement.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ack {
     /// The command id.
     pub id: String,
@@ -187,15 +194,33 @@ pub fn decode<'t>(
     Ok((vehicle, message))
 }
 
-fn json<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, Rejection> {
-    serde_json::from_slice(payload).map_err(|e| Rejection::Malformed(e.to_string()))
+/// JSON or postcard v1, told apart by the first byte.
+fn parse<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Rejection> {
+    match payload.first() {
+        Some(&POSTCARD_V1) => {
+            let (value, rest) = postcard::take_from_bytes(&payload[1..])
+                .map_err(|e| Rejection::Malformed(format!("postcard v1: {e}")))?;
+            if rest.is_empty() {
+                Ok(value)
+            } else {
+                Err(Rejection::Malformed(format!(
+                    "postcard v1: {} trailing bytes after the message",
+                    rest.len()
+                )))
+            }
+        }
+        Some(&b) if b != b'{' && !b.is_ascii_whitespace() => Err(Rejection::Malformed(format!(
+            "unknown payload format byte 0x{b:02x}: JSON starts with '{{', postcard v1 with 0x01"
+        ))),
+        _ => serde_json::from_slice(payload).map_err(|e| Rejection::Malformed(e.to_string())),
+    }
 }
 
 fn decode_heartbeat(payload: &[u8]) -> Result<Heartbeat, Rejection> {
     if payload.iter().all(u8::is_ascii_whitespace) {
         return Ok(Heartbeat::default());
     }
-    let hb: Heartbeat = json(payload)?;
+    let hb: Heartbeat = parse(payload)?;
     if let Some(b) = hb.battery {
         if b > 100 {
             return Err(Rejection::Invalid(format!(
@@ -214,7 +239,7 @@ fn decode_heartbeat(payload: &[u8]) -> Result<Heartbeat, Rejection> {
 }
 
 fn decode_error_report(payload: &[u8]) -> Result<ErrorReport, Rejection> {
-    let report: ErrorReport = json(payload)?;
+    let report: ErrorReport = parse(payload)?;
     if report.errors.is_empty() {
         return Err(Rejection::Invalid("errors is empty".into()));
     }
@@ -242,7 +267,7 @@ fn decode_error_report(payload: &[u8]) -> Result<ErrorReport, Rejection> {
 }
 
 fn decode_ack(payload: &[u8]) -> Result<Ack, Rejection> {
-    let ack: Ack = json(payload)?;
+    let ack: Ack = parse(payload)?;
     if ack.id.is_empty() || ack.id.len() > 128 {
         return Err(Rejection::Invalid(
             "ack id must be 1 to 128 characters".into(),
@@ -362,5 +387,70 @@ mod tests {
         let big = vec![b' '; 2000];
         let err = decode("v1", "vehicles/v1/heartbeat", &big, 1024).expect_err("too big");
         assert_eq!(err, Rejection::Oversize(2000, 1024));
+    }
+
+    fn unhex(hex: &str) -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
+    fn encode(m: &Message) -> Vec<u8> {
+        let body = match m {
+            Message::Heartbeat(hb) => postcard::to_stdvec(hb),
+            Message::Error(r) => postcard::to_stdvec(r),
+            Message::Ack(a) => postcard::to_stdvec(a),
+        };
+        let mut out = vec![POSTCARD_V1];
+        out.extend(body.expect("encodes"));
+        out
+    }
+
+    #[test]
+    fn the_published_postcard_test_vectors_decode_to_their_json_and_encode_back() {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/contract/postcard-v1-vectors.json"))
+                .expect("vectors file is JSON");
+        let vectors = doc["vectors"].as_array().expect("vectors");
+        assert!(vectors.len() >= 6);
+        for v in vectors {
+            let topic = v["topic"].as_str().expect("topic").replace("{id}", "v1");
+            let bytes = unhex(v["hex"].as_str().expect("hex"));
+            let json = serde_json::to_vec(&v["json"]).expect("json");
+            let from_binary = decode("v1", &topic, &bytes, 1024)
+                .expect("binary decodes")
+                .1;
+            let from_json = decode("v1", &topic, &json, 1024).expect("json decodes").1;
+            assert_eq!(from_binary, from_json, "vector {}", v["hex"]);
+            assert_eq!(encode(&from_json), bytes, "encoding of {}", v["json"]);
+        }
+    }
+
+    #[test]
+    fn binary_payloads_are_validated_like_json_ones() {
+        // battery 101: postcard decodes it, the range check refuses it.
+        let hb = [POSTCARD_V1, 0, 1, 101, 0, 0, 0, 0];
+        assert_eq!(rejected_bytes("vehicles/v1/heartbeat", &hb), "invalid");
+        // Truncated: Some(seq) without the value.
+        assert_eq!(
+            rejected_bytes("vehicles/v1/heartbeat", &[POSTCARD_V1, 1]),
+            "malformed"
+        );
+        // Trailing garbage after a complete message.
+        let mut bare = vec![POSTCARD_V1, 0, 0, 0, 0, 0, 0];
+        bare.push(9);
+        assert_eq!(rejected_bytes("vehicles/v1/heartbeat", &bare), "malformed");
+        // An unknown format byte.
+        assert_eq!(
+            rejected_bytes("vehicles/v1/heartbeat", &[0x02, 0]),
+            "malformed"
+        );
+    }
+
+    fn rejected_bytes(topic: &str, payload: &[u8]) -> &'static str {
+        decode("v1", topic, payload, 1024)
+            .expect_err("rejected")
+            .label()
     }
 }
