@@ -1,11 +1,21 @@
 //! A simulated vehicle speaking the MQTT contract v1 over a real MQTT connection: it
 //! subscribes to its command topic, applies and acknowledges commands, and sends
 //! heartbeats (reporting the state it applies) and error reports on request.
+//!
+//! [`fleet`] runs thousands of them with failure injection ([`scenario`]); [`bench`] drives
+//! a broker with such a fleet and prints measurements; [`standin`] is the minimal "rules
+//! engine" that stands beside a plain broker (Mosquitto) for the baseline.
+
+pub mod bench;
+pub mod fleet;
+pub mod scenario;
+pub mod standin;
+pub mod stats;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, Packet, QoS};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -77,6 +87,9 @@ impl Vehicle {
         mqtt.set_keep_alive(opts.keep_alive);
         mqtt.set_clean_session(true);
         let (client, mut eventloop) = AsyncClient::new(mqtt, 64);
+        let mut net = NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        eventloop.set_network_options(net);
         let command_topic = format!("vehicles/{id}/command");
         client
             .subscribe(&command_topic, QoS::AtLeastOnce)
@@ -199,6 +212,15 @@ impl Vehicle {
         tokio::time::sleep(Duration::from_millis(50)).await;
         self.reader.abort();
     }
+}
+
+/// Wall-clock time in unix milliseconds, for logged instants (measurements use the
+/// monotonic clock).
+pub fn unix_ms() -> u64 {
+    #[allow(clippy::disallowed_methods)] // a logged instant is wall-clock time by definition
+    let now = std::time::SystemTime::now();
+    now.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Drop for Vehicle {

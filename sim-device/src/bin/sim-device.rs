@@ -1,85 +1,351 @@
-//! `sim-device`: N simulated vehicles heartbeating against a broker.
+//! `sim-device`: a simulated fleet against a broker (the default), the benchmark phases
+//! (`bench`), or the rules-engine stand-in for the Mosquitto baseline (`standin`).
 
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-use clap::Parser;
-use sim_device::{Vehicle, VehicleOptions};
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use sim_device::bench::{self, BenchOptions};
+use sim_device::fleet::{Fleet, FleetOptions};
+use sim_device::scenario::{self, Scenario};
+use sim_device::stats::{get, CpuMeter, FleetStats};
+use tokio::time::Instant;
 
 /// A simulated fleet: each vehicle is a real MQTT connection speaking the contract v1.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
-    /// Broker address, host:port.
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the fleet with optional failure injection (the default without a subcommand).
+    Run(RunArgs),
+    /// Benchmark phases against one broker; one JSON object per event on stdout
+    /// (driven by scripts/bench.py).
+    Bench(BenchArgs),
+    /// The rules-engine stand-in beside a plain broker (Mosquitto baseline).
+    Standin(StandinArgs),
+}
+
+#[derive(Args, Clone)]
+struct FleetArgs {
+    /// Broker address(es), host:port, comma-separated; vehicles are spread over them.
     #[arg(long, default_value = "127.0.0.1:1883")]
     broker: String,
     /// Number of vehicles.
     #[arg(long, default_value_t = 100)]
     vehicles: usize,
-    /// Vehicle id prefix.
+    /// Vehicle id prefix: ids are `{prefix}-{index:06}`.
     #[arg(long, default_value = "sim")]
     prefix: String,
-    /// Heartbeat period, e.g. "30s".
+    /// Index of this process's first vehicle (to split a fleet over processes).
+    #[arg(long, default_value_t = 0)]
+    id_offset: usize,
+    /// Mean heartbeat period, e.g. "30s".
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     heartbeat: Duration,
-    /// Stop after this long (default: run until Ctrl-C).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    duration: Option<Duration>,
+    /// Heartbeat period jitter: each period is drawn from heartbeat * (1 ± jitter).
+    #[arg(long, default_value_t = 0.1)]
+    jitter: f64,
+    /// Connection ramp, new connections per second ("2000/s" or "2000").
+    #[arg(long, default_value = "2000/s", value_parser = parse_ramp)]
+    ramp: u32,
+    /// Heartbeat QoS (0 or 1).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    qos: u8,
+    /// MQTT keep-alive.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    keep_alive: Duration,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+#[derive(Args, Clone)]
+struct RunArgs {
+    #[command(flatten)]
+    fleet: FleetArgs,
+    /// Stop after this long (default: until Ctrl-C).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Failure injection scenario (TOML, `[[inject]]` tables; see README).
+    #[arg(long, value_name = "FILE")]
+    scenario: Option<PathBuf>,
+    /// One injection as an inline TOML table, e.g.
+    /// '{action = "silent", at = "1m", for = "2m", fraction = 0.05}' (repeatable).
+    #[arg(long, value_name = "TABLE")]
+    inject: Vec<String>,
+    /// Share of heartbeats sent as probes (measures heartbeat -> command round trips).
+    #[arg(long, default_value_t = 0.0)]
+    probe_fraction: f64,
+    /// Summary line interval.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    summary_every: Duration,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    fleet: FleetArgs,
+    /// Heartbeat QoS levels to step through.
+    #[arg(long, value_delimiter = ',', default_value = "0,1")]
+    qos_levels: Vec<u8>,
+    /// Offered heartbeat rates in messages/s, stepped up until the knee.
+    #[arg(long, value_delimiter = ',', default_value = "10000,20000,40000,80000")]
+    rates: Vec<u32>,
+    /// Measured time per rate step.
+    #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
+    step: Duration,
+    /// Share of heartbeats sent as probes during steps.
+    #[arg(long, default_value_t = 0.01)]
+    probe_fraction: f64,
+    /// The broker's heartbeat timeout (as configured for the bench).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Detection phase: share of the fleet that goes silent (0 skips the phase).
+    #[arg(long, default_value_t = 0.0)]
+    detect: f64,
+    /// Heartbeat period while connecting, during detection and the storm.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    background: Duration,
+    /// Run the reconnect-storm phase (the driver restarts the broker on `storm_ready`).
+    #[arg(long)]
+    storm: bool,
+    /// Bound on every wait.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    wait_limit: Duration,
+    /// Probe p99 above which stepping stops (the knee).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    knee_p99: Duration,
+}
+
+#[derive(Args)]
+struct StandinArgs {
+    /// Broker address, host:port.
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    broker: String,
+    /// QoS of the heartbeat subscription (0 or 1).
+    #[arg(long, default_value_t = 0)]
+    qos: u8,
+    /// Counts line interval.
+    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+    report_every: Duration,
+}
+
+fn parse_ramp(s: &str) -> Result<u32, String> {
+    let n = s.strip_suffix("/s").unwrap_or(s);
+    match n.trim().parse::<u32>() {
+        Ok(v) if v > 0 => Ok(v),
+        _ => Err(format!(
+            "{s:?}: expected connections per second, e.g. \"2000/s\""
+        )),
+    }
+}
+
+async fn resolve(list: &str) -> anyhow::Result<Vec<SocketAddr>> {
+    let mut out = Vec::new();
+    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let addr = tokio::net::lookup_host(part)
+            .await
+            .with_context(|| format!("cannot resolve broker address {part:?}"))?
+            .next()
+            .with_context(|| format!("broker address {part:?} resolves to nothing"))?;
+        out.push(addr);
+    }
+    if out.is_empty() {
+        bail!("no broker address given (--broker host:port)");
+    }
+    Ok(out)
+}
+
+/// The soft open-files limit, from /proc (None where unknown).
+fn open_files_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+async fn fleet_options(a: &FleetArgs) -> anyhow::Result<FleetOptions> {
+    if !(0.0..1.0).contains(&a.jitter) {
+        bail!("--jitter {}: use a value from 0 to below 1", a.jitter);
+    }
+    if a.heartbeat.is_zero() {
+        bail!("--heartbeat must be above zero");
+    }
+    if let Some(limit) = open_files_limit() {
+        if a.vehicles + 64 > limit {
+            bail!(
+                "{} vehicles need about {} open files but this process may open {limit}: \
+                 raise it (`ulimit -n`) or split the fleet over processes with --vehicles and --id-offset",
+                a.vehicles,
+                a.vehicles + 64
+            );
+        }
+    }
+    Ok(FleetOptions {
+        brokers: resolve(&a.broker).await?,
+        vehicles: a.vehicles,
+        id_offset: a.id_offset,
+        prefix: a.prefix.clone(),
+        heartbeat: a.heartbeat,
+        jitter: a.jitter,
+        ramp_per_sec: a.ramp,
+        qos1: a.qos == 1,
+        keep_alive: a.keep_alive,
+        probe_fraction: 0.0,
+        schedulers: 4,
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let cli = Cli::parse();
-    let broker: SocketAddr = tokio::net::lookup_host(&cli.broker)
-        .await
-        .with_context(|| format!("cannot resolve broker address {:?}", cli.broker))?
-        .next()
-        .with_context(|| format!("broker address {:?} resolves to nothing", cli.broker))?;
-    let sent = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::with_capacity(cli.vehicles);
-    for i in 0..cli.vehicles {
-        let id = format!("{}-{i:06}", cli.prefix);
-        let vehicle = Vehicle::connect(broker, &id, VehicleOptions::default()).await?;
-        let sent = sent.clone();
-        let period = cli.heartbeat;
-        // Spread the fleet's heartbeats over the period.
-        let offset = period.mul_f64(i as f64 / cli.vehicles.max(1) as f64);
-        tasks.push(tokio::spawn(async move {
-            tokio::time::sleep(offset).await;
-            let mut tick = tokio::time::interval(period);
-            loop {
-                tick.tick().await;
-                if vehicle.heartbeat().await.is_ok() {
-                    sent.fetch_add(1, Ordering::Relaxed);
-                }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            None => run(cli.run).await,
+            Some(Command::Run(args)) => run(args).await,
+            Some(Command::Bench(args)) => bench_cmd(args).await,
+            Some(Command::Standin(args)) => {
+                let broker = resolve(&args.broker).await?[0];
+                sim_device::standin::run(broker, args.qos >= 1, args.report_every).await
             }
-        }));
+        }
+    })
+}
+
+async fn bench_cmd(a: BenchArgs) -> anyhow::Result<()> {
+    let fleet = fleet_options(&a.fleet).await?;
+    bench::run(&BenchOptions {
+        fleet,
+        qos: a.qos_levels,
+        rates: a.rates,
+        step: a.step,
+        probe_fraction: a.probe_fraction,
+        timeout: a.timeout,
+        detect_fraction: a.detect,
+        background_period: a.background,
+        storm: a.storm,
+        wait_limit: a.wait_limit,
+        knee_p99: a.knee_p99,
+    })
+    .await
+}
+
+async fn run(a: RunArgs) -> anyhow::Result<()> {
+    let mut scenario = match &a.scenario {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read scenario {}", path.display()))?;
+            Scenario::parse(&text).with_context(|| format!("scenario {}", path.display()))?
+        }
+        None => Scenario::default(),
+    };
+    for table in &a.inject {
+        scenario
+            .inject
+            .push(Scenario::parse_inline(table).with_context(|| format!("--inject {table}"))?);
     }
-    tracing::info!(vehicles = cli.vehicles, "fleet connected");
-    let run = async {
-        let mut report = tokio::time::interval(Duration::from_secs(10));
+    let mut opts = fleet_options(&a.fleet).await?;
+    opts.probe_fraction = a.probe_fraction;
+    let n = opts.vehicles;
+    let cpu = CpuMeter::start();
+    let start = Instant::now();
+    let fleet = Arc::new(Fleet::start(&opts));
+    let injections = scenario::run(fleet.clone(), &scenario, start);
+    let tty = std::io::stderr().is_terminal();
+    let mut tick = tokio::time::interval(a.summary_every.max(Duration::from_millis(100)));
+    let mut last = (Instant::now(), 0u64);
+    let mut ramped = false;
+    let work = async {
         loop {
-            report.tick().await;
-            tracing::info!(heartbeats_sent = sent.load(Ordering::Relaxed), "progress");
+            tick.tick().await;
+            let s = fleet.stats();
+            let ready = fleet.ready();
+            let line = if !ramped && ready < n {
+                let secs = start.elapsed().as_secs_f64().max(0.001);
+                format!(
+                    "connecting {ready}/{n} ({:.0}/s)  errors {}",
+                    ready as f64 / secs,
+                    get(&s.errors)
+                )
+            } else {
+                if !ramped {
+                    ramped = true;
+                    tracing::info!(
+                        vehicles = n,
+                        secs = start.elapsed().as_secs_f64(),
+                        "fleet connected"
+                    );
+                }
+                let hb = get(&s.heartbeats);
+                let rate = (hb - last.1) as f64 / last.0.elapsed().as_secs_f64().max(0.001);
+                last = (Instant::now(), hb);
+                summary(s, ready, n, rate, cpu.cores())
+            };
+            let mut err = std::io::stderr().lock();
+            let _ = if tty {
+                write!(err, "\r\x1b[K{line}")
+            } else {
+                writeln!(err, "{line}")
+            };
+            let _ = err.flush();
         }
     };
-    match cli.duration {
+    match a.duration {
         Some(d) => {
-            let _ = tokio::time::timeout(d, run).await;
+            let _ = tokio::time::timeout(d, work).await;
         }
-        None => tokio::select! { _ = run => {}, _ = tokio::signal::ctrl_c() => {} },
+        None => tokio::select! {
+            _ = work => {}
+            r = tokio::signal::ctrl_c() => r.context("cannot listen for Ctrl-C")?,
+        },
     }
-    for t in tasks {
+    if tty {
+        eprintln!();
+    }
+    for t in injections {
         t.abort();
     }
+    let s = fleet.stats();
+    let rate = get(&s.heartbeats) as f64 / start.elapsed().as_secs_f64().max(0.001);
+    eprintln!("final: {}", summary(s, fleet.ready(), n, rate, cpu.cores()));
+    if let Ok(fleet) = Arc::try_unwrap(fleet) {
+        fleet.shutdown().await;
+    }
     Ok(())
+}
+
+fn summary(s: &FleetStats, ready: usize, n: usize, hb_rate: f64, cpu: Option<f64>) -> String {
+    let probe = if get(&s.probes) > 0 {
+        format!("  probes {} (lost {})", get(&s.probes), get(&s.probes_lost))
+    } else {
+        String::new()
+    };
+    format!(
+        "connected {ready}/{n}  heartbeats/s {hb_rate:.0}  commands {} (out {}, in {})  acks {}  errors {}  reconnects {}  dropped {}{probe}  sim cpu {}",
+        get(&s.commands),
+        get(&s.service_out),
+        get(&s.service_in),
+        get(&s.acks),
+        get(&s.errors),
+        get(&s.reconnects),
+        get(&s.heartbeats_dropped),
+        cpu.map_or("?".to_owned(), |c| format!("{:.0}%", c * 100.0)),
+    )
 }

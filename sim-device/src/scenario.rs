@@ -1,0 +1,357 @@
+//! Failure injection: what a share of the fleet does wrong, and when. A scenario is a list
+//! of injections, from a TOML file (`[[inject]]` tables) or `--inject` on the command line
+//! (the same table inline), each applied at its offset from the start of the run and,
+//! where it lasts, undone after `for`.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::fleet::{AckPolicy, Fleet, Rng};
+
+/// What an injection does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Stop heartbeating (the connection stays up), then resume after `for`.
+    Silent,
+    /// Send `count` error reports with `code` each.
+    Faults,
+    /// Alternate the heartbeat period between `low` and `high` (around the timeout).
+    Flap,
+    /// Drop every selected connection at once; each reconnects with jittered backoff.
+    ReconnectStorm,
+    /// Acknowledge commands `delay` late.
+    SlowAcks,
+    /// Never acknowledge commands.
+    MissingAcks,
+    /// Send `count` malformed heartbeats each (bad JSON, wrong types, binary garbage).
+    Malformed,
+    /// Publish `count` heartbeats each on another vehicle's topic.
+    Spoof,
+}
+
+fn parse_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
+}
+
+fn parse_opt_duration<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
+    parse_duration(d).map(Some)
+}
+
+/// One injection.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Injection {
+    /// What to do.
+    pub action: Action,
+    /// When, from the start of the run (default: at once).
+    #[serde(default, deserialize_with = "parse_duration")]
+    pub at: Duration,
+    /// How long it lasts (silent, flap, slow_acks, missing_acks; default: until the end).
+    #[serde(default, rename = "for", deserialize_with = "parse_opt_duration")]
+    pub duration: Option<Duration>,
+    /// Share of the fleet affected (default 1.0 for reconnect_storm, else 0.01).
+    pub fraction: Option<f64>,
+    /// Error code (faults).
+    pub code: Option<String>,
+    /// Messages per vehicle (faults, malformed, spoof; default 1).
+    pub count: Option<u32>,
+    /// Shorter flap period (flap).
+    #[serde(default, deserialize_with = "parse_opt_duration")]
+    pub low: Option<Duration>,
+    /// Longer flap period (flap).
+    #[serde(default, deserialize_with = "parse_opt_duration")]
+    pub high: Option<Duration>,
+    /// Ack delay (slow_acks; default 10s).
+    #[serde(default, deserialize_with = "parse_opt_duration")]
+    pub delay: Option<Duration>,
+}
+
+/// A scenario file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// The injections, in any order.
+    #[serde(default)]
+    pub inject: Vec<Injection>,
+}
+
+/// Why a scenario is not usable.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// Not TOML of the expected shape.
+    #[error("{0}")]
+    Parse(#[from] toml::de::Error),
+    /// Fields that do not fit the action.
+    #[error("inject #{index} ({action:?}): {problem}")]
+    Invalid {
+        /// Position in the list (from 1).
+        index: usize,
+        /// Its action.
+        action: Action,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+impl Scenario {
+    /// Parses and validates a scenario file's text.
+    pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+        let s: Scenario = toml::from_str(text)?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Parses one `--inject` value: the fields of one injection as an inline TOML table,
+    /// e.g. `{action = "silent", at = "30s", for = "1m", fraction = 0.05}`.
+    pub fn parse_inline(text: &str) -> Result<Injection, ScenarioError> {
+        let s = Scenario::parse(&format!("inject = [{text}]"))?;
+        Ok(s.inject
+            .into_iter()
+            .next()
+            .expect("one inline table parses to one entry"))
+    }
+
+    /// Checks every injection's fields against its action.
+    pub fn validate(&self) -> Result<(), ScenarioError> {
+        for (n, inj) in self.inject.iter().enumerate() {
+            let bad = |problem: &str| ScenarioError::Invalid {
+                index: n + 1,
+                action: inj.action,
+                problem: problem.to_owned(),
+            };
+            if let Some(f) = inj.fraction {
+                if !(0.0..=1.0).contains(&f) || f.is_nan() {
+                    return Err(bad("fraction must be between 0 and 1"));
+                }
+            }
+            match inj.action {
+                Action::Faults => match &inj.code {
+                    Some(c)
+                        if !c.is_empty()
+                            && c.len() <= 64
+                            && c.bytes().all(|b| {
+                                b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'
+                            }) => {}
+                    _ => return Err(bad("needs `code`, [A-Z0-9_]{1,64}")),
+                },
+                Action::Flap => match (inj.low, inj.high) {
+                    (Some(l), Some(h)) if !l.is_zero() && l < h => {}
+                    _ => {
+                        return Err(bad(
+                            "needs `low` < `high`, e.g. low = \"25s\", high = \"35s\"",
+                        ))
+                    }
+                },
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The vehicles a `fraction` selects: a fixed pseudo-random subset (same seed, same set).
+pub fn select(n: usize, fraction: f64, seed: u64) -> Vec<usize> {
+    let k = ((n as f64) * fraction.clamp(0.0, 1.0)).round() as usize;
+    let mut rng = Rng::new(seed);
+    let mut keyed: Vec<(u64, usize)> = (0..n).map(|i| (rng.next_u64(), i)).collect();
+    keyed.sort_unstable();
+    let mut chosen: Vec<usize> = keyed.into_iter().take(k).map(|(_, i)| i).collect();
+    chosen.sort_unstable();
+    chosen
+}
+
+/// Starts every injection of `scenario` against `fleet`, timed from `start`.
+pub fn run(
+    fleet: std::sync::Arc<Fleet>,
+    scenario: &Scenario,
+    start: Instant,
+) -> Vec<JoinHandle<()>> {
+    scenario
+        .inject
+        .iter()
+        .enumerate()
+        .map(|(n, inj)| {
+            let fleet = fleet.clone();
+            let inj = inj.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(start + inj.at).await;
+                apply(&fleet, &inj, n as u64).await;
+            })
+        })
+        .collect()
+}
+
+async fn apply(fleet: &Fleet, inj: &Injection, seed: u64) {
+    let default_fraction = if inj.action == Action::ReconnectStorm {
+        1.0
+    } else {
+        0.01
+    };
+    let chosen = select(fleet.len(), inj.fraction.unwrap_or(default_fraction), seed);
+    let count = inj.count.unwrap_or(1).max(1);
+    tracing::info!(
+        action = ?inj.action,
+        vehicles = chosen.len(),
+        at_unix_ms = crate::unix_ms(),
+        "injecting"
+    );
+    match inj.action {
+        Action::Silent => {
+            set_all(&chosen, |i| fleet.set_silent(i, true));
+            if let Some(d) = inj.duration {
+                tokio::time::sleep(d).await;
+                set_all(&chosen, |i| fleet.set_silent(i, false));
+                tracing::info!(
+                    vehicles = chosen.len(),
+                    at_unix_ms = crate::unix_ms(),
+                    "silent vehicles resume"
+                );
+            }
+        }
+        Action::Flap => {
+            if let (Some(low), Some(high)) = (inj.low, inj.high) {
+                fleet.set_flap_periods(low, high);
+            }
+            set_all(&chosen, |i| fleet.set_flapping(i, true));
+            if let Some(d) = inj.duration {
+                tokio::time::sleep(d).await;
+                set_all(&chosen, |i| fleet.set_flapping(i, false));
+            }
+        }
+        Action::SlowAcks | Action::MissingAcks => {
+            let policy = if inj.action == Action::SlowAcks {
+                fleet.set_slow_ack_delay(inj.delay.unwrap_or(Duration::from_secs(10)));
+                AckPolicy::Slow
+            } else {
+                AckPolicy::Missing
+            };
+            set_all(&chosen, |i| fleet.set_ack_policy(i, policy));
+            if let Some(d) = inj.duration {
+                tokio::time::sleep(d).await;
+                set_all(&chosen, |i| fleet.set_ack_policy(i, AckPolicy::Prompt));
+            }
+        }
+        Action::ReconnectStorm => set_all(&chosen, |i| fleet.kick(i)),
+        Action::Faults => {
+            let code = inj.code.as_deref().unwrap_or("BRAKE_SENSOR");
+            for _ in 0..count {
+                set_all(&chosen, |i| {
+                    fleet.error_report(i, code, 1);
+                });
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Action::Malformed => {
+            const BAD: [&[u8]; 4] = [
+                b"{not json",
+                br#"{"battery":"full"}"#,
+                b"\xff\xfe\x00",
+                br#"{"seq":-1}"#,
+            ];
+            for k in 0..count as usize {
+                set_all(&chosen, |i| {
+                    if let Some(v) = fleet.vehicle(i) {
+                        let topic = format!("vehicles/{}/heartbeat", v.id);
+                        fleet.publish_raw(i, topic, BAD[k % BAD.len()].to_vec());
+                    }
+                });
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Action::Spoof => {
+            for _ in 0..count {
+                set_all(&chosen, |i| {
+                    let victim = (i + 1) % fleet.len().max(1);
+                    if let Some(v) = fleet.vehicle(victim) {
+                        let topic = format!("vehicles/{}/heartbeat", v.id);
+                        fleet.publish_raw(i, topic, br#"{"battery":1}"#.to_vec());
+                    }
+                });
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+fn set_all(chosen: &[usize], mut f: impl FnMut(usize)) {
+    for &i in chosen {
+        f(i);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scenario_file_parses_every_action() {
+        let s = Scenario::parse(
+            r#"
+            [[inject]]
+            action = "silent"
+            at = "30s"
+            for = "1m"
+            fraction = 0.05
+            [[inject]]
+            action = "faults"
+            code = "BRAKE_SENSOR"
+            count = 3
+            [[inject]]
+            action = "flap"
+            low = "25s"
+            high = "35s"
+            [[inject]]
+            action = "reconnect_storm"
+            at = "2m"
+            [[inject]]
+            action = "slow_acks"
+            delay = "20s"
+            [[inject]]
+            action = "missing_acks"
+            [[inject]]
+            action = "malformed"
+            [[inject]]
+            action = "spoof"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.inject.len(), 8);
+        assert_eq!(s.inject[0].duration, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn an_inline_injection_parses_like_a_table() {
+        let i =
+            Scenario::parse_inline(r#"{action = "silent", at = "5s", fraction = 0.1}"#).unwrap();
+        assert_eq!(
+            (i.action, i.at, i.fraction),
+            (Action::Silent, Duration::from_secs(5), Some(0.1))
+        );
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_refused() {
+        assert!(Scenario::parse("[[inject]]\naction = \"silent\"\nfractoin = 0.1").is_err());
+        assert!(Scenario::parse("[[inject]]\naction = \"silent\"\nfraction = 2.0").is_err());
+        assert!(Scenario::parse("[[inject]]\naction = \"faults\"").is_err());
+        assert!(
+            Scenario::parse("[[inject]]\naction = \"flap\"\nlow = \"9s\"\nhigh = \"5s\"").is_err()
+        );
+        assert!(Scenario::parse("[[inject]]\naction = \"silent\"\nat = \"soon\"").is_err());
+    }
+
+    #[test]
+    fn a_fraction_selects_a_stable_subset() {
+        let a = select(1000, 0.05, 3);
+        assert_eq!(a.len(), 50);
+        assert_eq!(a, select(1000, 0.05, 3));
+        assert_ne!(a, select(1000, 0.05, 4));
+    }
+}
