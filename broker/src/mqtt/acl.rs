@@ -1,10 +1,14 @@
 //! Topic rules of MQTT contract v1 ("Identity and access" in DESIGN.md), as pure functions.
 //!
 //! A vehicle's client id is its vehicle id. It may publish only its own uplink topics and
-//! subscribe only its own downlink topics plus the read-only observer topics. Everything
-//! else is denied with a reason, so the broker can count and log each kind of refusal.
+//! subscribe only its own downlink topics; observer users read `fleet/#` and every
+//! vehicle's service state and publish nothing. With authentication off (`Role::Anonymous`)
+//! everyone may also read the observer topics. Everything else is denied with a reason, so
+//! the broker can count and log each kind of refusal.
 
 use std::fmt;
+
+pub use super::auth::Role;
 
 /// Longest vehicle id the contract allows.
 pub const MAX_VEHICLE_ID_LEN: usize = 64;
@@ -64,17 +68,20 @@ pub enum PublishDenied {
     NotAVehicle,
     /// Not a topic of the contract.
     UnknownTopic,
+    /// An observer user publishes nothing.
+    ReadOnly,
 }
 
 impl PublishDenied {
     /// Every reason, in a fixed order (for counters and metrics labels).
-    pub const ALL: [PublishDenied; 6] = [
+    pub const ALL: [PublishDenied; 7] = [
         PublishDenied::Oversize,
         PublishDenied::Wildcard,
         PublishDenied::BrokerOnly,
         PublishDenied::OtherVehicle,
         PublishDenied::NotAVehicle,
         PublishDenied::UnknownTopic,
+        PublishDenied::ReadOnly,
     ];
 
     /// A short snake_case name for logs and metrics labels.
@@ -86,6 +93,7 @@ impl PublishDenied {
             PublishDenied::OtherVehicle => "other_vehicle",
             PublishDenied::NotAVehicle => "not_a_vehicle",
             PublishDenied::UnknownTopic => "unknown_topic",
+            PublishDenied::ReadOnly => "read_only",
         }
     }
 
@@ -116,17 +124,20 @@ pub enum SubscribeDenied {
     NotAVehicle,
     /// Not a topic of the contract.
     UnknownTopic,
+    /// A topic only observer users may read (with authentication on): `fleet/...`.
+    ObserversOnly,
 }
 
 impl SubscribeDenied {
     /// Every reason, in a fixed order (for counters and metrics labels).
-    pub const ALL: [SubscribeDenied; 6] = [
+    pub const ALL: [SubscribeDenied; 7] = [
         SubscribeDenied::SystemTopic,
         SubscribeDenied::TooBroad,
         SubscribeDenied::Uplink,
         SubscribeDenied::OtherVehicle,
         SubscribeDenied::NotAVehicle,
         SubscribeDenied::UnknownTopic,
+        SubscribeDenied::ObserversOnly,
     ];
 
     /// A short snake_case name for logs and metrics labels.
@@ -138,6 +149,7 @@ impl SubscribeDenied {
             SubscribeDenied::OtherVehicle => "other_vehicle",
             SubscribeDenied::NotAVehicle => "not_a_vehicle",
             SubscribeDenied::UnknownTopic => "unknown_topic",
+            SubscribeDenied::ObserversOnly => "observers_only",
         }
     }
 
@@ -152,11 +164,24 @@ impl fmt::Display for SubscribeDenied {
     }
 }
 
-/// Decides whether client `client_id` may publish `payload_len` bytes to `topic`.
+/// Decides whether client `client_id` may publish `payload_len` bytes to `topic`, with
+/// authentication off (`Role::Anonymous`).
 ///
 /// Allowed: `vehicles/{client_id}/heartbeat|error|ack`, when `client_id` is a vehicle id
 /// and the payload is at most `max_payload` bytes.
 pub fn check_publish(
+    client_id: &str,
+    topic: &str,
+    payload_len: usize,
+    max_payload: usize,
+) -> Result<UplinkKind, PublishDenied> {
+    check_publish_as(Role::Anonymous, client_id, topic, payload_len, max_payload)
+}
+
+/// Decides whether a client of `role` may publish: vehicles (and anonymous clients) as
+/// `check_publish`; observer users never.
+pub fn check_publish_as(
+    role: Role,
     client_id: &str,
     topic: &str,
     payload_len: usize,
@@ -176,7 +201,9 @@ pub fn check_publish(
             let Some(kind) = UplinkKind::from_level(kind) else {
                 return Err(PublishDenied::UnknownTopic);
             };
-            if !is_vehicle_id(client_id) {
+            if role == Role::Observer {
+                Err(PublishDenied::ReadOnly)
+            } else if !is_vehicle_id(client_id) {
                 Err(PublishDenied::NotAVehicle)
             } else if *id != client_id {
                 Err(PublishDenied::OtherVehicle)
@@ -188,25 +215,50 @@ pub fn check_publish(
     }
 }
 
-/// Decides whether client `client_id` may subscribe to `filter`.
+/// Decides whether client `client_id` may subscribe to `filter`, with authentication off
+/// (`Role::Anonymous`).
 ///
 /// Allowed: `vehicles/{client_id}/command`, `vehicles/{client_id}/service`, and, for
-/// everyone until authentication exists, the read-only observer filters
+/// everyone while authentication is off, the read-only observer filters
 /// `vehicles/+/service`, `vehicles/{any id}/service`, `fleet/events`, `fleet/sli`,
 /// `fleet/alerts`, `fleet/+` and `fleet/#`.
 pub fn check_subscribe(client_id: &str, filter: &str) -> Result<(), SubscribeDenied> {
+    check_subscribe_as(Role::Anonymous, client_id, filter)
+}
+
+/// Decides whether a client of `role` may subscribe to `filter`.
+///
+/// - `Vehicle`: `vehicles/{client_id}/command` and `vehicles/{client_id}/service` only.
+/// - `Observer`: the observer filters (`fleet/...`, `vehicles/+/service`,
+///   `vehicles/{any id}/service`), never a command topic.
+/// - `Anonymous`: both of the above, as `check_subscribe`.
+pub fn check_subscribe_as(
+    role: Role,
+    client_id: &str,
+    filter: &str,
+) -> Result<(), SubscribeDenied> {
     if filter.starts_with('$') {
         return Err(SubscribeDenied::SystemTopic);
     }
+    let observer_topic = |broad: SubscribeDenied| match role {
+        Role::Anonymous | Role::Observer => Ok(()),
+        Role::Vehicle => Err(broad),
+    };
     let levels: Vec<&str> = filter.split('/').collect();
     match levels.as_slice() {
-        ["fleet", "events" | "sli" | "alerts" | "+" | "#"] => Ok(()),
-        ["vehicles", "+", "service"] => Ok(()),
-        // Every vehicle's service state is readable through `vehicles/+/service`, so one
-        // vehicle's is too.
-        ["vehicles", id, "service"] if is_vehicle_id(id) => Ok(()),
+        ["fleet", "events" | "sli" | "alerts" | "+" | "#"] => {
+            observer_topic(SubscribeDenied::ObserversOnly)
+        }
+        ["vehicles", "+", "service"] => observer_topic(SubscribeDenied::TooBroad),
+        ["vehicles", id, "service"] if is_vehicle_id(id) => {
+            if role == Role::Vehicle && *id != client_id {
+                Err(SubscribeDenied::OtherVehicle)
+            } else {
+                Ok(())
+            }
+        }
         ["vehicles", id, "command"] if is_vehicle_id(id) => {
-            if !is_vehicle_id(client_id) {
+            if role == Role::Observer || !is_vehicle_id(client_id) {
                 Err(SubscribeDenied::NotAVehicle)
             } else if *id != client_id {
                 Err(SubscribeDenied::OtherVehicle)
@@ -521,6 +573,101 @@ mod tests {
         }
         for (i, r) in SubscribeDenied::ALL.iter().enumerate() {
             assert_eq!(r.index(), i);
+        }
+    }
+
+    #[test]
+    fn with_auth_on_a_vehicle_may_subscribe_only_to_its_own_command_and_service() {
+        let v = Role::Vehicle;
+        assert_eq!(check_subscribe_as(v, "v1", "vehicles/v1/command"), Ok(()));
+        assert_eq!(check_subscribe_as(v, "v1", "vehicles/v1/service"), Ok(()));
+        for (filter, reason) in [
+            ("#", SubscribeDenied::TooBroad),
+            ("+/+/+", SubscribeDenied::TooBroad),
+            ("vehicles/#", SubscribeDenied::TooBroad),
+            ("vehicles/+/service", SubscribeDenied::TooBroad),
+            ("vehicles/+/command", SubscribeDenied::TooBroad),
+            ("vehicles/+/+", SubscribeDenied::Uplink),
+            ("vehicles/v2/service", SubscribeDenied::OtherVehicle),
+            ("vehicles/v2/command", SubscribeDenied::OtherVehicle),
+            ("vehicles/v2/heartbeat", SubscribeDenied::Uplink),
+            ("fleet/#", SubscribeDenied::ObserversOnly),
+            ("fleet/events", SubscribeDenied::ObserversOnly),
+            ("fleet/sli", SubscribeDenied::ObserversOnly),
+            ("fleet/+", SubscribeDenied::ObserversOnly),
+            ("$SYS/#", SubscribeDenied::SystemTopic),
+        ] {
+            assert_eq!(check_subscribe_as(v, "v1", filter), Err(reason), "{filter}");
+        }
+    }
+
+    #[test]
+    fn with_auth_on_an_observer_reads_fleet_topics_and_service_states_and_nothing_else() {
+        let o = Role::Observer;
+        for filter in [
+            "fleet/#",
+            "fleet/+",
+            "fleet/events",
+            "fleet/sli",
+            "fleet/alerts",
+            "vehicles/+/service",
+            "vehicles/v1/service",
+        ] {
+            assert_eq!(check_subscribe_as(o, "ops", filter), Ok(()), "{filter}");
+        }
+        for (filter, reason) in [
+            ("#", SubscribeDenied::TooBroad),
+            ("vehicles/#", SubscribeDenied::TooBroad),
+            ("vehicles/+/command", SubscribeDenied::TooBroad),
+            ("vehicles/v1/command", SubscribeDenied::NotAVehicle),
+            ("vehicles/ops/command", SubscribeDenied::NotAVehicle),
+            ("vehicles/+/heartbeat", SubscribeDenied::Uplink),
+            ("vehicles/v1/error", SubscribeDenied::Uplink),
+            ("$share/g/fleet/events", SubscribeDenied::SystemTopic),
+        ] {
+            assert_eq!(
+                check_subscribe_as(o, "ops", filter),
+                Err(reason),
+                "{filter}"
+            );
+        }
+    }
+
+    #[test]
+    fn with_auth_on_an_observer_may_not_publish_even_on_its_own_named_topics() {
+        for topic in [
+            "vehicles/ops/heartbeat",
+            "vehicles/v1/heartbeat",
+            "vehicles/v1/error",
+            "vehicles/v1/ack",
+        ] {
+            assert_eq!(
+                check_publish_as(Role::Observer, "ops", topic, 2, MAX),
+                Err(PublishDenied::ReadOnly),
+                "{topic}"
+            );
+        }
+        assert_eq!(
+            check_publish_as(Role::Observer, "ops", "fleet/sli", 2, MAX),
+            Err(PublishDenied::BrokerOnly)
+        );
+    }
+
+    #[test]
+    fn with_auth_on_a_vehicle_publishes_exactly_as_without() {
+        for topic in [
+            "vehicles/v1/heartbeat",
+            "vehicles/v2/heartbeat",
+            "vehicles/v1/command",
+            "fleet/sli",
+            "vehicles/v1/status",
+            "vehicles/+/heartbeat",
+        ] {
+            assert_eq!(
+                check_publish_as(Role::Vehicle, "v1", topic, 2, MAX),
+                check_publish("v1", topic, 2, MAX),
+                "{topic}"
+            );
         }
     }
 }

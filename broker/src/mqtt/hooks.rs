@@ -1,23 +1,30 @@
-//! The rmqtt hooks that make the embedded broker speak MQTT contract v1: admit clients,
-//! tap allowed uplinks into the broker's channel, and enforce the topic rules of `acl`.
+//! The rmqtt hooks that make the embedded broker speak MQTT contract v1: admit clients
+//! (`auth`, connect rate), tap allowed uplinks into the broker's channel (publish rate),
+//! and enforce the topic rules of `acl` for each session's role.
 //!
 //! rmqtt runs `MessagePublish` BEFORE `MessagePublishCheckAcl` (rmqtt 0.24,
-//! `SessionState::_publish`), so the uplink tap applies the publish rule itself and
-//! forwards nothing the ACL hook will deny; the ACL hook is where denials are counted.
+//! `SessionState::_publish`), so the uplink tap applies the publish rule and the rate
+//! limit itself and forwards nothing the ACL hook will deny; the ACL hook is where topic
+//! denials are counted, and where a rate-limited publish is refused (and a persistent
+//! flooder disconnected) on the tap's verdict.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use rmqtt::codec::v5::SubscribeAckReason;
+use rmqtt::context::ServerContext;
 use rmqtt::hook::{Handler, HookResult, Parameter, Register, ReturnType, Type};
 use rmqtt::session::Session;
 use rmqtt::types::{
     AuthResult, ConnectInfo, FromType, LastWill, Publish, PublishAclResult, QoS, SubscribeAclResult,
 };
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
-use super::acl::{self, PublishDenied, SubscribeDenied};
+use super::acl::{self, PublishDenied, Role, SubscribeDenied};
+use super::auth::{Authenticator, ConnectClaim};
+use super::limits::{ConnectLimiter, PublishLimiter, Verdict};
 use super::stats::{log_loudly, Counters};
 use super::Uplink;
 
@@ -29,6 +36,11 @@ pub(crate) struct ContractHooks {
     pub max_payload: usize,
     /// Becomes `true` when the front shuts down, to release a publish waiting for room.
     pub shutdown: watch::Receiver<bool>,
+    pub auth: Arc<Authenticator>,
+    pub publish_limits: Arc<PublishLimiter>,
+    pub connect_limits: Arc<ConnectLimiter>,
+    /// To tell a takeover of a connected client id (a possible clone).
+    pub scx: ServerContext,
 }
 
 impl ContractHooks {
@@ -36,6 +48,7 @@ impl ContractHooks {
     pub async fn register(self, register: &dyn Register) {
         for typ in [
             Type::ClientAuthenticate,
+            Type::ClientDisconnected,
             Type::MessagePublish,
             Type::MessagePublishCheckAcl,
             Type::ClientSubscribeCheckAcl,
@@ -45,19 +58,58 @@ impl ContractHooks {
         register.start().await;
     }
 
-    fn authenticate(&self, connect_info: &ConnectInfo) -> AuthResult {
-        let Some(will) = connect_info.last_will() else {
-            return AuthResult::Allow(false, None);
-        };
-        let (topic, payload_len) = match will {
-            LastWill::V3(lw) => (lw.topic.clone(), lw.message.len()),
-            LastWill::V5(lw) => (lw.topic.clone(), lw.message.len()),
-        };
+    fn role(&self, session: &Session) -> Role {
+        self.auth
+            .role_of(session.id.username.as_ref().map(|u| u.as_ref()))
+    }
+
+    async fn authenticate(&self, connect_info: &ConnectInfo) -> AuthResult {
         let client_id = connect_info.client_id();
-        // rmqtt publishes a will without asking the publish ACL, so refuse it up front.
-        match acl::check_publish(client_id, &topic, payload_len, self.max_payload) {
-            Ok(_) => AuthResult::Allow(false, None),
+        let remote = connect_info.ipaddress();
+        // Before any hashing: a connect storm costs at most the bucket's rate in CPU.
+        if !self.connect_limits.try_admit(Instant::now()) {
+            let n = self
+                .counters
+                .connects_refused_rate
+                .fetch_add(1, Ordering::Relaxed)
+                + 1;
+            if log_loudly(n) {
+                tracing::warn!(%client_id, ?remote, refused_so_far = n, "MQTT connect refused: over the listener's connect rate (limits.connect_rate); the client should retry with backoff");
+            }
+            return AuthResult::NotAuthorized;
+        }
+        let claim = ConnectClaim {
+            client_id,
+            username: connect_info.username().map(|u| u.as_ref()),
+            password: connect_info.password().map(|p| p.as_ref()),
+            cert_common_name: connect_info.cert().and_then(|c| c.common_name.as_deref()),
+        };
+        let role = match self.auth.authenticate(&claim) {
+            Ok(role) => role,
             Err(reason) => {
+                let n = self.counters.auth_refused(reason);
+                // Never log the password; the username is logged (it is no secret).
+                if log_loudly(n) {
+                    tracing::warn!(%client_id, username = ?claim.username, ?remote, %reason, refused_so_far = n, "MQTT connect refused: authentication failed");
+                } else {
+                    tracing::debug!(%client_id, ?remote, %reason, "MQTT connect refused: authentication failed");
+                }
+                return if reason.is_bad_credentials() {
+                    AuthResult::BadUsernameOrPassword
+                } else {
+                    AuthResult::NotAuthorized
+                };
+            }
+        };
+        if let Some(will) = connect_info.last_will() {
+            let (topic, payload_len) = match will {
+                LastWill::V3(lw) => (lw.topic.clone(), lw.message.len()),
+                LastWill::V5(lw) => (lw.topic.clone(), lw.message.len()),
+            };
+            // rmqtt publishes a will without asking the publish ACL, so refuse it up front.
+            if let Err(reason) =
+                acl::check_publish_as(role, client_id, &topic, payload_len, self.max_payload)
+            {
                 let n = self
                     .counters
                     .connects_refused_will
@@ -68,15 +120,48 @@ impl ContractHooks {
                 } else {
                     tracing::debug!(%client_id, will_topic = %topic, %reason, "MQTT connect refused: will topic not allowed");
                 }
-                AuthResult::NotAuthorized
+                return AuthResult::NotAuthorized;
             }
+        }
+        self.note_takeover(connect_info).await;
+        AuthResult::Allow(false, None)
+    }
+
+    /// A CONNECT with the client id of a connected client takes the session over (MQTT
+    /// says so, and a vehicle whose old TCP link is half-dead must get back in). If both
+    /// keep reconnecting they kick each other out in turn: the log shows both addresses.
+    async fn note_takeover(&self, connect_info: &ConnectInfo) {
+        let id = connect_info.id();
+        let entry = self.scx.extends.shared().await.entry(id.clone());
+        let Some(old) = entry.session() else {
+            return;
+        };
+        if !entry.is_connected().await {
+            return;
+        }
+        let n = self
+            .counters
+            .clone_takeovers
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        let client_id = &id.client_id;
+        if log_loudly(n) {
+            tracing::warn!(%client_id, new_remote = ?id.remote_addr, old_remote = ?old.id.remote_addr, takeovers_so_far = n, "MQTT client id already connected: the new connection takes over and the old one is closed (a reconnect, or a possible clone of this vehicle's credentials)");
+        } else {
+            tracing::info!(%client_id, new_remote = ?id.remote_addr, old_remote = ?old.id.remote_addr, "MQTT client id already connected: takeover");
         }
     }
 
     /// Forwards an allowed uplink to the channel; waits for room when it is full.
     async fn tap(&self, session: &Session, publish: &Publish) {
         let client_id = &session.id.client_id;
-        if acl::check_publish(
+        match self.publish_limits.check(client_id, Instant::now()) {
+            Verdict::Allow => {}
+            // The ACL hook that runs next refuses it on the limiter's pending verdict.
+            Verdict::Drop | Verdict::Disconnect => return,
+        }
+        if acl::check_publish_as(
+            self.role(session),
             client_id,
             &publish.topic,
             publish.payload.len(),
@@ -138,9 +223,33 @@ impl ContractHooks {
         }
     }
 
+    /// The rate limiter's verdict on this publish, counted and logged: whether to refuse
+    /// it, and whether to disconnect the client too.
+    fn rate_limited(&self, session: &Session, publish: &Publish) -> Option<bool> {
+        let client_id = &session.id.client_id;
+        let verdict = self.publish_limits.take_pending(client_id)?;
+        let n = self
+            .counters
+            .publishes_rate_limited
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        if verdict == Verdict::Disconnect {
+            let d = self
+                .counters
+                .flooders_disconnected
+                .fetch_add(1, Ordering::Relaxed)
+                + 1;
+            tracing::warn!(%client_id, topic = %publish.topic, disconnected_so_far = d, "MQTT client disconnected: it kept publishing over its rate limit (limits.disconnect_after)");
+        } else if log_loudly(n) {
+            tracing::warn!(%client_id, topic = %publish.topic, dropped_so_far = n, "MQTT publish dropped: over the client's publish rate (limits.publish_rate)");
+        }
+        Some(verdict == Verdict::Disconnect)
+    }
+
     fn check_publish_acl(&self, session: &Session, publish: &Publish) -> Option<PublishDenied> {
         let client_id = &session.id.client_id;
-        let reason = acl::check_publish(
+        let reason = acl::check_publish_as(
+            self.role(session),
             client_id,
             &publish.topic,
             publish.payload.len(),
@@ -158,7 +267,7 @@ impl ContractHooks {
 
     fn check_subscribe_acl(&self, session: &Session, filter: &str) -> Option<SubscribeDenied> {
         let client_id = &session.id.client_id;
-        let reason = acl::check_subscribe(client_id, filter).err()?;
+        let reason = acl::check_subscribe_as(self.role(session), client_id, filter).err()?;
         let n = self.counters.subscribe_denied(reason);
         if log_loudly(n) {
             tracing::warn!(%client_id, topic_filter = %filter, %reason, denied_so_far = n, "MQTT subscription refused");
@@ -175,8 +284,14 @@ impl Handler for ContractHooks {
         match param {
             Parameter::ClientAuthenticate(connect_info) => (
                 false,
-                Some(HookResult::AuthResult(self.authenticate(connect_info))),
+                Some(HookResult::AuthResult(
+                    self.authenticate(connect_info).await,
+                )),
             ),
+            Parameter::ClientDisconnected(session, _reason) => {
+                self.publish_limits.forget(&session.id.client_id);
+                (true, acc)
+            }
             Parameter::MessagePublish(Some(session), from, publish) => {
                 // Only what a connected client sent; not wills, not the broker's own.
                 if matches!(from.typ(), FromType::Custom) {
@@ -185,6 +300,15 @@ impl Handler for ContractHooks {
                 (true, acc)
             }
             Parameter::MessagePublishCheckAcl(session, publish) => {
+                if let Some(disconnect) = self.rate_limited(session, publish) {
+                    return (
+                        false,
+                        Some(HookResult::PublishAclResult(PublishAclResult::rejected(
+                            disconnect,
+                            Some("rate_limited".into()),
+                        ))),
+                    );
+                }
                 match self.check_publish_acl(session, publish) {
                     // disconnect = false: a bad message never costs a vehicle its link.
                     Some(reason) => (

@@ -1,17 +1,23 @@
 //! The embedded MQTT broker (rmqtt) and the link to it.
 //!
-//! `MqttFront` is the only door to rmqtt: it starts the listener on the caller's tokio
-//! runtime, enforces the contract's topic rules with our own hooks (`acl`), hands allowed
+//! `MqttFront` is the only door to rmqtt: it starts the listeners (plain TCP and/or TLS)
+//! on the caller's tokio runtime, authenticates clients (`auth`), enforces the contract's
+//! topic rules with our own hooks (`acl`) and the rate limits (`limits`), hands allowed
 //! uplinks to a bounded channel, and publishes the broker's own messages (commands,
 //! retained service state, fleet topics). rmqtt's API changes often; keep it in here.
 
 pub mod acl;
+pub mod auth;
+pub mod credentials;
 mod hooks;
+pub mod limits;
 mod retain;
+pub mod secret;
 mod stats;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +33,9 @@ use rmqtt::types::{From, Id, Publish, QoS};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
+use self::auth::{AuthLoadError, AuthOptions, Authenticator};
 use self::hooks::ContractHooks;
+use self::limits::{ConnectLimiter, Limits, PublishLimiter};
 use self::retain::BrokerRetainStore;
 use self::stats::Counters;
 pub use self::stats::MqttStats;
@@ -43,10 +51,11 @@ pub struct Uplink {
     pub payload: Bytes,
 }
 
-/// Settings of the MQTT listener and its per-session limits.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Settings of the MQTT listeners, authentication and per-session limits.
+#[derive(Debug, Clone, PartialEq)]
 pub struct MqttOptions {
-    /// Address to listen on; port 0 picks a free port (see `MqttFront::local_addr`).
+    /// Plain TCP address to listen on; port 0 picks a free port (see
+    /// `MqttFront::local_addr`). Not bound when `tls.plain_tcp` is false.
     pub listen: SocketAddr,
     /// Largest accepted PUBLISH payload in bytes. Larger payloads are denied and counted
     /// (the client stays connected); packets beyond `max_payload + PACKET_OVERHEAD`
@@ -64,8 +73,32 @@ pub struct MqttOptions {
     /// How long a persistent session (MQTT 3.1.1 clean_session=0, or an MQTT 5 session
     /// expiry) is kept after its client disconnects; also caps what MQTT 5 clients ask.
     pub session_expiry: Duration,
-    /// Time a new TCP connection has to complete CONNECT.
+    /// Time a new connection has to complete the TLS handshake, and then CONNECT.
     pub handshake_timeout: Duration,
+    /// Who may connect.
+    pub auth: AuthOptions,
+    /// A TLS listener beside (or instead of) plain TCP.
+    pub tls: Option<TlsOptions>,
+    /// Publish and connect rates.
+    pub limits: Limits,
+}
+
+/// The TLS listener (rustls).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// Address to listen on; port 0 picks a free port (see `MqttFront::tls_addr`).
+    pub listen: SocketAddr,
+    /// PEM certificate chain of the server.
+    pub cert: PathBuf,
+    /// PEM private key of the server.
+    pub key: PathBuf,
+    /// PEM CA certificates that sign vehicle client certificates.
+    pub client_ca: Option<PathBuf>,
+    /// Every TLS client must present a certificate signed by `client_ca`; a vehicle whose
+    /// certificate's common name is its client id then needs no password.
+    pub require_client_cert: bool,
+    /// Keep the plain TCP listener (`MqttOptions::listen`) too.
+    pub plain_tcp: bool,
 }
 
 /// Room on top of `max_payload` for the fixed header, topic and MQTT 5 properties.
@@ -81,6 +114,9 @@ impl Default for MqttOptions {
             max_queued_messages: 32,
             session_expiry: Duration::from_secs(10 * 60),
             handshake_timeout: Duration::from_secs(10),
+            auth: AuthOptions::default(),
+            tls: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -94,6 +130,17 @@ pub enum MqttError {
         /// The option's field name in `MqttOptions`.
         name: &'static str,
         /// What is wrong and what is allowed.
+        reason: String,
+    },
+    /// The credentials could not be loaded.
+    #[error(transparent)]
+    Auth(#[from] AuthLoadError),
+    /// The TLS listener's certificate or key could not be loaded.
+    #[error("cannot set up TLS on {addr}: {reason}")]
+    Tls {
+        /// The TLS listen address.
+        addr: SocketAddr,
+        /// rmqtt's (rustls') message, naming the file.
         reason: String,
     },
     /// The listener could not bind.
@@ -141,6 +188,7 @@ impl std::fmt::Debug for MqttFront {
 struct Inner {
     scx: ServerContext,
     local_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     counters: Arc<Counters>,
     /// Identity of the broker's own publishes (`FromType::System`).
     from: From,
@@ -149,8 +197,9 @@ struct Inner {
     server_task: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
-/// rmqtt keys listener settings by an id; we run a single listener.
+/// rmqtt keys listener settings by an id: one for plain TCP, one for TLS.
 const LISTENER_ID: u16 = 1;
+const TLS_LISTENER_ID: u16 = 2;
 
 impl MqttFront {
     /// Binds and starts serving on the current tokio runtime.
@@ -162,17 +211,37 @@ impl MqttFront {
         opts: MqttOptions,
         uplink: mpsc::Sender<Uplink>,
     ) -> Result<MqttFront, MqttError> {
-        let listener = listener_builder(&opts)?
-            .bind()
-            .and_then(|l| l.tcp())
-            .map_err(|e| MqttError::Bind {
-                addr: opts.listen,
-                source: e.into(),
-            })?;
-        let local_addr = listener.local_addr().map_err(|e| MqttError::Bind {
-            addr: opts.listen,
-            source: e.into(),
-        })?;
+        let auth = Authenticator::load(
+            &opts.auth,
+            opts.tls.as_ref().is_some_and(|t| t.require_client_cert),
+        )?;
+        let tcp = match &opts.tls {
+            Some(tls) if !tls.plain_tcp => None,
+            _ => {
+                let listener = listener_builder(&opts)?
+                    .bind()
+                    .and_then(|l| l.tcp())
+                    .map_err(|e| MqttError::Bind {
+                        addr: opts.listen,
+                        source: e.into(),
+                    })?;
+                let addr = listener.local_addr().map_err(|e| MqttError::Bind {
+                    addr: opts.listen,
+                    source: e.into(),
+                })?;
+                Some((listener, addr))
+            }
+        };
+        let tls = match &opts.tls {
+            Some(tls) => Some(tls_listener(&opts, tls)?),
+            None => None,
+        };
+        let tls_addr = tls.as_ref().map(|(_, addr)| *addr);
+        let local_addr = tcp
+            .as_ref()
+            .map(|(_, addr)| *addr)
+            .or(tls_addr)
+            .unwrap_or(opts.listen);
 
         let scx = ServerContext::new()
             // The busy check samples system CPU load in a forever task and refuses
@@ -186,27 +255,42 @@ impl MqttFront {
         *scx.extends.retain_mut().await = Box::new(BrokerRetainStore::new(counters.clone()));
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        log_auth_mode(&auth, &opts);
         let hooks = ContractHooks {
             uplink,
             counters: counters.clone(),
             max_payload: opts.max_payload,
             shutdown: shutdown_rx,
+            auth: Arc::new(auth),
+            publish_limits: Arc::new(PublishLimiter::new(opts.limits.clone())),
+            connect_limits: Arc::new(ConnectLimiter::new(
+                &opts.limits,
+                tokio::time::Instant::now(),
+            )),
+            scx: scx.clone(),
         };
         hooks
             .register(scx.extends.hook_mgr().register().as_ref())
             .await;
-        tracing::warn!(%local_addr, "MQTT client authentication is not implemented yet: any client may connect; the contract's topic rules still apply");
 
-        let server = MqttServer::new(scx.clone())
-            .listener_by_id(listener, LISTENER_ID)
-            .build();
+        let mut server = MqttServer::new(scx.clone());
+        if let Some((listener, _)) = tcp {
+            server = server.listener_by_id(listener, LISTENER_ID);
+        }
+        if let Some((listener, _)) = tls {
+            server = server.listener_by_id(listener, TLS_LISTENER_ID);
+        }
+        let server = server.build();
         let server_task = tokio::spawn(async move {
             // `run` only returns after every listener loop ended, which they never do.
             if let Err(e) = server.run().await {
                 tracing::error!(error = %e, "MQTT server stopped");
             }
         });
-        tracing::info!(%local_addr, "MQTT front listening");
+        match tls_addr {
+            Some(tls_addr) => tracing::info!(%local_addr, %tls_addr, "MQTT front listening"),
+            None => tracing::info!(%local_addr, "MQTT front listening"),
+        }
 
         let from = From::from_system(Id::new(
             scx.node.id(),
@@ -220,6 +304,7 @@ impl MqttFront {
             inner: Arc::new(Inner {
                 scx,
                 local_addr,
+                tls_addr,
                 counters,
                 from,
                 shut_down: AtomicBool::new(false),
@@ -229,9 +314,15 @@ impl MqttFront {
         })
     }
 
-    /// The bound address (useful when `listen` had port 0).
+    /// The bound plain TCP address (useful when `listen` had port 0); the TLS address
+    /// when only TLS is served.
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local_addr
+    }
+
+    /// The bound TLS address, when TLS is served.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.inner.tls_addr
     }
 
     /// Publishes from the broker itself, at QoS 1 when `qos1` else QoS 0. With `retain`,
@@ -333,6 +424,63 @@ impl MqttFront {
     }
 }
 
+fn log_auth_mode(auth: &Authenticator, opts: &MqttOptions) {
+    if auth.is_open() {
+        tracing::warn!("MQTT AUTHENTICATION IS OFF (auth.mode = \"none\"): any client may connect and claim any vehicle id; the contract's topic rules still apply. Set [auth] mode = \"hmac\" or \"file\" before connecting real vehicles");
+        if !opts.auth.users.is_empty() {
+            tracing::warn!(
+                users = opts.auth.users.len(),
+                "[auth] users are ignored while auth.mode = \"none\""
+            );
+        }
+    } else {
+        tracing::info!(auth = ?auth, "MQTT authentication on");
+    }
+}
+
+fn path_str(path: &Path, addr: SocketAddr) -> Result<String, MqttError> {
+    path.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| MqttError::Tls {
+            addr,
+            reason: format!("{} is not a UTF-8 path", path.display()),
+        })
+}
+
+fn tls_listener(
+    opts: &MqttOptions,
+    tls: &TlsOptions,
+) -> Result<(rmqtt::net::Listener, SocketAddr), MqttError> {
+    let addr = tls.listen;
+    let client_ca = match &tls.client_ca {
+        Some(path) => Some(path_str(path, addr)?),
+        None => None,
+    };
+    let builder = listener_builder(opts)?
+        .name("fleet/tls")
+        .laddr(addr)
+        .tls_cert(Some(path_str(&tls.cert, addr)?))
+        .tls_key(Some(path_str(&tls.key, addr)?))
+        .tls_client_ca_certs(client_ca)
+        .tls_cross_certificate(tls.require_client_cert)
+        // Hands the verified certificate's subject to our ClientAuthenticate hook; the
+        // username stays what the client sent (we check it against the certificate).
+        .collect_cert_info(tls.require_client_cert);
+    let listener = builder.bind().map_err(|e| MqttError::Bind {
+        addr,
+        source: e.into(),
+    })?;
+    let listener = listener.tls().map_err(|e| MqttError::Tls {
+        addr,
+        reason: format!("{e:#}"),
+    })?;
+    let local = listener.local_addr().map_err(|e| MqttError::Bind {
+        addr,
+        source: e.into(),
+    })?;
+    Ok((listener, local))
+}
+
 fn listener_builder(opts: &MqttOptions) -> Result<Builder, MqttError> {
     let max_packet_size = opts
         .max_payload
@@ -360,11 +508,15 @@ fn listener_builder(opts: &MqttOptions) -> Result<Builder, MqttError> {
     Ok(Builder::new()
         .name("fleet/tcp")
         .laddr(opts.listen)
+        // A restarted broker must rebind while its old connections sit in TIME_WAIT
+        // (found by the reconnect-storm benchmark: without it, bind fails for a minute).
+        .reuseaddr(Some(true))
         .nodelay(true)
         .max_connections(opts.max_connections)
         .max_packet_size(max_packet_size)
-        // Our ClientAuthenticate hook must see every CONNECT (it checks the will topic);
-        // rmqtt skips it for anonymous clients when anonymous access is allowed.
+        // Our ClientAuthenticate hook must see every CONNECT (it authenticates, checks the
+        // will topic and the connect rate); rmqtt skips it for anonymous clients when
+        // anonymous access is allowed.
         .allow_anonymous(false)
         // MQTT 3.1.1 allows keep-alive 0 (no keep-alive); some cellular firmware uses it.
         .allow_zero_keepalive(true)

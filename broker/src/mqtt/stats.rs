@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::acl::{PublishDenied, SubscribeDenied};
+use super::auth::AuthRefused;
 
 /// Live counters shared by the hooks and the front.
 #[derive(Debug, Default)]
@@ -15,6 +16,11 @@ pub(crate) struct Counters {
     publishes_denied: [AtomicU64; PublishDenied::ALL.len()],
     subscribes_denied: [AtomicU64; SubscribeDenied::ALL.len()],
     pub connects_refused_will: AtomicU64,
+    connects_refused_auth: [AtomicU64; AuthRefused::ALL.len()],
+    pub connects_refused_rate: AtomicU64,
+    pub clone_takeovers: AtomicU64,
+    pub publishes_rate_limited: AtomicU64,
+    pub flooders_disconnected: AtomicU64,
     pub retained_messages: AtomicU64,
     pub retained_ignored: AtomicU64,
 }
@@ -30,6 +36,11 @@ impl Counters {
         self.subscribes_denied[reason.index()].fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    /// Counts one CONNECT refused by authentication; returns the new count for this reason.
+    pub fn auth_refused(&self, reason: AuthRefused) -> u64 {
+        self.connects_refused_auth[reason.index()].fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     pub fn snapshot(&self, connected_clients: u64) -> MqttStats {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let publishes_denied_by_reason: Vec<(PublishDenied, u64)> = PublishDenied::ALL
@@ -39,6 +50,10 @@ impl Counters {
         let subscribes_denied_by_reason: Vec<(SubscribeDenied, u64)> = SubscribeDenied::ALL
             .iter()
             .map(|r| (*r, load(&self.subscribes_denied[r.index()])))
+            .collect();
+        let connects_refused_auth_by_reason: Vec<(AuthRefused, u64)> = AuthRefused::ALL
+            .iter()
+            .map(|r| (*r, load(&self.connects_refused_auth[r.index()])))
             .collect();
         MqttStats {
             connected_clients,
@@ -50,6 +65,12 @@ impl Counters {
             subscribes_denied: subscribes_denied_by_reason.iter().map(|(_, n)| n).sum(),
             subscribes_denied_by_reason,
             connects_refused_will: load(&self.connects_refused_will),
+            connects_refused_auth: connects_refused_auth_by_reason.iter().map(|(_, n)| n).sum(),
+            connects_refused_auth_by_reason,
+            connects_refused_rate: load(&self.connects_refused_rate),
+            clone_takeovers: load(&self.clone_takeovers),
+            publishes_rate_limited: load(&self.publishes_rate_limited),
+            flooders_disconnected: load(&self.flooders_disconnected),
             retained_messages: load(&self.retained_messages),
             retained_ignored: load(&self.retained_ignored),
         }
@@ -57,7 +78,7 @@ impl Counters {
 }
 
 /// A snapshot of the MQTT front's counters. All counts are since start.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MqttStats {
     /// Clients with an open MQTT connection now.
     pub connected_clients: u64,
@@ -79,6 +100,19 @@ pub struct MqttStats {
     pub subscribes_denied_by_reason: Vec<(SubscribeDenied, u64)>,
     /// CONNECTs refused because the will message's topic is not one the client may publish.
     pub connects_refused_will: u64,
+    /// CONNECTs refused by authentication, all reasons.
+    pub connects_refused_auth: u64,
+    /// CONNECTs refused by authentication, per reason (in `AuthRefused::ALL` order).
+    pub connects_refused_auth_by_reason: Vec<(AuthRefused, u64)>,
+    /// CONNECTs refused because the listener's connect rate was exceeded.
+    pub connects_refused_rate: u64,
+    /// CONNECTs with the client id of a connected client (a reconnect, or a clone): the
+    /// newer connection takes over and the older one is closed.
+    pub clone_takeovers: u64,
+    /// Client publishes dropped because the client exceeded its publish rate.
+    pub publishes_rate_limited: u64,
+    /// Clients disconnected for flooding (`limits.disconnect_after`).
+    pub flooders_disconnected: u64,
     /// Retained messages stored now.
     pub retained_messages: u64,
     /// Retain requests not stored because they did not come from the broker itself.
@@ -89,6 +123,14 @@ impl MqttStats {
     /// Denied publishes for one reason.
     pub fn publishes_denied_for(&self, reason: PublishDenied) -> u64 {
         self.publishes_denied_by_reason
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// CONNECTs refused by authentication for one reason.
+    pub fn connects_refused_auth_for(&self, reason: AuthRefused) -> u64 {
+        self.connects_refused_auth_by_reason
             .iter()
             .find(|(r, _)| *r == reason)
             .map_or(0, |(_, n)| *n)

@@ -1,0 +1,36 @@
+//! The topic rules on arbitrary client ids and topics, for every role: never panic, and
+//! an allowed publish is always the client's own uplink topic.
+#![no_main]
+
+use fleet_broker::mqtt::acl::{check_publish_as, check_subscribe_as, is_vehicle_id, Role};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    let (client_id, topic) = text.split_once('\n').unwrap_or(("v1", &text));
+    for role in [Role::Anonymous, Role::Vehicle, Role::Observer] {
+        if let Ok(kind) = check_publish_as(role, client_id, topic, topic.len(), 1024) {
+            let expected = format!(
+                "vehicles/{client_id}/{}",
+                match kind {
+                    fleet_broker::mqtt::acl::UplinkKind::Heartbeat => "heartbeat",
+                    fleet_broker::mqtt::acl::UplinkKind::Error => "error",
+                    fleet_broker::mqtt::acl::UplinkKind::Ack => "ack",
+                }
+            );
+            assert_eq!(topic, expected);
+            assert!(is_vehicle_id(client_id));
+            assert_ne!(role, Role::Observer);
+        }
+        if check_subscribe_as(role, client_id, topic).is_ok() {
+            assert!(!topic.starts_with('$'));
+            assert!(!topic.contains('#') || topic == "fleet/#");
+            if role == Role::Vehicle {
+                assert!(
+                    topic == format!("vehicles/{client_id}/command")
+                        || topic == format!("vehicles/{client_id}/service")
+                );
+            }
+        }
+    }
+});
