@@ -1,0 +1,82 @@
+//! `GET /api/v1/slo`: both CMC SLOs (fleet in service, commands acknowledged in time) with
+//! error budgets and burn rates, the alerts firing, and the fleet's census.
+//! `GET /api/v1/slo/openslo`: the same SLOs as an OpenSLO v1 document.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use fleet_rules::AlertSeverity;
+use serde_json::{json, Value};
+
+use super::openslo::{duration_shorthand, openslo_yaml, ACK_SLO};
+use super::{ApiContext, ApiError};
+use crate::engine::alerts::{burn_rates_json, policy, FLEET_SLO};
+
+/// `GET /api/v1/slo`
+pub async fn report(State(ctx): State<Arc<ApiContext>>) -> Result<Json<Value>, ApiError> {
+    let s = ctx.engine.snapshot().await?;
+    let slo = &ctx.slo;
+    let c = &s.census;
+    Ok(Json(json!({
+        "at": s.sli.at,
+        "fleet_in_service": {
+            "name": FLEET_SLO,
+            "description": "share of active-fleet vehicle-time in service",
+            "target": s.sli.target,
+            "window": duration_shorthand(slo.window),
+            "window_s": s.sli.window_ms / 1000,
+            "maintenance_counts_as_bad": slo.maintenance_counts_as_bad,
+            "in_service": s.sli.in_service,
+            "fleet": s.sli.fleet,
+            "sli_now": s.sli.fraction,
+            "window_sli": s.sli.window_sli,
+            "error_budget_remaining": s.sli.error_budget_remaining,
+            "burn_rates": burn_rates_json(&s.sli.burn),
+            "alerts_firing": s.sli.alerts_firing,
+            "downtime_s": s.sli.downtime_ms / 1000,
+        },
+        "command_acks": {
+            "name": ACK_SLO,
+            "description": format!(
+                "share of commands to reachable vehicles acknowledged ok within {}s",
+                slo.command_ack_within.as_secs()
+            ),
+            "target": s.acks.target,
+            "ack_within_s": slo.command_ack_within.as_secs(),
+            "window": duration_shorthand(slo.window),
+            "window_s": s.acks.window_ms / 1000,
+            "good": s.acks.good,
+            "valid": s.acks.valid,
+            "window_sli": s.acks.window_sli,
+            "error_budget_remaining": s.acks.error_budget_remaining,
+            "burn_rates": burn_rates_json(&s.acks.burn),
+            "unacked_commands": s.unacked_commands,
+        },
+        "alert_policy": {
+            "page": policy(AlertSeverity::Page),
+            "ticket": policy(AlertSeverity::Ticket),
+            "topic": crate::engine::alerts::ALERTS_TOPIC,
+        },
+        "vehicles": {
+            "total": c.total,
+            "in_service": c.in_service,
+            "out_of_service": c.out_of_service,
+            "heartbeat_lost": c.heartbeat_lost,
+            "hardware_fault": c.hardware_fault,
+            "maintenance": c.maintenance,
+            "held": c.held,
+        },
+    })))
+}
+
+/// `GET /api/v1/slo/openslo`
+pub async fn openslo(State(ctx): State<Arc<ApiContext>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/yaml; charset=utf-8")],
+        openslo_yaml(&ctx.slo),
+    )
+        .into_response()
+}
