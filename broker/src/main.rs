@@ -1,10 +1,12 @@
 //! `fleet-broker`: parse the command line, set up logging, run until SIGINT/SIGTERM.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use fleet_broker::cli::{self, CliError};
 use fleet_broker::clock::Clock;
 use fleet_broker::config::{Config, ConfigError};
 use fleet_broker::Broker;
@@ -28,6 +30,19 @@ enum Command {
         /// The file.
         file: PathBuf,
     },
+    /// Print MQTT credentials for a vehicle under the configured auth.mode (or, with
+    /// --observer, a new backend user's password and its [[auth.users]] entry).
+    Credentials {
+        /// The vehicle id (or, with --observer, the user name).
+        id: String,
+        /// Mint an observer user instead of a vehicle.
+        #[arg(long)]
+        observer: bool,
+    },
+    /// Vehicles through the ops API: list, show, service-in, service-out.
+    Vehicles(cli::VehiclesArgs),
+    /// The SLOs through the ops API: SLI, error budget, burn rates, alerts.
+    Slo(cli::SloArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +55,15 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
+        Some(Command::Credentials { id, observer }) => {
+            credentials(cli.config.as_deref(), &id, observer)
+        }
+        Some(Command::Vehicles(args)) => ops_cli(cli.config.as_deref(), |url, token| async move {
+            cli::run_vehicles(&args, &url, token, &mut std::io::stdout().lock()).await
+        }),
+        Some(Command::Slo(args)) => ops_cli(cli.config.as_deref(), |url, token| async move {
+            cli::run_slo(&args, &url, token, &mut std::io::stdout().lock()).await
+        }),
         None => match serve(cli.config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -67,24 +91,98 @@ fn check_config(file: &Path) -> ExitCode {
     }
 }
 
+fn credentials(config: Option<&Path>, id: &str, observer: bool) -> ExitCode {
+    let minted = match config.map(Config::load).transpose() {
+        Ok(config) => {
+            fleet_broker::mqtt::credentials::mint(&config.unwrap_or_default(), id, observer)
+                .map_err(anyhow::Error::from)
+        }
+        Err(e) => Err(e.into()),
+    };
+    match minted {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("fleet-broker credentials: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs an ops API command: the API's address and token default to the config file's.
+fn ops_cli<F, Fut>(config: Option<&Path>, run: F) -> ExitCode
+where
+    F: FnOnce(String, Option<String>) -> Fut,
+    Fut: Future<Output = Result<(), CliError>>,
+{
+    let config = match config.map(Config::load).transpose() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("fleet-broker: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let url = cli::default_url(config.as_ref().map(|c| c.http.listen));
+    let token = config.and_then(|c| c.http.token);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fleet-broker: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(url, token)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fleet-broker: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
 fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
-    let config = match &config {
+    let mut config = match &config {
         Some(path) => Config::load(path)?,
         None => {
             tracing::info!("no --config given: running with the embedded defaults");
             Config::default()
         }
     };
+    api_token_from_env(&mut config)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let broker = Broker::start(&config, Clock::system())
             .await
-            .with_context(|| format!("cannot start the MQTT listener on {}", config.mqtt.listen))?;
+            .context("cannot start the broker")?;
         shutdown_signal().await?;
         tracing::info!("shutdown requested: draining");
         broker.shutdown().await;
         Ok(())
     })
+}
+
+/// `FLEET_API_TOKEN` gives the ops API its token when the config file has none (so the
+/// secret need not be written in the file).
+fn api_token_from_env(config: &mut Config) -> anyhow::Result<()> {
+    let Some(token) = std::env::var("FLEET_API_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+    else {
+        return Ok(());
+    };
+    if config.http.token.is_some() {
+        tracing::info!("FLEET_API_TOKEN is set but [http] token in the config file is used");
+        return Ok(());
+    }
+    config.http.token = Some(token);
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("FLEET_API_TOKEN is not usable as [http] token:\n{e}"))
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {

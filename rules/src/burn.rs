@@ -109,10 +109,15 @@ mod tests {
         let b = Bucket {
             good: 99,
             valid: 100,
+            down: 0,
         };
         assert!(close(burn(b, 0.99), 1.0));
         assert!(close(burn(b, 0.995), 2.0));
-        let all_bad = Bucket { good: 0, valid: 10 };
+        let all_bad = Bucket {
+            good: 0,
+            valid: 10,
+            down: 0,
+        };
         assert!(close(burn(all_bad, 0.995), 200.0));
         assert_eq!(burn(Bucket::default(), 0.995), 0.0);
     }

@@ -44,6 +44,14 @@ impl ErrorLog {
         }
     }
 
+    /// Puts back totals stored before a restart (replacing any counted since).
+    pub(crate) fn restore_counts(&mut self, counts: &[(String, u64)]) {
+        self.counts.clear();
+        for (code, n) in counts.iter().take(MAX_COUNTERS + 1) {
+            self.counts.push((code.as_str().into(), *n));
+        }
+    }
+
     /// Totals per code, sorted by code.
     pub(crate) fn counts(&self) -> Vec<(String, u64)> {
         let mut counts: Vec<(String, u64)> = self

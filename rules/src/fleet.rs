@@ -36,7 +36,8 @@ pub struct VehicleView {
     /// Silent, but its service-out is held by a mass-loss incident (or pending while a
     /// possible incident is recognised).
     pub held: bool,
-    /// Per error code: total reports since registration (or restart), sorted by code.
+    /// Per error code: total reports since registration (kept across restarts by an owner
+    /// that checkpoints them: [`Fleet::restore_error_counts`]), sorted by code.
     /// Past 64 distinct codes the rest are summed under `"other"`.
     pub error_counts: Vec<(String, u64)>,
 }
@@ -228,7 +229,7 @@ impl Fleet {
         self.len() == 0
     }
 
-    fn view(&self, v: &Vehicle) -> VehicleView {
+    pub(crate) fn view(&self, v: &Vehicle) -> VehicleView {
         VehicleView {
             id: v.id.to_string(),
             state: v.state(),

@@ -1,6 +1,7 @@
 //! The SLI ledger: good and valid vehicle-time, integrated piecewise at every change of the
 //! counts, kept as per-minute buckets in a ring as long as the SLO window (43,201 buckets
-//! of 16 bytes for 30 days).
+//! of 24 bytes for 30 days). Each bucket also says how long the broker itself was down in
+//! that minute, so an outage of the broker is accounted for instead of skipped.
 
 use crate::vehicle::SliClass;
 use crate::UnixMs;
@@ -10,11 +11,12 @@ pub(crate) const MINUTE: u64 = 60_000;
 /// The longest burn-rate window (3 days): the ring is never shorter.
 const LONGEST_BURN_MINUTES: u64 = 3 * 24 * 60;
 
-/// Vehicle-milliseconds counted good and valid.
+/// Vehicle-milliseconds counted good and valid, and milliseconds the broker was down.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Bucket {
     pub(crate) good: u64,
     pub(crate) valid: u64,
+    pub(crate) down: u64,
 }
 
 /// Current counts and the per-minute history.
@@ -119,8 +121,56 @@ impl SliLedger {
             let b = self.ring[self.slot(minute)];
             sum.good = sum.good.saturating_add(b.good);
             sum.valid = sum.valid.saturating_add(b.valid);
+            sum.down = sum.down.saturating_add(b.down);
         }
         sum
+    }
+
+    /// Where the ledger is integrated up to.
+    pub(crate) fn clock(&self) -> UnixMs {
+        self.clock
+    }
+
+    /// The buckets of minutes `from..=` the current one (which is partial), oldest first,
+    /// limited to the history kept.
+    pub(crate) fn minutes_since(&self, from: u64) -> impl Iterator<Item = (u64, Bucket)> + '_ {
+        let oldest_kept = (self.minute + 1).saturating_sub(self.ring.len() as u64);
+        (from.max(oldest_kept)..=self.minute).map(|m| (m, self.ring[self.slot(m)]))
+    }
+
+    /// Puts back a stored bucket. Minutes outside the history kept (or after the clock)
+    /// are ignored. Only meaningful before the ledger integrates past its start.
+    pub(crate) fn import(&mut self, minute: u64, bucket: Bucket) {
+        let oldest_kept = (self.minute + 1).saturating_sub(self.ring.len() as u64);
+        if (oldest_kept..=self.minute).contains(&minute) {
+            let slot = self.slot(minute);
+            self.ring[slot] = bucket;
+        }
+    }
+
+    /// Accounts `from..to` (up to the clock) as time the broker was down: `down` in every
+    /// minute it covers, and with `bad` the current valid count as valid but not good
+    /// vehicle-time (nobody could reach the fleet). Returns the downtime within the history
+    /// kept.
+    pub(crate) fn account_downtime(&mut self, from: UnixMs, to: UnixMs, bad: bool) -> u64 {
+        let oldest_kept = (self.minute + 1).saturating_sub(self.ring.len() as u64);
+        let mut at = from.max(oldest_kept * MINUTE);
+        let to = to.min(self.clock);
+        let mut total = 0;
+        while at < to {
+            let minute = at / MINUTE;
+            let end = to.min((minute + 1) * MINUTE);
+            let dt = end - at;
+            let slot = self.slot(minute);
+            let bucket = &mut self.ring[slot];
+            bucket.down = bucket.down.saturating_add(dt);
+            if bad {
+                bucket.valid = bucket.valid.saturating_add(self.valid.saturating_mul(dt));
+            }
+            total += dt;
+            at = end;
+        }
+        total
     }
 }
 
@@ -166,14 +216,16 @@ mod tests {
             first,
             Bucket {
                 good: 2 * MINUTE / 2 + MINUTE / 2,
-                valid: 2 * MINUTE
+                valid: 2 * MINUTE,
+                down: 0,
             }
         );
         assert_eq!(
             second,
             Bucket {
                 good: MINUTE,
-                valid: 2 * MINUTE
+                valid: 2 * MINUTE,
+                down: 0,
             }
         );
     }
@@ -198,6 +250,54 @@ mod tests {
         let w = l.window(10 * 24 * 60 * MINUTE);
         assert_eq!(w.good, w.valid);
         assert_eq!(w.valid, (LONGEST_BURN_MINUTES) * MINUTE);
+    }
+
+    #[test]
+    fn exported_minutes_imported_into_a_later_ledger_give_the_same_window() {
+        let mut before = ledger_with(3, 1);
+        before.advance(T0 + 10 * MINUTE + MINUTE / 2);
+        let saved: Vec<(u64, Bucket)> = before.minutes_since(T0 / MINUTE).collect();
+        assert_eq!(saved.len(), 11);
+        assert_eq!(saved[10].0, T0 / MINUTE + 10);
+        let mut after = SliLedger::new(before.clock(), 30 * 24 * 60 * MINUTE);
+        for (minute, bucket) in saved {
+            after.import(minute, bucket);
+        }
+        assert_eq!(after.window(60 * MINUTE), before.window(60 * MINUTE));
+    }
+
+    #[test]
+    fn downtime_is_marked_per_minute_and_counted_bad_when_asked() {
+        let restart = T0 + 3 * MINUTE + MINUTE / 2;
+        let mut l = SliLedger::new(restart, 30 * 24 * 60 * MINUTE);
+        l.shift(SliClass::Uncounted, SliClass::Good);
+        l.shift(SliClass::Uncounted, SliClass::Good);
+        let down = l.account_downtime(T0 + MINUTE / 2, restart, true);
+        assert_eq!(down, 3 * MINUTE);
+        let first = l.ring[l.slot(T0 / MINUTE)];
+        assert_eq!(first.down, MINUTE / 2);
+        assert_eq!(first.valid, 2 * MINUTE / 2);
+        assert_eq!(first.good, 0);
+        let w = l.window(60 * MINUTE);
+        assert_eq!((w.good, w.valid, w.down), (0, 6 * MINUTE, 3 * MINUTE));
+    }
+
+    #[test]
+    fn downtime_counted_as_excluded_adds_no_vehicle_time() {
+        let restart = T0 + 2 * MINUTE;
+        let mut l = SliLedger::new(restart, 30 * 24 * 60 * MINUTE);
+        l.shift(SliClass::Uncounted, SliClass::Good);
+        assert_eq!(l.account_downtime(T0, restart, false), 2 * MINUTE);
+        let w = l.window(60 * MINUTE);
+        assert_eq!((w.good, w.valid, w.down), (0, 0, 2 * MINUTE));
+    }
+
+    #[test]
+    fn a_downtime_longer_than_the_history_is_cut_to_it() {
+        let restart = T0 + 365 * 24 * 60 * MINUTE;
+        let mut l = SliLedger::new(restart, 60 * MINUTE);
+        let down = l.account_downtime(T0, restart, true);
+        assert_eq!(down, LONGEST_BURN_MINUTES * MINUTE);
     }
 
     #[test]

@@ -10,6 +10,8 @@
 mod burn;
 mod config;
 mod deadlines;
+mod event_sli;
+mod export;
 mod faults;
 mod flap;
 mod fleet;
@@ -18,6 +20,7 @@ mod ledger;
 mod manual;
 mod mass_loss;
 pub mod mds;
+mod query;
 mod registry;
 mod restore;
 mod settings;
@@ -34,7 +37,10 @@ pub use config::{
     FaultConfig, FaultRule, FlapConfig, HeartbeatConfig, MassLossAction, MassLossConfig,
     RulesConfig, SloConfig,
 };
+pub use event_sli::{EventSli, EventSliReport};
+pub use export::{ScanCursor, SliMinute};
 pub use fleet::{Fleet, VehicleView};
+pub use query::{Census, PageCursor, ReasonKind, VehicleFilter, VehiclePage};
 pub use sli::{AlertSeverity, AlertState, BurnRates, SliReport, BURN_WINDOWS};
 pub use types::{
     Cause, Command, CommandKind, Effect, Notification, Reason, ReasonChange, RulesError,

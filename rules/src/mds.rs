@@ -11,20 +11,24 @@ pub struct MdsEvent {
     pub vehicle_state: &'static str,
 }
 
+/// The MDS `vehicle_state` of a vehicle with these reasons: `available` with none,
+/// `non_contactable` when silence is the only one, `non_operational` otherwise.
+pub fn vehicle_state(reasons: &[Reason]) -> &'static str {
+    if reasons.is_empty() {
+        "available"
+    } else if reasons
+        .iter()
+        .any(|r| !matches!(r, Reason::HeartbeatLost { .. }))
+    {
+        "non_operational"
+    } else {
+        "non_contactable"
+    }
+}
+
 /// Maps a transition (DESIGN.md "MDS 2.0 mapping").
 pub fn map(t: &Transition) -> MdsEvent {
-    let state_after = |reasons: &[Reason]| -> &'static str {
-        if reasons.is_empty() {
-            "available"
-        } else if reasons
-            .iter()
-            .any(|r| !matches!(r, Reason::HeartbeatLost { .. }))
-        {
-            "non_operational"
-        } else {
-            "non_contactable"
-        }
-    };
+    let state_after = vehicle_state;
     let event = match &t.change {
         ReasonChange::Set(Reason::HeartbeatLost { .. }) => "comms_lost",
         ReasonChange::Cleared(Reason::HeartbeatLost { .. }) => "comms_restored",

@@ -71,6 +71,36 @@ impl Registry {
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Vehicle> {
         self.slots.iter().flatten()
     }
+
+    /// The vehicles in slot order from slot `from` on, each with its slot.
+    pub(crate) fn iter_from(&self, from: u32) -> impl Iterator<Item = (u32, &Vehicle)> {
+        let start = (from as usize).min(self.slots.len());
+        self.slots[start..]
+            .iter()
+            .zip(from..)
+            .filter_map(|(v, slot)| v.as_ref().map(|v| (slot, v)))
+    }
+
+    /// Looks at up to `max` slots from `from`, keeping what `pick` returns; the next slot
+    /// to look at, or `None` past the end.
+    pub(crate) fn scan<T>(
+        &self,
+        from: u32,
+        max: usize,
+        mut pick: impl FnMut(&Vehicle) -> Option<T>,
+    ) -> (Vec<T>, Option<u32>) {
+        let start = (from as usize).min(self.slots.len());
+        let end = start.saturating_add(max).min(self.slots.len());
+        let picked = self.slots[start..end]
+            .iter()
+            .flatten()
+            .filter_map(&mut pick)
+            .collect();
+        let next = (end < self.slots.len())
+            .then(|| u32::try_from(end).ok())
+            .flatten();
+        (picked, next)
+    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,48 @@
 //! Rebuilding the fleet after a restart: reasons come back exactly as stored, and every
 //! vehicle that was talking gets the restart grace counted from startup, so a broker
-//! restart never mass-evicts the fleet. Nothing is announced: nothing changed.
+//! restart never mass-evicts the fleet. Nothing is announced: nothing changed. The SLI
+//! history comes back too, with the broker's own downtime accounted for, not skipped.
 
 use crate::vehicle::{Maintenance, Silence, SliClass, Vehicle};
-use crate::{Fleet, Reason, UnixMs, VehicleSnapshot};
+use crate::{Fleet, Reason, SliMinute, UnixMs, VehicleSnapshot};
 
 impl Fleet {
+    /// Puts back the stored SLI history after [`Fleet::restore`] (before any other call)
+    /// and accounts the gap from `saved_to` (the time the history was stored up to) to the
+    /// restore as the broker's downtime: marked in each minute it covers (reported as
+    /// [`crate::SliReport::downtime_ms`]) and, with `downtime_is_bad`, counted as valid but
+    /// not good time for the fleet as restored, since no vehicle could reach the broker.
+    /// Returns the downtime accounted (cut to the history kept).
+    pub fn restore_sli<I>(&mut self, minutes: I, saved_to: UnixMs, downtime_is_bad: bool) -> u64
+    where
+        I: IntoIterator<Item = SliMinute>,
+    {
+        for m in minutes {
+            self.ledger.import(m.minute, m.bucket());
+        }
+        let restored_at = self.ledger.clock();
+        self.ledger
+            .account_downtime(saved_to, restored_at, downtime_is_bad)
+    }
+
+    /// Puts back a vehicle's stored error counters (see [`VehicleView::error_counts`]);
+    /// false when the vehicle is not in the fleet.
+    ///
+    /// [`VehicleView::error_counts`]: crate::VehicleView::error_counts
+    pub fn restore_error_counts(&mut self, id: &str, counts: &[(String, u64)]) -> bool {
+        let Some(v) = self
+            .registry
+            .find(id)
+            .and_then(|s| self.registry.get_mut(s))
+        else {
+            return false;
+        };
+        if !counts.is_empty() {
+            v.extra_mut().errors_mut().restore_counts(counts);
+        }
+        true
+    }
+
     pub(crate) fn load(&mut self, snapshots: Vec<VehicleSnapshot>, now: UnixMs) {
         self.timeouts.restored_at = Some(now);
         for s in snapshots {
@@ -129,6 +166,46 @@ mod tests {
         f.heartbeat("v1", None, None, restart + 10 * TIMEOUT)
             .unwrap();
         assert_eq!(state(&f, "v1"), ServiceState::InService);
+    }
+
+    #[test]
+    fn the_sli_history_continues_across_a_restart_and_the_downtime_is_counted_bad() {
+        let mut before = Fleet::new(config(), T0);
+        for id in ["a", "b"] {
+            before.heartbeat(id, None, None, T0).unwrap();
+        }
+        let saved = before.sli_minutes(Fleet::minute_of(T0), T0 + 10 * MIN);
+        let stored = vec![snapshot("a", vec![], T0), snapshot("b", vec![], T0)];
+        let restart = T0 + 15 * MIN;
+        let mut f = Fleet::restore(config(), stored, restart);
+        assert_eq!(f.restore_sli(saved, T0 + 10 * MIN, true), 5 * MIN);
+        let sli = f.sli(restart + 5 * MIN);
+        // 10 good minutes, 5 down (bad), 5 good, for both vehicles.
+        assert!((sli.window_sli - 15.0 / 20.0).abs() < 1e-9);
+        assert_eq!(sli.downtime_ms, 5 * MIN);
+        assert_eq!((sli.in_service, sli.fleet), (2, 2));
+    }
+
+    #[test]
+    fn downtime_can_be_excluded_from_the_sli_and_is_still_reported() {
+        let restart = T0 + 15 * MIN;
+        let mut f = Fleet::restore(config(), vec![snapshot("a", vec![], T0)], restart);
+        f.restore_sli(Vec::new(), T0 + 10 * MIN, false);
+        let sli = f.sli(restart + 5 * MIN);
+        assert_eq!(sli.window_sli, 1.0);
+        assert_eq!(sli.downtime_ms, 5 * MIN);
+    }
+
+    #[test]
+    fn stored_error_counters_come_back() {
+        let restart = T0 + MIN;
+        let mut f = Fleet::restore(config(), vec![snapshot("a", vec![], T0)], restart);
+        let counts = vec![("MOTOR".to_string(), 7)];
+        assert!(f.restore_error_counts("a", &counts));
+        assert!(!f.restore_error_counts("ghost", &counts));
+        f.error_report("a", &[("MOTOR", 1)], restart).unwrap();
+        let view = f.vehicle("a").unwrap();
+        assert_eq!(view.error_counts, [("MOTOR".to_string(), 8)]);
     }
 
     #[test]

@@ -79,6 +79,9 @@ pub struct SliReport {
     pub burn: BurnRates,
     /// Alerts currently firing.
     pub alerts_firing: Vec<AlertSeverity>,
+    /// How long the broker itself was down within the SLO window (from the stored
+    /// history: see [`crate::Fleet::restore_sli`]).
+    pub downtime_ms: u64,
 }
 
 /// The report at the ledger's clock `at`.
@@ -112,6 +115,7 @@ pub(crate) fn report(
         error_budget_remaining: 1.0 - (1.0 - window_sli) / budget(target),
         burn: burn_rates(ledger, target),
         alerts_firing: alerts.firing(),
+        downtime_ms: w.down,
     }
 }
 

@@ -2,6 +2,7 @@
 //! an observer client that records what the broker publishes, and waiting with timeouts.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -16,16 +17,31 @@ use tokio::task::JoinHandle;
 /// Generous upper bound on any single wait in the tests (never a sleep).
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// A config for tests: MQTT on a free loopback port, second-scale timeouts. `extra` is
-/// TOML appended to it (later keys of a section must not repeat ones set here).
+/// A config for tests: MQTT and the ops HTTP API on free loopback ports, second-scale timeouts, the store in a
+/// fresh temporary directory. `extra` is TOML appended to it (later keys of a section must
+/// not repeat ones set here).
 pub fn test_config(extra: &str) -> Config {
     let text = format!(
         "[mqtt]\nlisten = \"127.0.0.1:0\"\nmax_payload = 1024\n\
          [slo]\npublish_interval = \"1s\"\n{extra}"
     );
-    let config = Config::parse(&text).expect("test config parses");
+    let mut config = Config::parse(&text).expect("test config parses");
+    config.store.path = fresh_store_path();
+    // The ops HTTP API on a free port too (it is always served).
+    config.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     config.validate().expect("test config is valid");
     config
+}
+
+/// A database path in a new temporary directory. The directory is left behind (a few KB)
+/// so a broker restarted on the same path finds its state; the OS cleans its temp dir.
+pub fn fresh_store_path() -> PathBuf {
+    let dir = tempfile::Builder::new()
+        .prefix("fleet-tests-")
+        .tempdir()
+        .expect("a temporary directory")
+        .keep();
+    dir.join("fleet.db")
 }
 
 /// Starts a broker with `config` on the system clock.

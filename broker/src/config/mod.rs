@@ -2,6 +2,7 @@
 //! validation that lists every problem with its key path.
 
 mod duration;
+mod security;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -11,6 +12,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use duration::HumanDuration;
+pub use security::{
+    AuthModeSection, AuthSection, LimitsSection, RoleSection, TlsSection, UserSection,
+    FLEET_KEY_ENV,
+};
 pub use validate::{ConfigErrors, Problem};
 
 /// The whole configuration file. Every section is optional; an empty file is valid.
@@ -21,7 +26,7 @@ pub struct Config {
     pub mqtt: MqttSection,
     /// The ops HTTP listener (served from the operations release on; parsed and checked now).
     pub http: HttpSection,
-    /// The database (persistence arrives with the store; parsed and checked now).
+    /// The database.
     pub store: StoreSection,
     /// Heartbeat-loss detection.
     pub heartbeat: HeartbeatSection,
@@ -39,6 +44,14 @@ pub struct Config {
     pub slo: SloSection,
     /// Slack (notifications arrive with the Slack release; parsed and checked now).
     pub slack: SlackSection,
+    /// The MDS 2.0 views of the ops API.
+    pub mds: MdsSection,
+    /// Who may connect to MQTT.
+    pub auth: AuthSection,
+    /// A TLS listener beside (or instead of) plain TCP; absent: no TLS.
+    pub tls: Option<TlsSection>,
+    /// MQTT publish and connect rates, handshake timeout.
+    pub limits: LimitsSection,
 }
 
 /// `[mqtt]`
@@ -86,14 +99,25 @@ impl Default for HttpSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSection {
-    /// Database file.
+    /// Database file (its directory is created on first run).
     pub path: PathBuf,
+    /// `"full"`: fsync at every commit (an announced transition survives a power loss);
+    /// `"normal"`: survives the broker being killed, not a power loss.
+    pub synchronous: crate::store::Synchronous,
+    /// How often last-seen times, models and error counters are written (heartbeats are
+    /// never written one by one).
+    pub checkpoint_interval: HumanDuration,
+    /// Command log entries older than this are deleted (the transition log is kept).
+    pub command_log_retention: HumanDuration,
 }
 
 impl Default for StoreSection {
     fn default() -> Self {
         StoreSection {
             path: PathBuf::from("data/fleet.db"),
+            synchronous: crate::store::Synchronous::Full,
+            checkpoint_interval: HumanDuration::from_secs(30),
+            command_log_retention: HumanDuration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -260,8 +284,16 @@ pub struct SloSection {
     pub window: HumanDuration,
     /// Count vehicles out only for maintenance as bad (default: excluded).
     pub maintenance_counts_as_bad: bool,
+    /// Count the time the broker itself was down (found at restart) as bad fleet-time
+    /// (default: yes, no vehicle could reach it); either way it is reported as downtime.
+    pub downtime_counts_as_bad: bool,
     /// How often `fleet/sli` is published (also on every change of the in-service count).
     pub publish_interval: HumanDuration,
+    /// The second CMC SLO: share of commands acknowledged ok within `command_ack_within`
+    /// (commands to silent vehicles are not counted).
+    pub command_ack_target: f64,
+    /// An ack later than this is bad for the command-ack SLI.
+    pub command_ack_within: HumanDuration,
 }
 
 impl Default for SloSection {
@@ -270,9 +302,21 @@ impl Default for SloSection {
             target: 0.995,
             window: HumanDuration::from_secs(30 * 24 * 3600),
             maintenance_counts_as_bad: false,
+            downtime_counts_as_bad: true,
             publish_interval: HumanDuration::from_secs(10),
+            command_ack_target: 0.99,
+            command_ack_within: HumanDuration::from_secs(30),
         }
     }
+}
+
+/// `[mds]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MdsSection {
+    /// The operator's MDS `provider_id` (a UUID from the MDS provider list); without one
+    /// the MDS views use the nil UUID.
+    pub provider_id: Option<String>,
 }
 
 /// `[slack]`
@@ -342,6 +386,21 @@ impl Config {
     /// Every problem at once, each with its key path.
     pub fn validate(&self) -> Result<(), ConfigErrors> {
         validate::validate(self)
+    }
+
+    /// The MQTT front's settings. Reads env `FLEET_KEY`; fails only on what `validate`
+    /// reports.
+    pub fn mqtt_options(&self) -> Result<crate::mqtt::MqttOptions, String> {
+        Ok(crate::mqtt::MqttOptions {
+            listen: self.mqtt.listen,
+            max_payload: self.mqtt.max_payload,
+            max_connections: self.mqtt.max_connections,
+            handshake_timeout: self.limits.handshake_timeout.0,
+            auth: self.auth.options()?,
+            tls: self.tls.as_ref().map(TlsSection::options),
+            limits: self.limits.options(),
+            ..crate::mqtt::MqttOptions::default()
+        })
     }
 
     /// The rules engine's settings.

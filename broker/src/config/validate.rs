@@ -39,10 +39,10 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
-struct Checker(Vec<Problem>);
+pub(super) struct Checker(Vec<Problem>);
 
 impl Checker {
-    fn check(&mut self, ok: bool, key: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn check(&mut self, ok: bool, key: impl Into<String>, message: impl Into<String>) {
         if !ok {
             self.0.push(Problem {
                 key: key.into(),
@@ -51,9 +51,19 @@ impl Checker {
         }
     }
 
-    fn positive(&mut self, d: Duration, key: impl Into<String>) {
+    pub(super) fn positive(&mut self, d: Duration, key: impl Into<String>) {
         self.check(!d.is_zero(), key, "must be longer than zero");
     }
+}
+
+/// `8-4-4-4-12` hexadecimal digits.
+fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 pub(super) fn validate(c: &Config) -> Result<(), ConfigErrors> {
@@ -150,6 +160,50 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigErrors> {
         format!("{} is out of range: use 1h to 400d", c.slo.window),
     );
     k.positive(c.slo.publish_interval.0, "slo.publish_interval");
+    k.check(
+        c.slo.command_ack_target > 0.0 && c.slo.command_ack_target < 1.0,
+        "slo.command_ack_target",
+        format!(
+            "{} is out of range: use a fraction below 1, e.g. 0.99",
+            c.slo.command_ack_target
+        ),
+    );
+    k.check(
+        c.slo.command_ack_within.0 >= Duration::from_secs(1)
+            && c.slo.command_ack_within.0 <= Duration::from_secs(3600),
+        "slo.command_ack_within",
+        format!("{} is out of range: use 1s to 1h", c.slo.command_ack_within),
+    );
+    if let Some(id) = &c.mds.provider_id {
+        k.check(
+            is_uuid(id),
+            "mds.provider_id",
+            format!("{id:?} is not a UUID: use the provider_id from the MDS provider list, like \"63f13c48-34ff-49d2-aca7-cf6a5b6171c3\""),
+        );
+    }
+
+    k.check(
+        !c.store.path.as_os_str().is_empty() && c.store.path.file_name().is_some(),
+        "store.path",
+        "must name a database file, e.g. \"data/fleet.db\"",
+    );
+    k.check(
+        c.store.checkpoint_interval.0 >= Duration::from_secs(1)
+            && c.store.checkpoint_interval.0 <= Duration::from_secs(3600),
+        "store.checkpoint_interval",
+        format!(
+            "{} is out of range: use 1s to 1h",
+            c.store.checkpoint_interval
+        ),
+    );
+    k.check(
+        c.store.command_log_retention.0 >= Duration::from_secs(3600),
+        "store.command_log_retention",
+        format!(
+            "{} is too short: keep at least 1h of commands",
+            c.store.command_log_retention
+        ),
+    );
 
     if c.slack.bot_token.is_some() != c.slack.channel.is_some() {
         k.check(
@@ -165,6 +219,8 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigErrors> {
             "must be an http(s) URL",
         );
     }
+
+    super::security::validate(&c.auth, c.tls.as_ref(), &c.limits, &mut k);
 
     if k.0.is_empty() {
         Ok(())
@@ -258,6 +314,43 @@ target = 1.0
                 "slo.target",
             ]
         );
+    }
+
+    #[test]
+    fn the_command_ack_slo_and_the_mds_provider_id_are_checked() {
+        let keys = problems(
+            "[slo]\ncommand_ack_target = 1.0\ncommand_ack_within = \"0s\"\n\
+             [mds]\nprovider_id = \"not-a-uuid\"\n",
+        );
+        assert_eq!(
+            keys,
+            vec![
+                "slo.command_ack_target",
+                "slo.command_ack_within",
+                "mds.provider_id"
+            ]
+        );
+        let ok = "[slo]\ncommand_ack_target = 0.95\ncommand_ack_within = \"10s\"\n\
+                  [mds]\nprovider_id = \"63f13c48-34ff-49d2-aca7-cf6a5b6171c3\"\n";
+        assert_eq!(problems(ok), Vec::<String>::new());
+    }
+
+    #[test]
+    fn store_settings_are_checked() {
+        let keys = problems(
+            "[store]\npath = \"\"\ncheckpoint_interval = \"0s\"\ncommand_log_retention = \"1m\"\n",
+        );
+        assert_eq!(
+            keys,
+            vec![
+                "store.path",
+                "store.checkpoint_interval",
+                "store.command_log_retention"
+            ]
+        );
+        let c = Config::parse("[store]\nsynchronous = \"normal\"\n").expect("parses");
+        assert_eq!(c.store.synchronous, crate::store::Synchronous::Normal);
+        assert!(Config::parse("[store]\nsynchronous = \"sometimes\"\n").is_err());
     }
 
     #[test]

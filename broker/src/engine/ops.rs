@@ -1,9 +1,29 @@
 //! Requests from people (ops API, CLI, tests) to the engine, each answered on a oneshot.
 
 use fleet_rules::{
-    Fleet, RulesError, ServiceInOutcome, ServiceState, SliReport, UnixMs, VehicleView,
+    Census, EventSliReport, Fleet, PageCursor, RulesError, ServiceInOutcome, ServiceState,
+    SliReport, UnixMs, VehicleFilter, VehiclePage, VehicleView,
 };
 use tokio::sync::{mpsc, oneshot};
+
+use super::commands::CommandTracker;
+
+/// Vehicles one page request may look at (a few milliseconds of engine time at most), so a
+/// listing never stalls ingest however large the fleet and however rare the match.
+pub const PAGE_SCAN_BUDGET: usize = 100_000;
+
+/// What the ops API and the metrics exporter read in one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineSnapshot {
+    /// The CMC SLI (fleet in service).
+    pub sli: SliReport,
+    /// The command-ack SLI.
+    pub acks: EventSliReport,
+    /// Vehicles by state and reason.
+    pub census: Census,
+    /// Commands awaiting an ack.
+    pub unacked_commands: usize,
+}
 
 /// A request the engine answers.
 #[derive(Debug)]
@@ -58,43 +78,81 @@ pub enum OpRequest {
         /// Answer.
         reply: oneshot::Sender<SliReport>,
     },
+    /// SLIs, census and command figures at once.
+    Snapshot {
+        /// Answer.
+        reply: oneshot::Sender<EngineSnapshot>,
+    },
+    /// One page of a filtered listing.
+    VehiclesPage {
+        /// Which vehicles.
+        filter: VehicleFilter,
+        /// Where to start.
+        cursor: PageCursor,
+        /// At most this many.
+        limit: usize,
+        /// Answer.
+        reply: oneshot::Sender<VehiclePage>,
+    },
 }
 
-pub(super) fn handle(fleet: &mut Fleet, op: OpRequest, now: UnixMs) {
+/// Sends a request's answer when called. The engine calls it once the batch holding the
+/// request's effects is stored, so nobody learns of a change that a crash could undo.
+pub(super) type Reply = Box<dyn FnOnce() + Send>;
+
+fn answer<T: Send + 'static>(reply: oneshot::Sender<T>, value: T) -> Reply {
     // A requester that gave up has dropped its receiver: nothing to tell it.
+    Box::new(move || {
+        let _ = reply.send(value);
+    })
+}
+
+/// Applies the request now; the answer is returned for the engine to send later.
+pub(super) fn handle(
+    fleet: &mut Fleet,
+    commands: &mut CommandTracker,
+    op: OpRequest,
+    now: UnixMs,
+) -> Reply {
     match op {
         OpRequest::ServiceIn {
             vehicle,
             operator,
             note,
             reply,
-        } => {
-            let _ = reply.send(fleet.service_in(&vehicle, &operator, &note, now));
-        }
+        } => answer(reply, fleet.service_in(&vehicle, &operator, &note, now)),
         OpRequest::ServiceOut {
             vehicle,
             operator,
             note,
             reply,
-        } => {
-            let _ = reply.send(fleet.service_out(&vehicle, &operator, &note, now));
-        }
+        } => answer(reply, fleet.service_out(&vehicle, &operator, &note, now)),
         OpRequest::Decommission {
             vehicle,
             operator,
             reply,
-        } => {
-            let _ = reply.send(fleet.decommission(&vehicle, &operator, now));
+        } => answer(reply, fleet.decommission(&vehicle, &operator, now)),
+        OpRequest::Vehicle { vehicle, reply } => answer(reply, fleet.vehicle(&vehicle)),
+        OpRequest::Vehicles { state, reply } => answer(reply, fleet.vehicles(state)),
+        OpRequest::Sli { reply } => answer(reply, fleet.sli(now)),
+        OpRequest::Snapshot { reply } => {
+            let snapshot = EngineSnapshot {
+                sli: fleet.sli(now),
+                acks: commands.report(now),
+                census: fleet.census(),
+                unacked_commands: commands.unacked(),
+            };
+            answer(reply, snapshot)
         }
-        OpRequest::Vehicle { vehicle, reply } => {
-            let _ = reply.send(fleet.vehicle(&vehicle));
-        }
-        OpRequest::Vehicles { state, reply } => {
-            let _ = reply.send(fleet.vehicles(state));
-        }
-        OpRequest::Sli { reply } => {
-            let _ = reply.send(fleet.sli(now));
-        }
+        OpRequest::VehiclesPage {
+            filter,
+            cursor,
+            limit,
+            reply,
+        } => answer(
+            reply,
+            fleet.vehicles_page(&filter, cursor, limit, PAGE_SCAN_BUDGET),
+        ),
     }
 }
 
@@ -190,5 +248,32 @@ impl EngineHandle {
     /// The SLI report.
     pub async fn sli(&self) -> Result<SliReport, EngineGone> {
         self.ask(|reply| OpRequest::Sli { reply }).await
+    }
+
+    /// SLIs, census and command figures at once.
+    pub async fn snapshot(&self) -> Result<EngineSnapshot, EngineGone> {
+        self.ask(|reply| OpRequest::Snapshot { reply }).await
+    }
+
+    /// One page of a filtered listing, in registration order.
+    pub async fn vehicles_page(
+        &self,
+        filter: VehicleFilter,
+        cursor: PageCursor,
+        limit: usize,
+    ) -> Result<VehiclePage, EngineGone> {
+        self.ask(|reply| OpRequest::VehiclesPage {
+            filter,
+            cursor,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    /// Requests queued for the engine now, and the queue's capacity.
+    pub fn queue_fill(&self) -> (usize, usize) {
+        let max = self.tx.max_capacity();
+        (max.saturating_sub(self.tx.capacity()), max)
     }
 }

@@ -90,6 +90,7 @@ pub fn sli(r: &SliReport) -> Vec<u8> {
         error_budget_remaining: f64,
         burn_rates: Burn,
         alerts_firing: &'a [fleet_rules::AlertSeverity],
+        downtime_ms: u64,
         at: UnixMs,
     }
     let b = &r.burn;
@@ -110,6 +111,7 @@ pub fn sli(r: &SliReport) -> Vec<u8> {
             d3: b.d3,
         },
         alerts_firing: &r.alerts_firing,
+        downtime_ms: r.downtime_ms,
         at: r.at,
     })
 }

@@ -17,25 +17,59 @@ struct Harness {
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
     metrics: Arc<Metrics>,
+    records: mpsc::UnboundedReceiver<Record>,
+    ops: EngineHandle,
 }
 
-fn harness() -> Harness {
+/// Stands in for the store writer: records are dropped, announcements forwarded in order.
+fn forward_without_storing(
+    mut batches: mpsc::Receiver<StoreBatch>,
+    out: mpsc::Sender<Outbound>,
+    records: mpsc::UnboundedSender<Record>,
+) {
+    tokio::spawn(async move {
+        while let Some(batch) = batches.recv().await {
+            for r in batch.records {
+                let _ = records.send(r);
+            }
+            for m in batch.outbound {
+                let _ = out.send(m).await;
+            }
+            for after in batch.after {
+                after();
+            }
+        }
+    });
+}
+
+/// An engine whose batches come out on the returned receiver (no store behind it).
+fn engine(metrics: Arc<Metrics>) -> (Engine, mpsc::Receiver<StoreBatch>) {
     let clock = Clock::starting_at(1_700_000_000_000);
     let fleet = Fleet::new(RulesConfig::default(), clock.now());
-    let (out_tx, out) = mpsc::channel(1024);
-    let metrics = Arc::new(Metrics::default());
+    let (batch_tx, batch_rx) = mpsc::channel(crate::store::STORE_QUEUE);
     let engine = Engine::new(
         fleet,
         clock,
         EngineOptions {
             max_payload: 1024,
             sli_interval: Duration::from_secs(10),
+            persist: PersistOptions::default(),
+            command_slo: CommandSlo::default(),
         },
-        metrics.clone(),
-        out_tx,
+        metrics,
+        batch_tx,
     );
+    (engine, batch_rx)
+}
+
+fn harness() -> Harness {
+    let metrics = Arc::new(Metrics::default());
+    let (engine, batch_rx) = engine(metrics.clone());
+    let (out_tx, out) = mpsc::channel(1024);
+    let (records_tx, records) = mpsc::unbounded_channel();
+    forward_without_storing(batch_rx, out_tx, records_tx);
     let (uplinks, uplink_rx) = mpsc::channel(UPLINK_QUEUE);
-    let (_ops_tx, ops_rx) = mpsc::channel(OPS_QUEUE);
+    let (ops_tx, ops_rx) = mpsc::channel(OPS_QUEUE);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(engine.run(uplink_rx, ops_rx, async {
         let _ = stopped.await;
@@ -46,7 +80,21 @@ fn harness() -> Harness {
         stop,
         task,
         metrics,
+        records,
+        ops: EngineHandle::new(ops_tx),
     }
+}
+
+fn records_so_far(h: &mut Harness) -> Vec<Record> {
+    drain_records(&mut h.records)
+}
+
+fn drain_records(records: &mut mpsc::UnboundedReceiver<Record>) -> Vec<Record> {
+    let mut out = Vec::new();
+    while let Ok(r) = records.try_recv() {
+        out.push(r);
+    }
+    out
 }
 
 fn uplink(vehicle: &str, kind: &str, payload: &'static [u8]) -> Uplink {
@@ -184,4 +232,139 @@ async fn a_rejected_uplink_is_counted_and_changes_nothing() {
             "rejected heartbeat registered v1"
         );
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transition_and_its_command_are_handed_to_the_store_before_they_are_announced() {
+    let mut h = harness();
+    h.uplinks
+        .send(uplink("v1", "heartbeat", b""))
+        .await
+        .expect("engine running");
+    next_on(&mut h.out, "vehicles/v1/command").await;
+    // The forwarder passes records on before the batch's messages: all are here already.
+    let records = records_so_far(&mut h);
+    let kinds: Vec<&str> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Registered { .. } => Some("registered"),
+            Record::Transition(_) => Some("transition"),
+            Record::CommandSent { .. } => Some("command"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kinds, ["registered", "transition", "command"]);
+    let _ = h.stop.send(());
+    h.task.await.expect("engine ends cleanly");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_operators_answer_waits_until_the_batch_with_its_transition_is_stored() {
+    let metrics = Arc::new(Metrics::default());
+    let (engine, mut batches) = engine(metrics);
+    let (uplinks, uplink_rx) = mpsc::channel(UPLINK_QUEUE);
+    let (ops_tx, ops_rx) = mpsc::channel(OPS_QUEUE);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(engine.run(uplink_rx, ops_rx, async {
+        let _ = stopped.await;
+    }));
+    let ops = EngineHandle::new(ops_tx);
+    uplinks
+        .send(uplink("v1", "heartbeat", b""))
+        .await
+        .expect("engine running");
+    // Registration: store it (run its after-commit work), so v1 exists.
+    let mut stored = Vec::new();
+    while !stored
+        .iter()
+        .any(|r| matches!(r, Record::Registered { .. }))
+    {
+        let batch = batches.recv().await.expect("a batch");
+        stored.extend(batch.records);
+        batch.after.into_iter().for_each(|after| after());
+    }
+    let asking = tokio::spawn(async move { ops.service_out("v1", "ana", "bell").await });
+    let batch = loop {
+        let batch = batches.recv().await.expect("a batch");
+        if batch
+            .records
+            .iter()
+            .any(|r| matches!(r, Record::Transition(_)))
+        {
+            break batch;
+        }
+        batch.after.into_iter().for_each(|after| after());
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !asking.is_finished(),
+        "the operator was answered before the transition was stored"
+    );
+    batch.after.into_iter().for_each(|after| after());
+    let answer = asking.await.expect("asked").expect("engine running");
+    assert_eq!(answer, Ok(fleet_rules::ServiceState::OutOfService));
+    let _ = stop.send(());
+    drop(uplinks);
+    while let Some(batch) = batches.recv().await {
+        batch.after.into_iter().for_each(|after| after());
+    }
+    task.await.expect("engine ends cleanly");
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeats_are_not_stored_one_by_one_but_checkpointed_with_the_latest_last_seen() {
+    let mut h = harness();
+    for _ in 0..5 {
+        h.uplinks
+            .send(uplink("v1", "heartbeat", b"{\"model\":\"e-bike\"}"))
+            .await
+            .expect("engine running");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let seen_before: usize = records_so_far(&mut h)
+        .iter()
+        .filter(|r| matches!(r, Record::Seen(_)))
+        .count();
+    assert_eq!(seen_before, 0, "a checkpoint before its interval");
+    tokio::time::sleep(PersistOptions::default().checkpoint_interval).await;
+    let checkpoints: Vec<Vec<fleet_rules::VehicleView>> = records_so_far(&mut h)
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Seen(views) => Some(views),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(checkpoints.len(), 1);
+    let v1 = &checkpoints[0][0];
+    assert_eq!(v1.last_seen, 1_700_000_000_000 + 4_000);
+    assert_eq!(v1.model.as_deref(), Some("e-bike"));
+    let _ = h.ops.vehicle("v1").await;
+    let _ = h.stop.send(());
+    h.task.await.expect("engine ends cleanly");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_clean_stop_writes_a_final_checkpoint_the_sli_history_and_the_stop_mark() {
+    let mut h = harness();
+    h.uplinks
+        .send(uplink("v1", "heartbeat", b""))
+        .await
+        .expect("engine running");
+    next_on(&mut h.out, "vehicles/v1/service").await;
+    let _ = h.stop.send(());
+    h.task.await.expect("engine ends cleanly");
+    tokio::task::yield_now().await;
+    let records = drain_records(&mut h.records);
+    let tail: Vec<&str> = records
+        .iter()
+        .rev()
+        .take(3)
+        .map(|r| match r {
+            Record::Seen(_) => "seen",
+            Record::Sli { .. } => "sli",
+            Record::Stopped { .. } => "stopped",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(tail, ["stopped", "sli", "seen"]);
 }

@@ -1,0 +1,223 @@
+//! The engine's side of persistence: every batch of effects goes to the store writer as
+//! one [`crate::store::StoreBatch`] (records, then the messages and replies that may go out once they are
+//! stored), plus what is never announced but must survive a restart: last-seen times,
+//! models and error counters (checkpointed in chunks, never per heartbeat) and the SLI
+//! history (saved at most once a second, with the batches). After a restart the retained
+//! service state is published again, in chunks, from the restored fleet.
+
+use std::time::Duration;
+
+use fleet_rules::{Fleet, ScanCursor, UnixMs};
+
+use super::{payloads, service_topic, Engine, Outbound};
+use crate::store::Record;
+
+/// Vehicles looked at per engine wake by a checkpoint or the retained-state republish, so
+/// a million-vehicle fleet never stalls the engine for long.
+const SCAN_CHUNK: usize = 8192;
+/// Messages in one batch before it is handed to the writer (bounds a batch's memory in a
+/// burst such as a mass loss).
+pub(super) const MAX_BATCH_MESSAGES: usize = 4096;
+/// The SLI history is saved with a batch at most this often (ms): a crash loses at most
+/// this much up-time, which the restart then counts as downtime.
+const SLI_SAVE_EVERY: UnixMs = 1000;
+/// Old command log entries are deleted this often (ms).
+const PRUNE_EVERY: UnixMs = 3600 * 1000;
+const MINUTE: u64 = 60_000;
+
+/// Persistence settings of the engine.
+#[derive(Debug, Clone)]
+pub struct PersistOptions {
+    /// How often last-seen times are checkpointed.
+    pub checkpoint_interval: Duration,
+    /// SLI minutes kept (the longer of the SLO window and the 3-day burn window).
+    pub sli_history: Duration,
+    /// Command log entries kept.
+    pub command_log_retention: Duration,
+}
+
+impl Default for PersistOptions {
+    fn default() -> Self {
+        PersistOptions {
+            checkpoint_interval: Duration::from_secs(30),
+            sli_history: Duration::from_secs(30 * 24 * 3600),
+            command_log_retention: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// Where the periodic work stands.
+pub(super) struct Persist {
+    opts: PersistOptions,
+    /// The next checkpoint round starts here.
+    next_checkpoint: UnixMs,
+    /// The round in progress: its cursor, and the time from which vehicles count as seen.
+    round: Option<(ScanCursor, UnixMs)>,
+    /// Vehicles seen at or after this are written by the next round.
+    seen_since: UnixMs,
+    sli_from_minute: u64,
+    sli_saved_at: Option<UnixMs>,
+    next_prune: UnixMs,
+    /// The retained-state republish after a restart, while it runs.
+    reseed: Option<Reseed>,
+}
+
+/// Where the republish stands, and the stored change time of each vehicle, sorted by id.
+type Reseed = (ScanCursor, Vec<(Box<str>, UnixMs)>);
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Persist {
+    pub(super) fn new(opts: PersistOptions, now: UnixMs) -> Persist {
+        Persist {
+            next_checkpoint: now + ms(opts.checkpoint_interval),
+            round: None,
+            seen_since: now,
+            sli_from_minute: Fleet::minute_of(now),
+            sli_saved_at: None,
+            next_prune: now,
+            reseed: None,
+            opts,
+        }
+    }
+
+    /// True while a chunked scan is in progress: the engine should wake again at once.
+    pub(super) fn busy(&self) -> bool {
+        self.round.is_some() || self.reseed.is_some()
+    }
+
+    pub(super) fn next_checkpoint(&self) -> UnixMs {
+        self.next_checkpoint
+    }
+}
+
+impl Engine {
+    /// After a restart: publish every restored vehicle's retained service state again
+    /// (the MQTT front keeps retained messages in memory only). `changed_at` gives the
+    /// stored time of each vehicle's last change; the state itself is read from the fleet
+    /// when its chunk goes out, so it is never older than a transition already announced.
+    pub fn republish_retained_state(&mut self, mut changed_at: Vec<(Box<str>, UnixMs)>) {
+        changed_at.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.persist.reseed = Some((ScanCursor::default(), changed_at));
+    }
+
+    /// After a restart: the SLI history was stored up to `saved_to`; the minutes from
+    /// there on (the downtime just accounted, then the new up-time) are saved with the next
+    /// batch, so the downtime stays in the history across further restarts.
+    pub fn resume_sli_history(&mut self, saved_to: UnixMs) {
+        let minute = Fleet::minute_of(saved_to).min(self.persist.sli_from_minute);
+        self.persist.sli_from_minute = minute;
+        self.persist.sli_saved_at = None;
+    }
+
+    /// Adds a record to the batch being assembled.
+    pub(super) fn record(&mut self, record: Record) {
+        self.batch.records.push(record);
+    }
+
+    /// The periodic persistence work due at `now`, added to the current batch.
+    pub(super) fn persist_step(&mut self, now: UnixMs) {
+        self.reseed_chunk();
+        if self.persist.round.is_none() && now >= self.persist.next_checkpoint {
+            self.persist.round = Some((ScanCursor::default(), self.persist.seen_since));
+            self.persist.seen_since = now;
+        }
+        if let Some((cursor, since)) = self.persist.round {
+            let (views, next) = self.fleet.scan(cursor, SCAN_CHUNK, since);
+            if !views.is_empty() {
+                self.record(Record::Seen(views));
+            }
+            self.persist.round = next.map(|c| (c, since));
+            if next.is_none() {
+                self.persist.next_checkpoint = now + ms(self.persist.opts.checkpoint_interval);
+                self.save_sli(now);
+            }
+        }
+        let sli_due = self
+            .persist
+            .sli_saved_at
+            .is_none_or(|at| now >= at + SLI_SAVE_EVERY);
+        if sli_due && !self.batch.is_empty() {
+            self.save_sli(now);
+        }
+        if now >= self.persist.next_prune {
+            self.persist.next_prune = now + PRUNE_EVERY;
+            let retention = ms(self.persist.opts.command_log_retention);
+            self.record(Record::PruneCommands {
+                before: now.saturating_sub(retention),
+            });
+        }
+    }
+
+    fn save_sli(&mut self, now: UnixMs) {
+        let minutes = self.fleet.sli_minutes(self.persist.sli_from_minute, now);
+        let keep = ms(self.persist.opts.sli_history) / MINUTE + 1;
+        self.persist.sli_from_minute = Fleet::minute_of(now);
+        self.persist.sli_saved_at = Some(now);
+        self.record(Record::Sli {
+            minutes,
+            saved_to: now,
+            keep_from: Fleet::minute_of(now).saturating_sub(keep),
+        });
+    }
+
+    fn reseed_chunk(&mut self) {
+        let Some((cursor, changed_at)) = self.persist.reseed.take() else {
+            return;
+        };
+        let (views, next) = self.fleet.scan(cursor, SCAN_CHUNK, 0);
+        for v in views {
+            let at = changed_at
+                .binary_search_by(|(id, _)| (**id).cmp(v.id.as_str()))
+                .map_or(v.last_seen, |i| changed_at[i].1);
+            self.batch.outbound.push(Outbound {
+                topic: service_topic(&v.id),
+                payload: payloads::service(v.state, &v.reasons, at),
+                qos1: true,
+                retain: true,
+            });
+        }
+        self.persist.reseed = next.map(|c| (c, changed_at));
+    }
+
+    /// At shutdown: a full checkpoint, the SLI history, and the clean-stop mark.
+    pub(super) fn persist_final(&mut self, now: UnixMs) {
+        let since = self
+            .persist
+            .round
+            .take()
+            .map_or(self.persist.seen_since, |(_, since)| since);
+        let mut cursor = Some(ScanCursor::default());
+        while let Some(c) = cursor {
+            let (views, next) = self.fleet.scan(c, SCAN_CHUNK, since);
+            if !views.is_empty() {
+                self.record(Record::Seen(views));
+            }
+            cursor = next;
+        }
+        self.save_sli(now);
+        self.record(Record::Stopped { at: now });
+    }
+
+    /// Hands the batch assembled so far to the store writer. Waits while its queue is full
+    /// (the chosen backpressure: nothing is dropped, nothing unstored is announced).
+    pub(super) async fn commit_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        if self.store.send(batch).await.is_err() {
+            crate::metrics::inc(&self.metrics.publish_errors);
+            tracing::error!("store writer gone: a batch was neither stored nor announced");
+        }
+    }
+
+    /// Hands the batch over early when it is large.
+    pub(super) async fn commit_if_large(&mut self) {
+        if self.batch.outbound.len() >= MAX_BATCH_MESSAGES {
+            self.commit_batch().await;
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! Reading the state back at startup: the vehicles with their reasons, the decommissioned
+//! ids, the SLI history and where it was saved up to.
+
+use std::collections::HashMap;
+
+use fleet_rules::{Reason, SliMinute, UnixMs, VehicleSnapshot};
+use rusqlite::{params, OptionalExtension};
+
+use super::records::{SLI_SAVED_TO, STOPPED_AT};
+use super::{classify, Store, StoreError};
+
+/// Everything a restart needs.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// The vehicles, for [`fleet_rules::Fleet::restore`].
+    pub vehicles: Vec<VehicleSnapshot>,
+    /// When each vehicle's desired state last changed, in `vehicles` order (for the
+    /// retained state published again after the restart).
+    pub changed_at: Vec<UnixMs>,
+    /// Stored error counters, by vehicle.
+    pub error_counts: Vec<(String, Vec<(String, u64)>)>,
+    /// Ids that stay refused.
+    pub decommissioned: Vec<String>,
+    /// The SLI history, oldest first.
+    pub sli: Vec<SliMinute>,
+    /// Where the SLI history was saved up to: the broker is taken as down from here on.
+    pub sli_saved_to: Option<UnixMs>,
+    /// The last clean stop, if the broker stopped cleanly after its last save.
+    pub stopped_at: Option<UnixMs>,
+}
+
+impl Restored {
+    /// True for a new, empty database.
+    pub fn is_empty(&self) -> bool {
+        self.vehicles.is_empty() && self.decommissioned.is_empty() && self.sli.is_empty()
+    }
+}
+
+fn reason(
+    kind: &str,
+    code: String,
+    by: Option<String>,
+    note: Option<String>,
+    since: UnixMs,
+) -> Option<Reason> {
+    match kind {
+        "heartbeat_lost" => Some(Reason::HeartbeatLost { since }),
+        "hardware_fault" => Some(Reason::HardwareFault { code, since }),
+        "maintenance" => Some(Reason::Maintenance {
+            by: by.unwrap_or_default(),
+            note: note.unwrap_or_default(),
+            since,
+        }),
+        _ => None,
+    }
+}
+
+impl Store {
+    /// Reads the state back; SLI minutes before `sli_from` (unix minute) are skipped.
+    pub fn load(&self, sli_from: u64) -> Result<Restored, StoreError> {
+        self.read(sli_from).map_err(|e| classify(&self.path, e))
+    }
+
+    fn read(&self, sli_from: u64) -> rusqlite::Result<Restored> {
+        let mut out = Restored::default();
+        let mut reasons: HashMap<String, Vec<Reason>> = HashMap::new();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT vehicle, kind, code, operator, note, since FROM reasons")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let vehicle: String = r.get(0)?;
+            let kind: String = r.get(1)?;
+            if let Some(reason) = reason(&kind, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?) {
+                reasons.entry(vehicle).or_default().push(reason);
+            } else {
+                tracing::warn!(vehicle, kind, "stored reason of an unknown kind ignored");
+            }
+        }
+
+        let count: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM vehicles", [], |r| r.get(0))?;
+        let count = usize::try_from(count).unwrap_or(0);
+        out.vehicles.reserve(count);
+        out.changed_at.reserve(count);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, model, last_seen, changed_at, error_counts FROM vehicles")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let id: String = r.get(0)?;
+            if let Some(text) = r.get_ref(4)?.as_str_or_null()? {
+                out.error_counts.push((id.clone(), parse_counts(text)));
+            }
+            out.vehicles.push(VehicleSnapshot {
+                reasons: reasons.remove(&id).unwrap_or_default(),
+                id,
+                model: r.get(1)?,
+                last_seen: r.get(2)?,
+            });
+            out.changed_at.push(r.get(3)?);
+        }
+
+        let mut stmt = self.conn.prepare("SELECT id FROM decommissioned")?;
+        out.decommissioned = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+
+        let mut stmt = self.conn.prepare(
+            "SELECT minute, good, valid, down_ms FROM sli_minutes WHERE minute >= ?1 ORDER BY minute",
+        )?;
+        out.sli = stmt
+            .query_map(params![sli_from], |r| {
+                Ok(SliMinute {
+                    minute: r.get(0)?,
+                    good: r.get(1)?,
+                    valid: r.get(2)?,
+                    down_ms: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        out.sli_saved_to = self.meta(SLI_SAVED_TO)?;
+        out.stopped_at = self.meta(STOPPED_AT)?;
+        Ok(out)
+    }
+
+    fn meta(&self, key: &str) -> rusqlite::Result<Option<UnixMs>> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
+            .optional()
+    }
+}
+
+/// `{"CODE": n, ...}`; anything else counts as no counters.
+fn parse_counts(text: &str) -> Vec<(String, u64)> {
+    match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text) {
+        Ok(map) => map
+            .into_iter()
+            .filter_map(|(code, n)| n.as_u64().map(|n| (code, n)))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The fleet rebuilt from what was stored, and what the restart found.
+pub struct Recovery {
+    /// The fleet: faults and maintenance as they were, in-service vehicles in their grace.
+    pub fleet: fleet_rules::Fleet,
+    /// Each restored vehicle's id and last change, for republishing its retained state.
+    pub changed_at: Vec<(Box<str>, UnixMs)>,
+    /// The broker's downtime accounted in the SLI history (0 on a first start).
+    pub downtime_ms: u64,
+    /// Where the stored SLI history ended (the downtime starts there).
+    pub sli_saved_to: Option<UnixMs>,
+    /// Vehicles restored.
+    pub vehicles: usize,
+    /// Of which out of service.
+    pub out_of_service: usize,
+    /// Ids that stay decommissioned.
+    pub decommissioned: usize,
+    /// The broker had stopped cleanly (else it crashed or was killed).
+    pub clean_stop: bool,
+}
+
+/// Rebuilds the fleet at `now` from `restored`.
+pub fn recover(
+    rules: fleet_rules::RulesConfig,
+    restored: Restored,
+    now: UnixMs,
+    downtime_is_bad: bool,
+) -> Recovery {
+    let Restored {
+        vehicles,
+        changed_at,
+        error_counts,
+        decommissioned,
+        sli,
+        sli_saved_to,
+        stopped_at,
+    } = restored;
+    let out_of_service = vehicles.iter().filter(|v| !v.reasons.is_empty()).count();
+    let ids: Vec<(Box<str>, UnixMs)> = vehicles
+        .iter()
+        .map(|v| Box::from(v.id.as_str()))
+        .zip(changed_at)
+        .collect();
+    let count = vehicles.len();
+    let mut fleet = if vehicles.is_empty() {
+        fleet_rules::Fleet::new(rules, now)
+    } else {
+        fleet_rules::Fleet::restore(rules, vehicles, now)
+    };
+    fleet.restore_decommissioned(&decommissioned);
+    for (id, counts) in &error_counts {
+        fleet.restore_error_counts(id, counts);
+    }
+    let downtime_ms = match sli_saved_to {
+        Some(saved_to) => fleet.restore_sli(sli, saved_to, downtime_is_bad),
+        None => 0,
+    };
+    Recovery {
+        fleet,
+        changed_at: ids,
+        downtime_ms,
+        sli_saved_to,
+        vehicles: count,
+        out_of_service,
+        decommissioned: decommissioned.len(),
+        clean_stop: stopped_at.is_some() && stopped_at >= sli_saved_to,
+    }
+}

@@ -1,0 +1,247 @@
+//! What the engine asks the store to keep, and how each record is written. One batch of
+//! records is one transaction; every statement is prepared once and cached.
+
+use fleet_rules::{
+    Cause, Command, CommandKind, Reason, ReasonChange, ServiceState, SliMinute, Transition, UnixMs,
+    VehicleView,
+};
+use rusqlite::{params, Transaction};
+
+/// One thing to store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    /// A vehicle joined the fleet.
+    Registered {
+        /// The vehicle.
+        vehicle: String,
+        /// When.
+        at: UnixMs,
+    },
+    /// A change of a vehicle's reasons (or its decommissioning): the vehicle's reasons
+    /// become the transition's, and the transition is appended to the audit log.
+    Transition(Transition),
+    /// A command was sent.
+    CommandSent {
+        /// Its unique id.
+        id: String,
+        /// The command.
+        command: Command,
+    },
+    /// A vehicle acknowledged a command.
+    CommandAck {
+        /// The command id.
+        id: String,
+        /// The acknowledging vehicle (an ack of another vehicle's command changes nothing).
+        vehicle: String,
+        /// Applied or not.
+        ok: bool,
+        /// The vehicle's error message.
+        error: Option<String>,
+        /// When received.
+        at: UnixMs,
+    },
+    /// A checkpoint chunk: last seen, model and error counters of vehicles that talked.
+    Seen(Vec<VehicleView>),
+    /// The SLI history up to `saved_to` (the last minute partial).
+    Sli {
+        /// Minutes, oldest first.
+        minutes: Vec<SliMinute>,
+        /// Integrated up to here.
+        saved_to: UnixMs,
+        /// Minutes older than this are deleted.
+        keep_from: u64,
+    },
+    /// Command log entries issued before this are deleted.
+    PruneCommands {
+        /// Unix ms.
+        before: UnixMs,
+    },
+    /// The broker stopped cleanly at this time.
+    Stopped {
+        /// Unix ms.
+        at: UnixMs,
+    },
+}
+
+/// Meta keys.
+pub(super) const SLI_SAVED_TO: &str = "sli_saved_to";
+pub(super) const STOPPED_AT: &str = "stopped_at";
+
+pub(super) fn state_name(s: ServiceState) -> &'static str {
+    match s {
+        ServiceState::InService => "in_service",
+        ServiceState::OutOfService => "out_of_service",
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    // Plain data without maps keyed by non-strings: serializing cannot fail.
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+pub(super) fn write(tx: &Transaction<'_>, record: &Record) -> rusqlite::Result<()> {
+    match record {
+        Record::Registered { vehicle, at } => {
+            tx.prepare_cached(
+                "INSERT INTO vehicles (id, model, last_seen, changed_at) VALUES (?1, NULL, ?2, ?2)
+                 ON CONFLICT (id) DO NOTHING",
+            )?
+            .execute(params![vehicle, at])?;
+        }
+        Record::Transition(t) => transition(tx, t)?,
+        Record::CommandSent { id, command } => {
+            let kind = match command.command {
+                CommandKind::ServiceIn => "service_in",
+                CommandKind::ServiceOut => "service_out",
+            };
+            tx.prepare_cached(
+                "INSERT INTO commands (id, vehicle, command, reasons, resend, issued_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
+            )?
+            .execute(params![
+                id,
+                command.vehicle,
+                kind,
+                json(&command.reasons),
+                command.resend,
+                command.issued_at
+            ])?;
+        }
+        Record::CommandAck {
+            id,
+            vehicle,
+            ok,
+            error,
+            at,
+        } => {
+            tx.prepare_cached(
+                "UPDATE commands SET acked_at = ?3, ok = ?4, error = ?5
+                 WHERE id = ?1 AND vehicle = ?2 AND acked_at IS NULL",
+            )?
+            .execute(params![id, vehicle, at, ok, error])?;
+        }
+        Record::Seen(views) => {
+            let mut update = tx.prepare_cached(
+                "UPDATE vehicles SET last_seen = max(last_seen, ?2), model = coalesce(?3, model),
+                 error_counts = coalesce(?4, error_counts) WHERE id = ?1",
+            )?;
+            for v in views {
+                let counts = (!v.error_counts.is_empty()).then(|| {
+                    let map: serde_json::Map<String, serde_json::Value> = v
+                        .error_counts
+                        .iter()
+                        .map(|(code, n)| (code.clone(), (*n).into()))
+                        .collect();
+                    json(&map)
+                });
+                update.execute(params![v.id, v.last_seen, v.model, counts])?;
+            }
+        }
+        Record::Sli {
+            minutes,
+            saved_to,
+            keep_from,
+        } => {
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO sli_minutes (minute, good, valid, down_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (minute) DO UPDATE
+                 SET good = excluded.good, valid = excluded.valid, down_ms = excluded.down_ms",
+            )?;
+            for m in minutes {
+                upsert.execute(params![m.minute, m.good, m.valid, m.down_ms])?;
+            }
+            tx.prepare_cached("DELETE FROM sli_minutes WHERE minute < ?1")?
+                .execute(params![keep_from])?;
+            set_meta(tx, SLI_SAVED_TO, *saved_to)?;
+        }
+        Record::PruneCommands { before } => {
+            tx.prepare_cached("DELETE FROM commands WHERE issued_at < ?1")?
+                .execute(params![before])?;
+        }
+        Record::Stopped { at } => set_meta(tx, STOPPED_AT, *at)?,
+    }
+    Ok(())
+}
+
+pub(super) fn set_meta(tx: &Transaction<'_>, key: &str, value: UnixMs) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![key, value])?;
+    Ok(())
+}
+
+fn transition(tx: &Transaction<'_>, t: &Transition) -> rusqlite::Result<()> {
+    let (change, reason) = match &t.change {
+        ReasonChange::Set(r) => ("set", Some(json(r))),
+        ReasonChange::Cleared(r) => ("cleared", Some(json(r))),
+        ReasonChange::Decommissioned => ("decommissioned", None),
+    };
+    let (cause, operator, note) = match &t.cause {
+        Cause::Rule => ("rule", None, None),
+        Cause::Operator { name, note } => ("operator", Some(name.as_str()), Some(note.as_str())),
+    };
+    tx.prepare_cached(
+        "INSERT INTO transitions
+         (vehicle, from_state, to_state, change, reason, reasons, cause, operator, note, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        t.vehicle,
+        state_name(t.from),
+        state_name(t.to),
+        change,
+        reason,
+        json(&t.reasons),
+        cause,
+        operator,
+        note,
+        t.at
+    ])?;
+    tx.prepare_cached("DELETE FROM reasons WHERE vehicle = ?1")?
+        .execute(params![t.vehicle])?;
+    if t.change == ReasonChange::Decommissioned {
+        tx.prepare_cached("DELETE FROM vehicles WHERE id = ?1")?
+            .execute(params![t.vehicle])?;
+        tx.prepare_cached(
+            "INSERT INTO decommissioned (id, operator, at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (id) DO UPDATE SET operator = excluded.operator, at = excluded.at",
+        )?
+        .execute(params![t.vehicle, operator.unwrap_or(""), t.at])?;
+        return Ok(());
+    }
+    tx.prepare_cached(
+        "INSERT INTO vehicles (id, model, last_seen, changed_at) VALUES (?1, NULL, ?2, ?2)
+         ON CONFLICT (id) DO UPDATE SET changed_at = excluded.changed_at",
+    )?
+    .execute(params![t.vehicle, t.at])?;
+    let mut insert = tx.prepare_cached(
+        "INSERT OR REPLACE INTO reasons (vehicle, kind, code, operator, note, since)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for r in &t.reasons {
+        match r {
+            Reason::HeartbeatLost { since } => insert.execute(params![
+                t.vehicle,
+                "heartbeat_lost",
+                "",
+                None::<&str>,
+                None::<&str>,
+                since
+            ])?,
+            Reason::HardwareFault { code, since } => insert.execute(params![
+                t.vehicle,
+                "hardware_fault",
+                code,
+                None::<&str>,
+                None::<&str>,
+                since
+            ])?,
+            Reason::Maintenance { by, note, since } => {
+                insert.execute(params![t.vehicle, "maintenance", "", by, note, since])?
+            }
+        };
+    }
+    Ok(())
+}

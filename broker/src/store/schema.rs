@@ -1,0 +1,122 @@
+//! The database schema and its migrations. `PRAGMA user_version` holds the version; on open
+//! every missing step runs in order, each in its own transaction, so a database written by
+//! an older broker is brought forward and one written by a newer broker is refused.
+
+use rusqlite::{Connection, Transaction};
+
+/// The version this build writes.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Step `i` takes a database from version `i` to `i + 1`.
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
+    // v1: vehicles with their reasons, the transition log (the audit trail), the
+    // decommissioned ids, the SLI minute buckets and a few scalar marks.
+    "CREATE TABLE meta (
+         key TEXT PRIMARY KEY,
+         value INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE TABLE vehicles (
+         id TEXT PRIMARY KEY,
+         model TEXT,
+         last_seen INTEGER NOT NULL,
+         changed_at INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE TABLE reasons (
+         vehicle TEXT NOT NULL,
+         kind TEXT NOT NULL,          -- heartbeat_lost | hardware_fault | maintenance
+         code TEXT NOT NULL DEFAULT '',
+         operator TEXT,
+         note TEXT,
+         since INTEGER NOT NULL,
+         PRIMARY KEY (vehicle, kind, code)
+     ) WITHOUT ROWID;
+     CREATE TABLE decommissioned (
+         id TEXT PRIMARY KEY,
+         operator TEXT NOT NULL,
+         at INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE TABLE transitions (
+         seq INTEGER PRIMARY KEY,
+         vehicle TEXT NOT NULL,
+         from_state TEXT NOT NULL,
+         to_state TEXT NOT NULL,
+         change TEXT NOT NULL,        -- set | cleared | decommissioned
+         reason TEXT,                 -- JSON of the reason set or cleared
+         reasons TEXT NOT NULL,       -- JSON array: every reason after the change
+         cause TEXT NOT NULL,         -- rule | operator
+         operator TEXT,
+         note TEXT,
+         at INTEGER NOT NULL
+     );
+     CREATE INDEX transitions_by_vehicle ON transitions (vehicle, seq);
+     CREATE TABLE sli_minutes (
+         minute INTEGER PRIMARY KEY,  -- unix ms / 60000
+         good INTEGER NOT NULL,       -- vehicle-ms in service
+         valid INTEGER NOT NULL       -- vehicle-ms of the active fleet
+     );",
+    // v2: the command log, error counters per vehicle, and the broker's own downtime per
+    // SLI minute.
+    "CREATE TABLE commands (
+         id TEXT PRIMARY KEY,
+         vehicle TEXT NOT NULL,
+         command TEXT NOT NULL,       -- service_in | service_out
+         reasons TEXT NOT NULL,       -- JSON array
+         resend INTEGER NOT NULL,
+         issued_at INTEGER NOT NULL,
+         acked_at INTEGER,
+         ok INTEGER,
+         error TEXT
+     ) WITHOUT ROWID;
+     CREATE INDEX commands_by_vehicle ON commands (vehicle, issued_at);
+     CREATE INDEX commands_by_time ON commands (issued_at);
+     ALTER TABLE vehicles ADD COLUMN error_counts TEXT;  -- JSON object code -> count
+     ALTER TABLE sli_minutes ADD COLUMN down_ms INTEGER NOT NULL DEFAULT 0;",
+];
+
+/// Why the schema could not be brought to [`SCHEMA_VERSION`].
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// Written by a newer broker.
+    #[error("schema version {found} is newer than this build's {SCHEMA_VERSION}: run the newer fleet-broker, or restore a backup from this version")]
+    TooNew {
+        /// The version in the file.
+        found: u32,
+    },
+    /// A step failed (the database stays at the version before it).
+    #[error("migrating the schema from version {from} failed: {source}")]
+    Step {
+        /// The version the step started from.
+        from: u32,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// The version could not be read.
+    #[error("cannot read the schema version: {0}")]
+    Read(rusqlite::Error),
+}
+
+/// The version stored in the file (0 for a new file).
+pub fn version(conn: &Connection) -> Result<u32, rusqlite::Error> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+}
+
+/// Brings the schema to `target` (at most [`SCHEMA_VERSION`]); returns the version found.
+pub fn migrate_to(conn: &mut Connection, target: u32) -> Result<u32, SchemaError> {
+    let found = version(conn).map_err(SchemaError::Read)?;
+    if found > SCHEMA_VERSION {
+        return Err(SchemaError::TooNew { found });
+    }
+    for from in found..target.min(SCHEMA_VERSION) {
+        let step = |tx: &Transaction<'_>| -> rusqlite::Result<()> {
+            tx.execute_batch(MIGRATIONS[from as usize])?;
+            tx.pragma_update(None, "user_version", from + 1)
+        };
+        let tx = conn
+            .transaction()
+            .map_err(|source| SchemaError::Step { from, source })?;
+        step(&tx).map_err(|source| SchemaError::Step { from, source })?;
+        tx.commit()
+            .map_err(|source| SchemaError::Step { from, source })?;
+    }
+    Ok(found)
+}
