@@ -23,6 +23,8 @@ pub(crate) struct Bucket {
 pub(crate) struct SliLedger {
     /// Integrated up to here.
     clock: UnixMs,
+    /// The earliest instant the history covers (startup, or older imported minutes).
+    since: UnixMs,
     /// The minute `clock` is in.
     minute: u64,
     good: u64,
@@ -37,6 +39,7 @@ impl SliLedger {
         let minutes = history_ms.div_ceil(MINUTE).max(LONGEST_BURN_MINUTES) + 1;
         SliLedger {
             clock: now,
+            since: now,
             minute: now / MINUTE,
             good: 0,
             valid: 0,
@@ -126,6 +129,12 @@ impl SliLedger {
         sum
     }
 
+    /// How much of the last `window_ms` the history covers (less than the window while
+    /// the broker has not yet run for that long).
+    pub(crate) fn covered(&self, window_ms: u64) -> u64 {
+        self.clock - self.since.max(self.clock.saturating_sub(window_ms))
+    }
+
     /// Where the ledger is integrated up to.
     pub(crate) fn clock(&self) -> UnixMs {
         self.clock
@@ -145,6 +154,9 @@ impl SliLedger {
         if (oldest_kept..=self.minute).contains(&minute) {
             let slot = self.slot(minute);
             self.ring[slot] = bucket;
+            if bucket != Bucket::default() {
+                self.since = self.since.min(minute * MINUTE);
+            }
         }
     }
 
@@ -156,6 +168,9 @@ impl SliLedger {
         let oldest_kept = (self.minute + 1).saturating_sub(self.ring.len() as u64);
         let mut at = from.max(oldest_kept * MINUTE);
         let to = to.min(self.clock);
+        if at < to {
+            self.since = self.since.min(at);
+        }
         let mut total = 0;
         while at < to {
             let minute = at / MINUTE;

@@ -72,8 +72,9 @@ pub struct SliReport {
     pub target: f64,
     /// The SLO window in ms.
     pub window_ms: u64,
-    /// Share of the error budget left over the SLO window: 1 - (1 - window_sli) /
-    /// (1 - target). Negative when overspent.
+    /// Share of the error budget left over the SLO window, negative when overspent. Once
+    /// the history covers the window: 1 - (1 - window_sli) / (1 - target); before that,
+    /// the budget of the unseen part of the window counts the current fleet as valid.
     pub error_budget_remaining: f64,
     /// Burn rates.
     pub burn: BurnRates,
@@ -112,10 +113,31 @@ pub(crate) fn report(
         window_sli,
         target,
         window_ms,
-        error_budget_remaining: 1.0 - (1.0 - window_sli) / budget(target),
+        error_budget_remaining: budget_remaining(ledger, w, valid, target, window_ms),
         burn: burn_rates(ledger, target),
         alerts_firing: alerts.firing(),
         downtime_ms: w.down,
+    }
+}
+
+/// Share of the window's error budget left. The budget is `1 - target` of the valid
+/// vehicle-time of the whole window; while the history is shorter than the window, the
+/// part not yet seen counts the current fleet as valid, so one early outage spends its
+/// true share of a 30-day budget instead of "all of it" on the first day. Once the history
+/// covers the window this is exactly `1 - (1 - window_sli) / (1 - target)`.
+fn budget_remaining(
+    ledger: &SliLedger,
+    w: crate::ledger::Bucket,
+    valid_now: u64,
+    target: f64,
+    window_ms: u64,
+) -> f64 {
+    let unseen_ms = window_ms.saturating_sub(ledger.covered(window_ms));
+    let allowance = budget(target) * (w.valid as f64 + valid_now as f64 * unseen_ms as f64);
+    if allowance > 0.0 {
+        1.0 - w.valid.saturating_sub(w.good) as f64 / allowance
+    } else {
+        1.0
     }
 }
 
@@ -155,13 +177,38 @@ mod tests {
         let sli = f.sli(T0 + 60 * MIN);
         assert!(close(sli.window_sli, 0.99));
         assert_eq!((sli.in_service, sli.fleet, sli.fraction), (10, 10, 1.0));
-        // 1 % bad against a 0.5 % budget: twice the budget spent.
-        assert!(close(sli.error_budget_remaining, -1.0));
+        // 6 bad vehicle-minutes against 0.5 % of 30 days of 10 vehicles (2,160
+        // vehicle-minutes): the first hour's outage spends its share, not the whole budget.
+        assert!(close(sli.error_budget_remaining, 1.0 - 6.0 / 2160.0));
         assert!(close(sli.burn.h1, 2.0));
         assert!(close(sli.burn.m5, 0.0));
         assert!(close(sli.burn.m30, 0.0));
         assert!(close(sli.burn.d3, 2.0));
         assert_eq!(sli.window_ms, 30 * 24 * 60 * MIN);
+    }
+
+    #[test]
+    fn once_the_history_covers_the_window_the_budget_is_the_classic_ratio() {
+        let mut config = never_silent();
+        config.slo.window = Duration::from_secs(3600);
+        let mut f = fleet_of(10, config);
+        f.error_report("v000", &[("BRAKE_SENSOR", 1)], T0 + 20 * MIN)
+            .unwrap();
+        f.service_in("v000", "ana", "fixed", T0 + 26 * MIN).unwrap();
+        // 1 % bad over the whole 1-hour window against a 0.5 % budget: twice spent.
+        let sli = f.sli(T0 + 60 * MIN);
+        assert!(close(sli.error_budget_remaining, -1.0));
+        // Half-way through, the unseen half of the window still holds its budget.
+        let mut g = fleet_of(10, {
+            let mut c = never_silent();
+            c.slo.window = Duration::from_secs(3600);
+            c
+        });
+        g.error_report("v000", &[("BRAKE_SENSOR", 1)], T0).unwrap();
+        g.service_in("v000", "ana", "fixed", T0 + 3 * MIN).unwrap();
+        let half = g.sli(T0 + 30 * MIN);
+        // 3 bad vehicle-minutes against 0.5 % of 600 vehicle-minutes (3): all spent.
+        assert!(close(half.error_budget_remaining, 0.0));
     }
 
     #[test]

@@ -217,3 +217,41 @@ async fn a_late_subscriber_gets_the_retained_service_state_and_the_sli() {
     assert!(sli.json["error_budget_remaining"].is_number());
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_backend_subscribing_late_receives_every_vehicles_retained_state() {
+    let broker = start(&test_config("")).await;
+    const N: usize = 200;
+    let mut fleet = Vec::with_capacity(N);
+    for i in 0..N {
+        let v = Vehicle::connect(
+            broker.mqtt_addr(),
+            &format!("r-{i:03}"),
+            VehicleOptions::default(),
+        )
+        .await
+        .expect("vehicle connects");
+        v.heartbeat().await.expect("heartbeat");
+        fleet.push(v);
+    }
+    wait_for_vehicle(&broker, &format!("r-{:03}", N - 1), |_| true).await;
+    let engine = broker.engine().clone();
+    tokio::time::timeout(WAIT, async {
+        while engine.sli().await.expect("engine").fleet < N {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("every vehicle registered");
+
+    let mut backend = Observer::connect(broker.mqtt_addr(), &["vehicles/+/service"]).await;
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < N {
+        let s = backend
+            .wait_for("one retained state per vehicle", |s| s.retain)
+            .await;
+        seen.insert(s.topic);
+    }
+    assert_eq!(seen.len(), N);
+    broker.shutdown().await;
+}

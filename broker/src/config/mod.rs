@@ -64,6 +64,10 @@ pub struct MqttSection {
     pub max_payload: usize,
     /// Most simultaneous MQTT connections.
     pub max_connections: usize,
+    /// Messages queued for one slow or offline client before the oldest is dropped. A
+    /// backend subscribing to `vehicles/+/service` receives one retained message per
+    /// vehicle at once, so keep this above the fleet size.
+    pub max_queued_messages: usize,
 }
 
 impl Default for MqttSection {
@@ -72,6 +76,7 @@ impl Default for MqttSection {
             listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
             max_payload: 16 * 1024,
             max_connections: 100_000,
+            max_queued_messages: 100_000,
         }
     }
 }
@@ -395,6 +400,7 @@ impl Config {
             listen: self.mqtt.listen,
             max_payload: self.mqtt.max_payload,
             max_connections: self.mqtt.max_connections,
+            max_queued_messages: self.mqtt.max_queued_messages,
             handshake_timeout: self.limits.handshake_timeout.0,
             auth: self.auth.options()?,
             tls: self.tls.as_ref().map(TlsSection::options),

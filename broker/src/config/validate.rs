@@ -82,6 +82,14 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigErrors> {
         "mqtt.max_connections",
         "must be at least 1",
     );
+    k.check(
+        (16..=10_000_000).contains(&c.mqtt.max_queued_messages),
+        "mqtt.max_queued_messages",
+        format!(
+            "{} is out of range: use 16 to 10000000 (above the fleet size for backends reading vehicles/+/service)",
+            c.mqtt.max_queued_messages
+        ),
+    );
     if let Some(token) = &c.http.token {
         k.check(
             token.len() >= 16,

@@ -111,7 +111,7 @@ impl Default for MqttOptions {
             max_payload: 16 * 1024,
             max_connections: 100_000,
             max_inflight: 8,
-            max_queued_messages: 32,
+            max_queued_messages: 100_000,
             session_expiry: Duration::from_secs(10 * 60),
             handshake_timeout: Duration::from_secs(10),
             auth: AuthOptions::default(),
