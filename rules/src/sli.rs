@@ -18,20 +18,27 @@ pub const BURN_WINDOWS: [(&str, u64); 6] = [
 ];
 
 /// Burn rate per window: (1 - SLI over the window) / (1 - target). 1.0 spends the budget
-/// exactly over the SLO window. A window with no valid time burns 0.
+/// exactly over the SLO window. A window with no valid time burns 0. Serialized keyed by
+/// window name (`"5m"` ... `"3d"`), as the MQTT payloads and the API show it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
 pub struct BurnRates {
     /// Over 5 minutes.
+    #[serde(rename = "5m")]
     pub m5: f64,
     /// Over 30 minutes.
+    #[serde(rename = "30m")]
     pub m30: f64,
     /// Over 1 hour.
+    #[serde(rename = "1h")]
     pub h1: f64,
     /// Over 6 hours.
+    #[serde(rename = "6h")]
     pub h6: f64,
     /// Over 1 day.
+    #[serde(rename = "1d")]
     pub d1: f64,
     /// Over 3 days.
+    #[serde(rename = "3d")]
     pub d3: f64,
 }
 

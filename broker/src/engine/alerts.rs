@@ -2,54 +2,18 @@
 //! firing after the change (so a client that connects later knows the state), the burn
 //! rates, and a sentence saying what it means and what to look at.
 
-use fleet_rules::{AlertSeverity, AlertState, BurnRates, SliReport, UnixMs, BURN_WINDOWS};
+use fleet_rules::{AlertSeverity, AlertState, BurnRates, SliReport, UnixMs};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// The topic (retained).
 pub const ALERTS_TOPIC: &str = "fleet/alerts";
 /// The name of the CMC SLO in alerts, metrics and the OpenSLO export.
 pub const FLEET_SLO: &str = "fleet-in-service";
 
-/// Burn rates keyed by window name, in window order, for the MQTT payload.
-#[derive(Serialize)]
-struct BurnByWindow {
-    #[serde(rename = "5m")]
-    m5: f64,
-    #[serde(rename = "30m")]
-    m30: f64,
-    #[serde(rename = "1h")]
-    h1: f64,
-    #[serde(rename = "6h")]
-    h6: f64,
-    #[serde(rename = "1d")]
-    d1: f64,
-    #[serde(rename = "3d")]
-    d3: f64,
-}
-
-impl From<&BurnRates> for BurnByWindow {
-    fn from(b: &BurnRates) -> Self {
-        BurnByWindow {
-            m5: b.m5,
-            m30: b.m30,
-            h1: b.h1,
-            h6: b.h6,
-            d1: b.d1,
-            d3: b.d3,
-        }
-    }
-}
-
 /// Burn rates keyed by window name (`"5m"` ... `"3d"`).
 pub fn burn_rates_json(b: &BurnRates) -> Value {
-    let values = [b.m5, b.m30, b.h1, b.h6, b.d1, b.d3];
-    let map: Map<String, Value> = BURN_WINDOWS
-        .iter()
-        .zip(values)
-        .map(|((name, _), v)| ((*name).to_owned(), Value::from(v)))
-        .collect();
-    Value::Object(map)
+    serde_json::to_value(b).unwrap_or_default()
 }
 
 /// What the multi-window policy of `severity` requires.
@@ -77,7 +41,7 @@ pub fn payload(
         at: UnixMs,
         summary: String,
         policy: &'a str,
-        burn_rates: BurnByWindow,
+        burn_rates: &'a BurnRates,
         firing: &'a [AlertSeverity],
         window_sli: f64,
         slo_target: f64,
@@ -90,7 +54,7 @@ pub fn payload(
         at,
         summary: summary(severity, state, burn, report),
         policy: policy(severity),
-        burn_rates: burn.into(),
+        burn_rates: burn,
         firing: &report.alerts_firing,
         window_sli: report.window_sli,
         slo_target: report.target,

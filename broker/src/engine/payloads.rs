@@ -65,21 +65,6 @@ pub fn event(t: &Transition) -> Vec<u8> {
 /// Retained `fleet/sli`.
 pub fn sli(r: &SliReport) -> Vec<u8> {
     #[derive(Serialize)]
-    struct Burn {
-        #[serde(rename = "5m")]
-        m5: f64,
-        #[serde(rename = "30m")]
-        m30: f64,
-        #[serde(rename = "1h")]
-        h1: f64,
-        #[serde(rename = "6h")]
-        h6: f64,
-        #[serde(rename = "1d")]
-        d1: f64,
-        #[serde(rename = "3d")]
-        d3: f64,
-    }
-    #[derive(Serialize)]
     struct Payload<'a> {
         in_service: usize,
         fleet: usize,
@@ -88,12 +73,11 @@ pub fn sli(r: &SliReport) -> Vec<u8> {
         slo_window_s: u64,
         window_sli: f64,
         error_budget_remaining: f64,
-        burn_rates: Burn,
+        burn_rates: &'a fleet_rules::BurnRates,
         alerts_firing: &'a [fleet_rules::AlertSeverity],
         downtime_ms: u64,
         at: UnixMs,
     }
-    let b = &r.burn;
     to_json(&Payload {
         in_service: r.in_service,
         fleet: r.fleet,
@@ -102,14 +86,7 @@ pub fn sli(r: &SliReport) -> Vec<u8> {
         slo_window_s: r.window_ms / 1000,
         window_sli: r.window_sli,
         error_budget_remaining: r.error_budget_remaining,
-        burn_rates: Burn {
-            m5: b.m5,
-            m30: b.m30,
-            h1: b.h1,
-            h6: b.h6,
-            d1: b.d1,
-            d3: b.d3,
-        },
+        burn_rates: &r.burn,
         alerts_firing: &r.alerts_firing,
         downtime_ms: r.downtime_ms,
         at: r.at,
