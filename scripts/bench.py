@@ -127,6 +127,10 @@ class Target:
                     f'[heartbeat]\ntimeout = "{self.args.timeout}"\n'
                     '[commands]\nresend_interval = "1ms"\n'
                     f'[store]\npath = "{self.workdir}/fleet.db"\n'
+                    # The bench drives each vehicle far above a real one's rate to find
+                    # the broker's capacity; per-vehicle policing would cap it instead.
+                    '[limits]\npublish_rate = 1000000\npublish_burst = 1000000\n'
+                    'disconnect_after = 0\n'
                 )
             env = dict(os.environ, RUST_LOG="warn")
             self.proc = self._spawn([self.args.broker_bin, "--config", conf], "fleet-broker", env)
