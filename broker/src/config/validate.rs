@@ -255,6 +255,14 @@ mod tests {
     }
 
     #[test]
+    fn the_docker_compose_config_is_valid() {
+        assert_eq!(
+            problems(include_str!("../../../deploy/compose.toml")),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
     fn the_design_example_is_valid() {
         let text = r#"
 [mqtt]
