@@ -9,15 +9,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use fleet_broker::mqtt::acl::{PublishDenied, SubscribeDenied};
 use fleet_broker::mqtt::{MqttError, MqttFront, MqttOptions, MqttStats, Uplink};
-use rumqttc::{
-    AsyncClient, ConnectReturnCode, Event, LastWill, Packet, QoS, SubscribeFilter,
-    SubscribeReasonCode,
-};
+use rumqttc::{ConnectReturnCode, LastWill, Packet, QoS, SubscribeFilter, SubscribeReasonCode};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 /// Upper bound for anything that should happen promptly on a loaded 2-core machine.
-const WAIT: Duration = Duration::from_secs(10);
+mod support;
+
+use support::{spawn_client, Client, WAIT};
 
 async fn start_front_with(
     opts: MqttOptions,
@@ -39,13 +38,6 @@ async fn start_front() -> (MqttFront, mpsc::Receiver<Uplink>) {
     start_front_with(MqttOptions::default(), 64).await
 }
 
-/// A rumqttc 3.1.1 client whose event loop runs in a task; incoming packets (or the
-/// connection error that ended it) come out of `packets`.
-struct Client {
-    mqtt: AsyncClient,
-    packets: mpsc::UnboundedReceiver<Result<Packet, String>>,
-}
-
 fn client_options(front: &MqttFront, id: &str) -> rumqttc::MqttOptions {
     let addr = front.local_addr();
     let mut opts = rumqttc::MqttOptions::new(id, addr.ip().to_string(), addr.port());
@@ -53,49 +45,7 @@ fn client_options(front: &MqttFront, id: &str) -> rumqttc::MqttOptions {
     opts
 }
 
-fn spawn_client(opts: rumqttc::MqttOptions) -> Client {
-    let (mqtt, mut eventloop) = AsyncClient::new(opts, 16);
-    let (tx, packets) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(packet)) => {
-                    if tx.send(Ok(packet)).is_err() {
-                        return;
-                    }
-                }
-                Ok(Event::Outgoing(_)) => {}
-                Err(e) => {
-                    let _ = tx.send(Err(format!("{e:?}")));
-                    return;
-                }
-            }
-        }
-    });
-    Client { mqtt, packets }
-}
-
 impl Client {
-    /// The next incoming packet for which `pick` returns something, skipping others.
-    async fn expect<T>(&mut self, what: &str, mut pick: impl FnMut(&Packet) -> Option<T>) -> T {
-        let wait = async {
-            loop {
-                match self.packets.recv().await {
-                    Some(Ok(packet)) => {
-                        if let Some(found) = pick(&packet) {
-                            return found;
-                        }
-                    }
-                    Some(Err(e)) => panic!("connection ended while waiting for {what}: {e}"),
-                    None => panic!("event loop gone while waiting for {what}"),
-                }
-            }
-        };
-        timeout(WAIT, wait)
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-    }
-
     async fn expect_publish(&mut self) -> rumqttc::Publish {
         self.expect("a PUBLISH", |p| match p {
             Packet::Publish(publish) => Some(publish.clone()),

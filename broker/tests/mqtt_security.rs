@@ -17,15 +17,17 @@ use fleet_broker::mqtt::limits::Limits;
 use fleet_broker::mqtt::secret::{mint_secret, vehicle_password, Secret, SecretHash};
 use fleet_broker::mqtt::{MqttFront, MqttOptions, MqttStats, TlsOptions, Uplink};
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, Event, Packet, QoS, SubscribeFilter, SubscribeReasonCode,
-    TlsConfiguration, Transport,
+    ConnectReturnCode, Packet, QoS, SubscribeFilter, SubscribeReasonCode, TlsConfiguration,
+    Transport,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
-const WAIT: Duration = Duration::from_secs(10);
+mod support;
+
+use support::{spawn_client, Client, WAIT};
 const OPS_PASSWORD: &str = "correct horse battery staple";
 
 fn fleet_key() -> Secret {
@@ -66,11 +68,6 @@ async fn start(opts: MqttOptions) -> (MqttFront, mpsc::Receiver<Uplink>) {
 
 // ---------------------------------------------------------------- rumqttc clients
 
-struct Client {
-    mqtt: AsyncClient,
-    packets: mpsc::UnboundedReceiver<Result<Packet, String>>,
-}
-
 fn options(addr: SocketAddr, id: &str, login: Option<(&str, &str)>) -> rumqttc::MqttOptions {
     let mut opts = rumqttc::MqttOptions::new(id, addr.ip().to_string(), addr.port());
     opts.set_keep_alive(Duration::from_secs(30));
@@ -80,48 +77,7 @@ fn options(addr: SocketAddr, id: &str, login: Option<(&str, &str)>) -> rumqttc::
     opts
 }
 
-fn spawn(opts: rumqttc::MqttOptions) -> Client {
-    let (mqtt, mut eventloop) = AsyncClient::new(opts, 64);
-    let (tx, packets) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(packet)) => {
-                    if tx.send(Ok(packet)).is_err() {
-                        return;
-                    }
-                }
-                Ok(Event::Outgoing(_)) => {}
-                Err(e) => {
-                    let _ = tx.send(Err(format!("{e:?}")));
-                    return;
-                }
-            }
-        }
-    });
-    Client { mqtt, packets }
-}
-
 impl Client {
-    async fn expect<T>(&mut self, what: &str, mut pick: impl FnMut(&Packet) -> Option<T>) -> T {
-        let wait = async {
-            loop {
-                match self.packets.recv().await {
-                    Some(Ok(packet)) => {
-                        if let Some(found) = pick(&packet) {
-                            return found;
-                        }
-                    }
-                    Some(Err(e)) => panic!("connection ended while waiting for {what}: {e}"),
-                    None => panic!("event loop gone while waiting for {what}"),
-                }
-            }
-        };
-        timeout(WAIT, wait)
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-    }
-
     async fn connection_error(&mut self) -> String {
         let wait = async {
             loop {
@@ -172,7 +128,7 @@ impl Client {
 }
 
 async fn connect(opts: rumqttc::MqttOptions) -> Client {
-    let mut client = spawn(opts);
+    let mut client = spawn_client(opts);
     let code = client
         .expect("a CONNACK", |p| match p {
             Packet::ConnAck(ack) => Some(ack.code),
@@ -185,7 +141,7 @@ async fn connect(opts: rumqttc::MqttOptions) -> Client {
 
 /// The connection error of a client whose CONNECT is refused.
 async fn refused(opts: rumqttc::MqttOptions) -> String {
-    spawn(opts).connection_error().await
+    spawn_client(opts).connection_error().await
 }
 
 async fn vehicle(front: &MqttFront, id: &str) -> Client {
