@@ -58,6 +58,15 @@ impl ApiError {
         .with("vehicle", Value::from(id))
     }
 
+    /// 503 when the audit log cannot be read.
+    pub fn history_unavailable(cause: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "history_unavailable",
+            format!("the audit log could not be read: {cause}; retry later"),
+        )
+    }
+
     /// 503 while the engine is stopping.
     pub fn engine_gone() -> ApiError {
         ApiError::new(

@@ -152,21 +152,20 @@ pub async fn vehicles_status(
     let (vehicles, next) =
         collect_page(&ctx.engine, &VehicleFilter::default(), cursor, limit).await?;
     let ids: Vec<String> = vehicles.iter().map(|v| v.id.clone()).collect();
-    let last = ctx.history.last_transitions(ids).await.map_err(|e| {
-        ApiError::new(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "history_unavailable",
-            format!("the audit log could not be read: {e}; retry later"),
-        )
-    })?;
+    let last: std::collections::HashMap<String, _> = ctx
+        .history
+        .last_transitions(ids)
+        .await
+        .map_err(|e| ApiError::history_unavailable(&e))?
+        .into_iter()
+        .collect();
     let provider = &ctx.mds_provider_id;
     let status: Vec<Value> = vehicles
         .iter()
         .map(|v| {
             let last_event = last
-                .iter()
-                .find(|(id, _)| *id == v.id)
-                .and_then(|(_, t)| event(provider, t))
+                .get(&v.id)
+                .and_then(|t| event(provider, t))
                 .unwrap_or_else(|| current_state_event(provider, v));
             json!({
                 "device_id": device_id(&v.id),
@@ -221,13 +220,7 @@ pub async fn events_recent(
         .history
         .transitions(None, RECENT_EVENTS_SCAN)
         .await
-        .map_err(|e| {
-            ApiError::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "history_unavailable",
-                format!("the audit log could not be read: {e}; retry later"),
-            )
-        })?;
+        .map_err(|e| ApiError::history_unavailable(&e))?;
     let provider = &ctx.mds_provider_id;
     let events: Vec<Value> = recent
         .iter()
