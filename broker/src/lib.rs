@@ -13,6 +13,7 @@ pub mod engine;
 pub mod ingest;
 pub mod metrics;
 pub mod mqtt;
+pub mod slack;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -44,13 +45,18 @@ pub struct Broker {
     engine_task: JoinHandle<()>,
     writer: WriterHandle,
     publisher_task: JoinHandle<()>,
+    slack: Option<slack::SenderHandle>,
 }
 
 impl Broker {
     /// Opens the store and restores the fleet from it, binds the listener and starts every
     /// component on the current runtime.
     pub async fn start(config: &Config, clock: Clock) -> anyhow::Result<Broker> {
-        warn_about_sections_not_served_yet(config);
+        let slack_settings =
+            slack::SlackSettings::from_config(&config.slack).map_err(anyhow::Error::msg)?;
+        if slack_settings.is_none() {
+            info!("no [slack] webhook_url or bot_token: notifications go to the log only");
+        }
         let metrics = Arc::new(Metrics::default());
         let store_metrics = Arc::new(StoreMetrics::default());
         let (store, recovery) = open_store(config, clock.now()).await?;
@@ -83,6 +89,7 @@ impl Broker {
         queues.push(api::QueueProbe::of("store", &batch_tx));
         let writer = store::spawn_writer(store, batch_rx, out_tx, store_metrics.clone())
             .map_err(|e| anyhow::anyhow!("cannot start the store writer thread: {e}"))?;
+        let slack_batches = batch_tx.clone();
         let mut engine = Engine::new(
             recovery.fleet,
             clock,
@@ -103,6 +110,30 @@ impl Broker {
             metrics.clone(),
             batch_tx,
         );
+        let mut slack_sender = None;
+        if let Some(settings) = slack_settings {
+            let wake = Arc::new(tokio::sync::Notify::new());
+            engine = engine.with_slack(slack::EngineOutbox::new(
+                &settings,
+                wake.clone(),
+                metrics.clone(),
+            ));
+            slack_sender = Some(
+                slack::spawn(
+                    settings,
+                    store_path.clone(),
+                    slack_batches,
+                    clock,
+                    metrics.clone(),
+                    engine_handle.clone(),
+                    wake,
+                )
+                .await
+                .context("cannot start the Slack notifier")?,
+            );
+        } else {
+            drop(slack_batches);
+        }
         if !recovery.changed_at.is_empty() {
             engine.republish_retained_state(recovery.changed_at);
         }
@@ -152,6 +183,7 @@ impl Broker {
             engine_task,
             writer,
             publisher_task,
+            slack: slack_sender,
         })
     }
 
@@ -199,6 +231,10 @@ impl Broker {
         let _ = self.stop_engine.send(());
         if let Err(e) = self.engine_task.await {
             warn!("engine task ended abnormally: {e}");
+        }
+        // The sender writes through the store writer too: it stops before the writer.
+        if let Some(slack) = self.slack {
+            slack.shutdown().await;
         }
         let writer = self.writer;
         if let Err(e) = tokio::task::spawn_blocking(move || writer.join()).await {
@@ -273,10 +309,4 @@ async fn open_store(
         );
     }
     Ok((store, recovery))
-}
-
-fn warn_about_sections_not_served_yet(config: &Config) {
-    if config.slack.webhook_url.is_some() || config.slack.bot_token.is_some() {
-        warn!("[slack] is accepted but notifications go to the log in this version");
-    }
 }

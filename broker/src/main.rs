@@ -154,6 +154,7 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
         }
     };
     api_token_from_env(&mut config)?;
+    slack_from_env(&mut config)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let broker = Broker::start(&config, Clock::system())
@@ -183,6 +184,31 @@ fn api_token_from_env(config: &mut Config) -> anyhow::Result<()> {
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("FLEET_API_TOKEN is not usable as [http] token:\n{e}"))
+}
+
+/// `SLACK_WEBHOOK_URL` / `SLACK_BOT_TOKEN` give Slack its secret when the config file has
+/// neither (so it need not be written in the file).
+fn slack_from_env(config: &mut Config) -> anyhow::Result<()> {
+    use fleet_broker::slack::{BOT_TOKEN_ENV, WEBHOOK_ENV};
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if config.slack.webhook_url.is_some() || config.slack.bot_token.is_some() {
+        if var(WEBHOOK_ENV).is_some() || var(BOT_TOKEN_ENV).is_some() {
+            tracing::info!(
+                "{WEBHOOK_ENV} or {BOT_TOKEN_ENV} is set but [slack] in the config file is used"
+            );
+        }
+        return Ok(());
+    }
+    if let Some(token) = var(BOT_TOKEN_ENV) {
+        config.slack.bot_token = Some(token);
+    } else if let Some(url) = var(WEBHOOK_ENV) {
+        config.slack.webhook_url = Some(url);
+    } else {
+        return Ok(());
+    }
+    config.validate().map_err(|e| {
+        anyhow::anyhow!("{WEBHOOK_ENV} / {BOT_TOKEN_ENV} is not usable for [slack]:\n{e}")
+    })
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {

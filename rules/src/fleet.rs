@@ -33,6 +33,8 @@ pub struct VehicleView {
     pub model: Option<String>,
     /// The state the vehicle last reported it applies, if it ever did.
     pub reported: Option<ServiceState>,
+    /// The battery level it last reported, in percent.
+    pub battery: Option<u8>,
     /// Silent, but its service-out is held by a mass-loss incident (or pending while a
     /// possible incident is recognised).
     pub held: bool,
@@ -109,6 +111,18 @@ impl Fleet {
         let slot = self.resolve(id, now)?;
         self.on_heartbeat(slot, model, reported, now);
         Ok(())
+    }
+
+    /// Remembers the battery level a known vehicle reported (shown to the people who go
+    /// and check it). Unknown vehicles are ignored: call it after [`Fleet::heartbeat`].
+    pub fn note_battery(&mut self, id: &str, percent: u8) {
+        if let Some(v) = self
+            .registry
+            .find(id)
+            .and_then(|s| self.registry.get_mut(s))
+        {
+            v.battery = Some(percent);
+        }
     }
 
     /// An error report: `(code, count)` pairs. Any uplink proves connectivity.
@@ -237,6 +251,7 @@ impl Fleet {
             last_seen: v.last_seen,
             model: self.timeouts.name(v.model).map(str::to_owned),
             reported: v.reported,
+            battery: v.battery,
             held: matches!(v.silence, Silence::Pending | Silence::Held),
             error_counts: v
                 .extra

@@ -21,6 +21,7 @@ impl Fleet {
         };
         let from = v.state();
         let model = self.timeouts.name(v.model).map(str::to_owned);
+        let battery = v.battery;
         let extra = v.extra_mut();
         extra.errors_mut().count(code, count);
         let FaultRule::Threshold { threshold, window } = rule else {
@@ -54,6 +55,7 @@ impl Fleet {
                 reports,
                 window_ms,
                 model,
+                battery,
                 at: now,
             }));
     }
@@ -92,6 +94,7 @@ mod tests {
                 reports: 3,
                 window_ms: 10 * MIN,
                 model: Some("e-bike".into()),
+                battery: None,
                 at: T0 + 9 * MIN,
             }]
         );

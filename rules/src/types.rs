@@ -130,6 +130,8 @@ pub enum Notification {
         window_ms: u64,
         /// The vehicle's model, if known.
         model: Option<String>,
+        /// Its last reported battery level in percent, if known.
+        battery: Option<u8>,
         /// When.
         at: UnixMs,
     },

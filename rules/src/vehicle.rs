@@ -94,6 +94,8 @@ pub(crate) struct Vehicle {
     pub(crate) model: ModelId,
     pub(crate) silence: Silence,
     pub(crate) reported: Option<ServiceState>,
+    /// Last battery level reported, in percent.
+    pub(crate) battery: Option<u8>,
     /// Counted as silent by the current mass-loss incident.
     pub(crate) wave_member: bool,
 }
@@ -112,6 +114,7 @@ impl Vehicle {
             model: NO_MODEL,
             silence: Silence::Talking,
             reported: None,
+            battery: None,
             wave_member: false,
         }
     }

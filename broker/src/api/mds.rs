@@ -274,6 +274,7 @@ mod tests {
             last_seen: 5000,
             model: None,
             reported: None,
+            battery: None,
             held: false,
             error_counts: vec![],
         };

@@ -324,16 +324,93 @@ pub struct MdsSection {
     pub provider_id: Option<String>,
 }
 
-/// `[slack]`
-#[derive(Debug, Clone, Deserialize, Default)]
+/// `[slack]`: where notifications go. Without `webhook_url` or `bot_token` (nor their
+/// environment variables) notifications go to the log only.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SlackSection {
-    /// Incoming webhook URL (or env `SLACK_WEBHOOK_URL`).
+    /// Incoming webhook URL (or env `SLACK_WEBHOOK_URL`). A secret: never logged.
     pub webhook_url: Option<String>,
-    /// Bot token (with `channel`).
+    /// Bot token, `xoxb-…` (or env `SLACK_BOT_TOKEN`), with `channel`. A secret.
     pub bot_token: Option<String>,
-    /// Channel for the bot token.
+    /// Channel id or name for the bot token.
     pub channel: Option<String>,
+    /// Base URL of the Slack Web API (a local endpoint for tests and staging).
+    pub api_url: String,
+    /// Message language.
+    pub language: SlackLanguage,
+    /// Faults, flaps and manual changes arriving within this window of the first one go
+    /// out as one message.
+    pub group_window: HumanDuration,
+    /// At most one message per this interval (Slack allows about one per second per
+    /// channel).
+    pub min_interval: HumanDuration,
+    /// One request's limit; a slower answer counts as a failure and is retried.
+    pub request_timeout: HumanDuration,
+    /// A message not delivered this long after it was written is given up (logged with
+    /// its content, counted).
+    pub give_up_after: HumanDuration,
+    /// Tell the channel when a person takes a vehicle out or puts it back.
+    pub notify_manual: bool,
+    /// Notifications waiting in the outbox at most; beyond, new ones are dropped and
+    /// counted (they still go to the log).
+    pub max_outbox: usize,
+    /// Daily SLO digest at this local time, `"HH:MM"` (absent: no digest).
+    pub digest_at: Option<String>,
+    /// The local time zone of message timestamps and `digest_at`, as `"+09:00"`.
+    pub utc_offset: String,
+}
+
+impl Default for SlackSection {
+    fn default() -> Self {
+        SlackSection {
+            webhook_url: None,
+            bot_token: None,
+            channel: None,
+            api_url: "https://slack.com/api".to_owned(),
+            language: SlackLanguage::En,
+            group_window: HumanDuration::from_secs(10),
+            min_interval: HumanDuration::from_secs(1),
+            request_timeout: HumanDuration::from_secs(10),
+            give_up_after: HumanDuration::from_secs(6 * 3600),
+            notify_manual: true,
+            max_outbox: 100_000,
+            digest_at: None,
+            utc_offset: "+00:00".to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Debug for SlackSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
+        f.debug_struct("SlackSection")
+            .field("webhook_url", &redacted(&self.webhook_url))
+            .field("bot_token", &redacted(&self.bot_token))
+            .field("channel", &self.channel)
+            .field("api_url", &self.api_url)
+            .field("language", &self.language)
+            .field("group_window", &self.group_window)
+            .field("min_interval", &self.min_interval)
+            .field("request_timeout", &self.request_timeout)
+            .field("give_up_after", &self.give_up_after)
+            .field("notify_manual", &self.notify_manual)
+            .field("max_outbox", &self.max_outbox)
+            .field("digest_at", &self.digest_at)
+            .field("utc_offset", &self.utc_offset)
+            .finish()
+    }
+}
+
+/// `[slack] language`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SlackLanguage {
+    /// English.
+    #[default]
+    En,
+    /// Japanese.
+    Ja,
 }
 
 /// Why a configuration could not be loaded.

@@ -213,20 +213,7 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigErrors> {
         ),
     );
 
-    if c.slack.bot_token.is_some() != c.slack.channel.is_some() {
-        k.check(
-            false,
-            "slack.channel",
-            "bot_token and channel go together: set both, or use webhook_url",
-        );
-    }
-    if let Some(url) = &c.slack.webhook_url {
-        k.check(
-            url.starts_with("https://") || url.starts_with("http://"),
-            "slack.webhook_url",
-            "must be an http(s) URL",
-        );
-    }
+    slack(&c.slack, &mut k);
 
     super::security::validate(&c.auth, c.tls.as_ref(), &c.limits, &mut k);
 
@@ -235,6 +222,99 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigErrors> {
     } else {
         Err(ConfigErrors(k.0))
     }
+}
+
+/// `[slack]`: a wrong URL or token is reported before anything starts.
+fn slack(s: &super::SlackSection, k: &mut Checker) {
+    use crate::slack::digest::{parse_time_of_day, parse_utc_offset};
+    let http_url = |text: &str| {
+        url::Url::parse(text)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+            .is_some()
+    };
+    if s.bot_token.is_some() && s.channel.is_none() {
+        k.check(
+            false,
+            "slack.channel",
+            "a bot token needs a channel (its id, like \"C0123456789\", or \"#fleet-ops\")",
+        );
+    }
+    if s.channel.is_some() && s.bot_token.is_none() && s.webhook_url.is_none() {
+        k.check(
+            false,
+            "slack.bot_token",
+            "a channel needs a bot token (or env SLACK_BOT_TOKEN); a webhook posts to its own channel",
+        );
+    }
+    if s.webhook_url.is_some() && s.bot_token.is_some() {
+        k.check(
+            false,
+            "slack.webhook_url",
+            "set either webhook_url or bot_token + channel, not both",
+        );
+    }
+    if let Some(url) = &s.webhook_url {
+        // The URL is a secret: the message does not repeat it.
+        k.check(
+            http_url(url),
+            "slack.webhook_url",
+            "is not an http(s) URL; copy it from the Slack app's Incoming Webhooks page (https://hooks.slack.com/services/...)",
+        );
+    }
+    if let Some(token) = &s.bot_token {
+        k.check(
+            token.starts_with("xoxb-") || token.starts_with("xoxp-"),
+            "slack.bot_token",
+            "does not look like a Slack token: a bot token starts with \"xoxb-\" (OAuth & Permissions page of the Slack app)",
+        );
+    }
+    k.check(
+        http_url(&s.api_url),
+        "slack.api_url",
+        format!("{:?} is not an http(s) URL", s.api_url),
+    );
+    k.check(
+        s.group_window.0 <= Duration::from_secs(600),
+        "slack.group_window",
+        format!("{} is too long: use at most 10m", s.group_window),
+    );
+    k.check(
+        s.min_interval.0 <= Duration::from_secs(60),
+        "slack.min_interval",
+        format!("{} is too long: use at most 1m", s.min_interval),
+    );
+    k.check(
+        s.request_timeout.0 >= Duration::from_millis(100)
+            && s.request_timeout.0 <= Duration::from_secs(120),
+        "slack.request_timeout",
+        format!("{} is out of range: use 100ms to 2m", s.request_timeout),
+    );
+    k.check(
+        s.give_up_after.0 >= Duration::from_secs(1),
+        "slack.give_up_after",
+        format!("{} is too short", s.give_up_after),
+    );
+    k.check(
+        s.max_outbox >= 100,
+        "slack.max_outbox",
+        format!("{} is too small: keep at least 100", s.max_outbox),
+    );
+    if let Some(at) = &s.digest_at {
+        k.check(
+            parse_time_of_day(at).is_some(),
+            "slack.digest_at",
+            format!("{at:?} is not a time of day: write it like \"09:00\""),
+        );
+    }
+    k.check(
+        parse_utc_offset(&s.utc_offset).is_some(),
+        "slack.utc_offset",
+        format!(
+            "{:?} is not an offset: write it like \"+09:00\" or \"-05:00\"",
+            s.utc_offset
+        ),
+    );
 }
 
 #[cfg(test)]
@@ -330,6 +410,43 @@ target = 1.0
                 "slo.target",
             ]
         );
+    }
+
+    #[test]
+    fn a_bad_slack_url_token_or_schedule_is_named_by_its_key() {
+        let keys = problems(
+            "[slack]\nwebhook_url = \"hooks.slack.com/services/T/B/X\"\nlanguage = \"ja\"\n\
+             digest_at = \"9am\"\nutc_offset = \"JST\"\nmax_outbox = 10\n",
+        );
+        assert_eq!(
+            keys,
+            vec![
+                "slack.webhook_url",
+                "slack.max_outbox",
+                "slack.digest_at",
+                "slack.utc_offset"
+            ]
+        );
+        let keys = problems("[slack]\nbot_token = \"hunter2\"\n");
+        assert_eq!(keys, vec!["slack.channel", "slack.bot_token"]);
+        let both = "[slack]\nwebhook_url = \"https://hooks.slack.com/services/T/B/X\"\n\
+                    bot_token = \"xoxb-1\"\nchannel = \"C1\"\n";
+        assert_eq!(problems(both), vec!["slack.webhook_url"]);
+        let good = "[slack]\nbot_token = \"xoxb-1-2\"\nchannel = \"#fleet-ops\"\n\
+                    digest_at = \"09:00\"\nutc_offset = \"+09:00\"\n";
+        assert!(problems(good).is_empty());
+        assert!(Config::parse("[slack]\nlanguage = \"fr\"\n").is_err());
+    }
+
+    #[test]
+    fn secrets_in_slack_settings_never_show_in_debug_output() {
+        let config = Config::parse(
+            "[slack]\nwebhook_url = \"https://hooks.slack.com/services/T/B/SECRET\"\n",
+        )
+        .expect("parses");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(shown.contains("<redacted>"));
     }
 
     #[test]

@@ -89,6 +89,8 @@ pub struct Engine {
     commands: commands::CommandTracker,
     rejections: RateLimitedLog,
     last_sli: Option<(usize, usize, UnixMs)>,
+    /// Where notifications go besides the log, when Slack is configured.
+    slack: Option<crate::slack::EngineOutbox>,
 }
 
 impl Engine {
@@ -115,7 +117,14 @@ impl Engine {
             commands,
             rejections: RateLimitedLog::new(20, 10_000),
             last_sli: None,
+            slack: None,
         }
+    }
+
+    /// Notifications also go to Slack, through the outbox behind `slack`.
+    pub fn with_slack(mut self, slack: crate::slack::EngineOutbox) -> Engine {
+        self.slack = Some(slack);
+        self
     }
 
     /// Runs until `shutdown` resolves or the uplink queue closes, then handles what is
@@ -206,12 +215,16 @@ impl Engine {
         let result = match message {
             Message::Heartbeat(hb) => {
                 inc(&self.metrics.heartbeats);
-                self.fleet.heartbeat(
+                let result = self.fleet.heartbeat(
                     vehicle,
                     hb.model.as_deref(),
                     hb.service.map(ServiceState::from),
                     now,
-                )
+                );
+                if let (Ok(()), Some(b)) = (&result, hb.battery) {
+                    self.fleet.note_battery(vehicle, b);
+                }
+                result
             }
             Message::Error(report) => {
                 inc(&self.metrics.error_reports);
@@ -298,7 +311,9 @@ impl Engine {
                     };
                     let event = payloads::event(&t);
                     let topic = service_topic(&t.vehicle);
+                    let manual = self.slack.as_mut().and_then(|s| s.transition(&t));
                     self.record(Record::Transition(t));
+                    self.outbox(manual);
                     self.send(topic, service, true).await;
                     self.send("fleet/events".to_owned(), event, false).await;
                 }
@@ -341,9 +356,24 @@ impl Engine {
                         self.send(alerts::ALERTS_TOPIC.to_owned(), payload, true)
                             .await;
                     }
+                    let (fleet, clock) = (&mut self.fleet, self.clock);
+                    let record = self
+                        .slack
+                        .as_mut()
+                        .and_then(|s| s.notification(&n, || fleet.sli(clock.now())));
+                    self.outbox(record);
                     self.batch.after.push(Box::new(move || notify(&n)))
                 }
             }
+        }
+    }
+
+    /// Stores an outbox record with this wake's batch; the sender is woken once stored.
+    fn outbox(&mut self, record: Option<Record>) {
+        if let (Some(record), Some(slack)) = (record, &self.slack) {
+            let wake = slack.waker();
+            self.record(record);
+            self.batch.after.push(Box::new(wake));
         }
     }
 

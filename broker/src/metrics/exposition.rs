@@ -53,6 +53,7 @@ pub fn render(s: &Scrape<'_>) -> String {
     mqtt(&mut w, s.mqtt);
     engine(&mut w, s);
     store(&mut w, s.store);
+    slack(&mut w, &s.metrics.slack);
     w.family(
         "fleet_build_info",
         Kind::Gauge,
@@ -506,6 +507,68 @@ fn store(w: &mut TextWriter, st: &StoreMetrics) {
         Kind::Gauge,
         "Duration of the last commit.",
         load(&st.last_commit_us) / 1e6,
+    );
+}
+
+fn slack(w: &mut TextWriter, sl: &crate::slack::SlackMetrics) {
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
+    w.single(
+        "fleet_slack_configured",
+        Kind::Gauge,
+        "1 when notifications go to Slack (else to the log only).",
+        load(&sl.configured),
+    );
+    w.single(
+        "fleet_slack_outbox_depth",
+        Kind::Gauge,
+        "Notifications in the outbox waiting for delivery.",
+        load(&sl.depth),
+    );
+    w.single(
+        "fleet_slack_messages_pending",
+        Kind::Gauge,
+        "Messages composed and not yet accepted by Slack.",
+        load(&sl.messages_pending),
+    );
+    w.single(
+        "fleet_slack_sent_total",
+        Kind::Counter,
+        "Messages Slack accepted.",
+        load(&sl.sent),
+    );
+    w.single(
+        "fleet_slack_retried_total",
+        Kind::Counter,
+        "Failed attempts that are retried (429, 5xx, timeouts, refused credentials).",
+        load(&sl.retried),
+    );
+    w.single(
+        "fleet_slack_rate_limited_total",
+        Kind::Counter,
+        "Attempts answered with 429 (Retry-After obeyed).",
+        load(&sl.rate_limited),
+    );
+    w.by_label(
+        "fleet_slack_dropped_total",
+        Kind::Counter,
+        "Notifications dropped because the outbox was full, and messages given up.",
+        "reason",
+        [
+            ("outbox_full", load(&sl.dropped_full)),
+            ("gave_up", load(&sl.gave_up)),
+        ],
+    );
+    w.single(
+        "fleet_slack_last_success_timestamp_seconds",
+        Kind::Gauge,
+        "Unix time of the last message Slack accepted (0: none since start).",
+        load(&sl.last_success_ms) / 1e3,
+    );
+    w.single(
+        "fleet_slack_failing",
+        Kind::Gauge,
+        "1 while the latest attempt failed.",
+        load(&sl.failing),
     );
 }
 

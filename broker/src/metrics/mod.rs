@@ -126,6 +126,8 @@ pub struct Metrics {
     ack_outcomes: [AtomicU64; AckOutcome::ALL.len()],
     /// SLO alert changes: page firing, page resolved, ticket firing, ticket resolved.
     alert_changes: [AtomicU64; 4],
+    /// The Slack notifier.
+    pub slack: crate::slack::SlackMetrics,
 }
 
 impl Default for Metrics {
@@ -146,6 +148,7 @@ impl Default for Metrics {
             publish_errors: AtomicU64::new(0),
             detection_latency: Histogram::new(&DETECTION_BUCKETS),
             command_ack_latency: Histogram::new(&ACK_BUCKETS),
+            slack: Default::default(),
             ack_outcomes: Default::default(),
             alert_changes: Default::default(),
         }

@@ -56,6 +56,8 @@ pub enum Record {
         /// Unix ms.
         before: UnixMs,
     },
+    /// A change to the Slack outbox.
+    Slack(crate::slack::OutboxRecord),
     /// The broker stopped cleanly at this time.
     Stopped {
         /// Unix ms.
@@ -158,6 +160,7 @@ pub(super) fn write(tx: &Transaction<'_>, record: &Record) -> rusqlite::Result<(
             tx.prepare_cached("DELETE FROM commands WHERE issued_at < ?1")?
                 .execute(params![before])?;
         }
+        Record::Slack(r) => crate::slack::outbox::write(tx, r)?,
         Record::Stopped { at } => set_meta(tx, STOPPED_AT, *at)?,
     }
     Ok(())

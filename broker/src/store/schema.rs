@@ -5,7 +5,7 @@
 use rusqlite::{Connection, Transaction};
 
 /// The version this build writes.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Step `i` takes a database from version `i` to `i + 1`.
 const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
@@ -71,6 +71,31 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
      CREATE INDEX commands_by_time ON commands (issued_at);
      ALTER TABLE vehicles ADD COLUMN error_counts TEXT;  -- JSON object code -> count
      ALTER TABLE sli_minutes ADD COLUMN down_ms INTEGER NOT NULL DEFAULT 0;",
+    // v3: the Slack outbox (see crate::slack::outbox).
+    "CREATE TABLE slack_notices (
+         seq INTEGER PRIMARY KEY AUTOINCREMENT,
+         kind TEXT NOT NULL,
+         notice TEXT NOT NULL,        -- JSON
+         at INTEGER NOT NULL,
+         message TEXT                 -- key of the message carrying it, once composed
+     );
+     CREATE INDEX slack_notices_waiting ON slack_notices (seq) WHERE message IS NULL;
+     CREATE INDEX slack_notices_by_message ON slack_notices (message);
+     CREATE TABLE slack_messages (
+         key TEXT PRIMARY KEY,        -- idempotency key
+         content TEXT NOT NULL,       -- JSON: the Block Kit message
+         opens TEXT,                  -- thread it opens (incident or alert)
+         resolves TEXT,               -- thread it resolves
+         notices INTEGER NOT NULL,
+         created_at INTEGER NOT NULL,
+         state TEXT NOT NULL,         -- pending | sent | gave_up
+         attempts INTEGER NOT NULL,
+         last_error TEXT,
+         done_at INTEGER,
+         ts TEXT                      -- Slack's message ts (bot token)
+     ) WITHOUT ROWID;
+     CREATE INDEX slack_messages_by_state ON slack_messages (state, created_at);
+     CREATE INDEX slack_messages_by_thread ON slack_messages (opens);",
 ];
 
 /// Why the schema could not be brought to [`SCHEMA_VERSION`].

@@ -67,6 +67,7 @@ fn view(
         last_seen,
         model: model.map(str::to_owned),
         reported: None,
+        battery: None,
         held: false,
         error_counts: counts.iter().map(|(c, n)| (c.to_string(), *n)).collect(),
     }

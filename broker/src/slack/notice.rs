@@ -1,0 +1,298 @@
+//! What the channel hears about: each notification with the context a person needs to act
+//! on it. Stored in the outbox as JSON, so the same message can be composed again after a
+//! restart.
+
+use fleet_rules::{AlertSeverity, AlertState, Notification, SliReport, UnixMs};
+use serde::{Deserialize, Serialize};
+
+/// One notification waiting to be told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Notice {
+    /// Taken out of service for a hardware fault.
+    HardwareFault {
+        /// The vehicle.
+        vehicle: String,
+        /// The error code.
+        code: String,
+        /// Reports within the window when the threshold was crossed.
+        reports: u32,
+        /// The rule's window.
+        window_ms: u64,
+        /// Model, if known.
+        model: Option<String>,
+        /// Battery in percent, if reported.
+        battery: Option<u8>,
+        /// When (the vehicle was last heard from at this moment).
+        at: UnixMs,
+    },
+    /// Keeps crossing its heartbeat timeout.
+    Flapping {
+        /// The vehicle.
+        vehicle: String,
+        /// Heartbeat losses within the window.
+        flips: u32,
+        /// The window.
+        window_ms: u64,
+        /// When.
+        at: UnixMs,
+    },
+    /// A person took a vehicle out or put it back.
+    Manual {
+        /// The vehicle.
+        vehicle: String,
+        /// Taken out (else put back).
+        out: bool,
+        /// Who.
+        operator: String,
+        /// Their note.
+        note: String,
+        /// After a service-in: the reasons that still keep it out.
+        still_out_for: Vec<String>,
+        /// When.
+        at: UnixMs,
+    },
+    /// Much of the fleet went silent at once.
+    MassLossStarted {
+        /// The incident's thread key.
+        incident: String,
+        /// Vehicles silent within the window.
+        silent: usize,
+        /// Active fleet.
+        fleet: usize,
+        /// The threshold crossed.
+        threshold: usize,
+        /// A few silent vehicles.
+        sample: Vec<String>,
+        /// Service-outs held.
+        holding: bool,
+        /// When.
+        at: UnixMs,
+    },
+    /// The mass-loss incident ended.
+    MassLossEnded {
+        /// The incident's thread key (its start).
+        incident: String,
+        /// Vehicles of the wave that came back.
+        recovered: usize,
+        /// Still silent, now taken out as usual.
+        still_silent: usize,
+        /// When.
+        at: UnixMs,
+    },
+    /// A burn-rate alert fired or resolved.
+    SloAlert {
+        /// The thread key of the firing (a resolution replies to it).
+        thread: String,
+        /// Page, else ticket.
+        page: bool,
+        /// Firing, else resolved.
+        firing: bool,
+        /// Burn rates by window name, 5m to 3d.
+        burn: Vec<(String, f64)>,
+        /// SLI over the SLO window.
+        window_sli: f64,
+        /// The SLO target.
+        target: f64,
+        /// The SLO window.
+        window_ms: u64,
+        /// Share of the error budget left.
+        budget_remaining: f64,
+        /// When.
+        at: UnixMs,
+    },
+    /// The daily digest.
+    Digest(super::digest::Digest),
+}
+
+/// How notices become messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grouping {
+    /// Gathered with others of the same kind within the grouping window.
+    Vehicles(&'static str),
+    /// A message of its own, sent at once.
+    Alone,
+}
+
+impl Notice {
+    /// The kind, as stored and in idempotency keys.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Notice::HardwareFault { .. } => "hardware_fault",
+            Notice::Flapping { .. } => "flapping",
+            Notice::Manual { .. } => "manual",
+            Notice::MassLossStarted { .. } => "mass_loss_started",
+            Notice::MassLossEnded { .. } => "mass_loss_ended",
+            Notice::SloAlert { .. } => "slo_alert",
+            Notice::Digest(_) => "digest",
+        }
+    }
+
+    /// Whether it waits for others of its kind.
+    pub fn grouping(&self) -> Grouping {
+        match self {
+            Notice::HardwareFault { .. } | Notice::Flapping { .. } | Notice::Manual { .. } => {
+                Grouping::Vehicles(self.kind())
+            }
+            _ => Grouping::Alone,
+        }
+    }
+
+    /// When it was decided.
+    pub fn at(&self) -> UnixMs {
+        match self {
+            Notice::HardwareFault { at, .. }
+            | Notice::Flapping { at, .. }
+            | Notice::Manual { at, .. }
+            | Notice::MassLossStarted { at, .. }
+            | Notice::MassLossEnded { at, .. }
+            | Notice::SloAlert { at, .. } => *at,
+            Notice::Digest(d) => d.at,
+        }
+    }
+
+    /// The thread this message opens (bot token: later replies go under it).
+    pub fn opens(&self) -> Option<&str> {
+        match self {
+            Notice::MassLossStarted { incident, .. } => Some(incident),
+            Notice::SloAlert {
+                thread,
+                firing: true,
+                ..
+            } => Some(thread),
+            _ => None,
+        }
+    }
+
+    /// The thread this message answers; the original is marked resolved.
+    pub fn resolves(&self) -> Option<&str> {
+        match self {
+            Notice::MassLossEnded { incident, .. } => Some(incident),
+            Notice::SloAlert {
+                thread,
+                firing: false,
+                ..
+            } => Some(thread),
+            _ => None,
+        }
+    }
+}
+
+/// Remembers open incidents so that their end names the thread their start opened.
+#[derive(Debug, Default)]
+pub struct Threads {
+    mass_loss: Option<String>,
+    page: Option<String>,
+    ticket: Option<String>,
+}
+
+impl Threads {
+    /// The notice for a rules notification. `report` gives the SLI right after it (only
+    /// an SLO alert asks).
+    pub fn notice(&mut self, n: &Notification, report: impl FnOnce() -> SliReport) -> Notice {
+        match n {
+            Notification::HardwareFault {
+                vehicle,
+                code,
+                reports,
+                window_ms,
+                model,
+                battery,
+                at,
+            } => Notice::HardwareFault {
+                vehicle: vehicle.clone(),
+                code: code.clone(),
+                reports: *reports,
+                window_ms: *window_ms,
+                model: model.clone(),
+                battery: *battery,
+                at: *at,
+            },
+            Notification::Flapping {
+                vehicle,
+                flips,
+                window_ms,
+                at,
+            } => Notice::Flapping {
+                vehicle: vehicle.clone(),
+                flips: *flips,
+                window_ms: *window_ms,
+                at: *at,
+            },
+            Notification::MassLossStarted {
+                silent,
+                fleet,
+                threshold,
+                sample,
+                holding,
+                at,
+            } => {
+                let incident = format!("mass_loss-{at}");
+                self.mass_loss = Some(incident.clone());
+                Notice::MassLossStarted {
+                    incident,
+                    silent: *silent,
+                    fleet: *fleet,
+                    threshold: *threshold,
+                    sample: sample.clone(),
+                    holding: *holding,
+                    at: *at,
+                }
+            }
+            Notification::MassLossEnded {
+                recovered,
+                still_silent,
+                at,
+            } => Notice::MassLossEnded {
+                incident: self.mass_loss.take().unwrap_or_default(),
+                recovered: *recovered,
+                still_silent: *still_silent,
+                at: *at,
+            },
+            Notification::SloAlert {
+                severity,
+                state,
+                burn,
+                at,
+            } => {
+                let page = *severity == AlertSeverity::Page;
+                let slot = if page {
+                    &mut self.page
+                } else {
+                    &mut self.ticket
+                };
+                let firing = *state == AlertState::Firing;
+                let thread = if firing {
+                    let key = format!("slo_{}-{at}", if page { "page" } else { "ticket" });
+                    *slot = Some(key.clone());
+                    key
+                } else {
+                    slot.take().unwrap_or_default()
+                };
+                let report = report();
+                let burn = [
+                    ("5m", burn.m5),
+                    ("30m", burn.m30),
+                    ("1h", burn.h1),
+                    ("6h", burn.h6),
+                    ("1d", burn.d1),
+                    ("3d", burn.d3),
+                ]
+                .into_iter()
+                .map(|(w, r)| (w.to_owned(), r))
+                .collect();
+                Notice::SloAlert {
+                    thread,
+                    page,
+                    firing,
+                    burn,
+                    window_sli: report.window_sli,
+                    target: report.target,
+                    window_ms: report.window_ms,
+                    budget_remaining: report.error_budget_remaining,
+                    at: *at,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! The durable outbox: two tables in the store. `slack_notices` holds every notification
+//! the engine decided, written in the same transaction as the transition behind it;
+//! `slack_messages` holds each message composed from them, with its idempotency key and
+//! delivery state, written before the first attempt so a restart sends the same message
+//! again rather than a new one. Writes go through the store writer (one writer for the
+//! file); the sender reads with its own read-only connection.
+
+use std::path::Path;
+
+use fleet_rules::UnixMs;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
+
+use super::notice::Notice;
+use crate::store::{classify, StoreError};
+
+/// Delivered and given-up messages (and their notices) are kept this long, so a late
+/// resolution still finds the thread it answers.
+pub const KEEP_DONE_MS: u64 = 7 * 24 * 3_600_000;
+
+/// A change to the outbox, stored by the store writer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutboxRecord {
+    /// A notification to tell.
+    Notice {
+        /// `Notice::kind`.
+        kind: &'static str,
+        /// The notice as JSON.
+        json: String,
+        /// When decided.
+        at: UnixMs,
+    },
+    /// A message composed from waiting notices.
+    Composed(ComposedRow),
+    /// A failed attempt.
+    Attempt {
+        /// Idempotency key.
+        key: String,
+        /// Attempts so far.
+        attempts: u32,
+        /// What went wrong.
+        error: String,
+    },
+    /// Slack accepted it.
+    Sent {
+        /// Idempotency key.
+        key: String,
+        /// Slack's message timestamp (bot token only).
+        ts: Option<String>,
+        /// Attempts it took.
+        attempts: u32,
+        /// When.
+        at: UnixMs,
+    },
+    /// Given up.
+    GaveUp {
+        /// Idempotency key.
+        key: String,
+        /// Why.
+        error: String,
+        /// Attempts made.
+        attempts: u32,
+        /// When.
+        at: UnixMs,
+    },
+    /// Deletes delivered and given-up messages (and their notices) older than `before`.
+    Prune {
+        /// Unix ms.
+        before: UnixMs,
+    },
+}
+
+/// A composed message as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComposedRow {
+    /// Idempotency key: `{kind}-{first notice seq}`.
+    pub key: String,
+    /// The Block Kit content as JSON.
+    pub content: String,
+    /// The thread it opens.
+    pub opens: Option<String>,
+    /// The thread it resolves.
+    pub resolves: Option<String>,
+    /// The notices it carries.
+    pub notices: Vec<i64>,
+    /// When composed.
+    pub created_at: UnixMs,
+}
+
+/// A message not yet delivered nor given up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingMessage {
+    /// The stored row.
+    pub row: ComposedRow,
+    /// Attempts so far.
+    pub attempts: u32,
+}
+
+pub(crate) fn write(tx: &Transaction<'_>, r: &OutboxRecord) -> rusqlite::Result<()> {
+    match r {
+        OutboxRecord::Notice { kind, json, at } => {
+            tx.prepare_cached("INSERT INTO slack_notices (kind, notice, at) VALUES (?1, ?2, ?3)")?
+                .execute(params![kind, json, at])?;
+        }
+        OutboxRecord::Composed(m) => {
+            tx.prepare_cached(
+                "INSERT INTO slack_messages
+                 (key, content, opens, resolves, notices, created_at, state, attempts)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0) ON CONFLICT (key) DO NOTHING",
+            )?
+            .execute(params![
+                m.key,
+                m.content,
+                m.opens,
+                m.resolves,
+                m.notices.len() as i64,
+                m.created_at
+            ])?;
+            let mut assign = tx.prepare_cached(
+                "UPDATE slack_notices SET message = ?1 WHERE seq = ?2 AND message IS NULL",
+            )?;
+            for seq in &m.notices {
+                assign.execute(params![m.key, seq])?;
+            }
+        }
+        OutboxRecord::Attempt {
+            key,
+            attempts,
+            error,
+        } => {
+            tx.prepare_cached(
+                "UPDATE slack_messages SET attempts = ?2, last_error = ?3 WHERE key = ?1",
+            )?
+            .execute(params![key, attempts, error])?;
+        }
+        OutboxRecord::Sent {
+            key,
+            ts,
+            attempts,
+            at,
+        } => {
+            tx.prepare_cached(
+                "UPDATE slack_messages SET state = 'sent', ts = ?2, attempts = ?3, done_at = ?4
+                 WHERE key = ?1",
+            )?
+            .execute(params![key, ts, attempts, at])?;
+        }
+        OutboxRecord::GaveUp {
+            key,
+            error,
+            attempts,
+            at,
+        } => {
+            tx.prepare_cached(
+                "UPDATE slack_messages SET state = 'gave_up', last_error = ?2, attempts = ?3,
+                 done_at = ?4 WHERE key = ?1",
+            )?
+            .execute(params![key, error, attempts, at])?;
+        }
+        OutboxRecord::Prune { before } => {
+            tx.prepare_cached(
+                "DELETE FROM slack_notices WHERE message IN
+                 (SELECT key FROM slack_messages WHERE state != 'pending' AND done_at < ?1)",
+            )?
+            .execute(params![before])?;
+            tx.prepare_cached(
+                "DELETE FROM slack_messages WHERE state != 'pending' AND done_at < ?1",
+            )?
+            .execute(params![before])?;
+        }
+    }
+    Ok(())
+}
+
+/// The sender's read-only view of the outbox.
+pub struct OutboxReader {
+    conn: Connection,
+    path: std::path::PathBuf,
+}
+
+impl OutboxReader {
+    /// Opens the store file read-only.
+    pub fn open(path: &Path) -> Result<OutboxReader, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| classify(path, e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| classify(path, e))?;
+        Ok(OutboxReader {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    fn err(&self, e: rusqlite::Error) -> StoreError {
+        classify(&self.path, e)
+    }
+
+    /// Notices not in any message yet, after `seq`, oldest first (at most `limit`). A
+    /// notice whose JSON no longer parses is returned as `Err` with its seq, to be skipped.
+    #[allow(clippy::type_complexity)]
+    pub fn waiting(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Result<Notice, String>)>, StoreError> {
+        let run = || -> rusqlite::Result<Vec<(i64, Result<Notice, String>)>> {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT seq, notice FROM slack_notices
+                 WHERE message IS NULL AND seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after, limit as i64], |r| {
+                let seq: i64 = r.get(0)?;
+                let json: String = r.get(1)?;
+                Ok((seq, serde_json::from_str(&json).map_err(|e| e.to_string())))
+            })?;
+            rows.collect()
+        };
+        run().map_err(|e| self.err(e))
+    }
+
+    /// Messages composed and not yet delivered nor given up, oldest first.
+    pub fn pending(&self) -> Result<Vec<PendingMessage>, StoreError> {
+        let run = || -> rusqlite::Result<Vec<PendingMessage>> {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT key, content, opens, resolves, created_at, attempts FROM slack_messages
+                 WHERE state = 'pending' ORDER BY created_at, key",
+            )?;
+            let mut notices = self
+                .conn
+                .prepare_cached("SELECT seq FROM slack_notices WHERE message = ?1 ORDER BY seq")?;
+            let rows: Vec<(ComposedRow, u32)> = stmt
+                .query_map([], |r| {
+                    Ok((
+                        ComposedRow {
+                            key: r.get(0)?,
+                            content: r.get(1)?,
+                            opens: r.get(2)?,
+                            resolves: r.get(3)?,
+                            notices: Vec::new(),
+                            created_at: r.get(4)?,
+                        },
+                        r.get(5)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut out = Vec::with_capacity(rows.len());
+            for (mut row, attempts) in rows {
+                row.notices = notices
+                    .query_map(params![row.key], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                out.push(PendingMessage { row, attempts });
+            }
+            Ok(out)
+        };
+        run().map_err(|e| self.err(e))
+    }
+
+    /// The delivered message that opened `thread`: its Slack ts and content.
+    pub fn thread(&self, thread: &str) -> Result<Option<(String, String)>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT ts, content FROM slack_messages
+                 WHERE opens = ?1 AND state = 'sent' AND ts IS NOT NULL",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![thread], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// Notices waiting for delivery: in no message yet, or in a pending one.
+    pub fn depth(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM slack_notices n LEFT JOIN slack_messages m
+                 ON n.message = m.key WHERE n.message IS NULL OR m.state = 'pending'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n.max(0) as u64)
+            .map_err(|e| self.err(e))
+    }
+
+    /// For the digest: SLI minutes `(minute, good, valid, down_ms)` from `from_minute` on.
+    pub fn sli_minutes(&self, from_minute: u64) -> Result<Vec<(u64, u64, u64, u64)>, StoreError> {
+        let run = || -> rusqlite::Result<Vec<(u64, u64, u64, u64)>> {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT minute, good, valid, down_ms FROM sli_minutes WHERE minute >= ?1
+                 ORDER BY minute",
+            )?;
+            let rows = stmt.query_map(params![from_minute as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?;
+            rows.collect()
+        };
+        run().map_err(|e| self.err(e))
+    }
+
+    /// For the digest: notices of `kind` decided since `since`.
+    pub fn notices_since(&self, kind: &str, since: UnixMs) -> Result<u64, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM slack_notices WHERE kind = ?1 AND at >= ?2",
+                params![kind, since],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n.max(0) as u64)
+            .map_err(|e| self.err(e))
+    }
+
+    /// For the digest: the reasons set since `since` (newest first), as `(reason JSON,
+    /// cause)`.
+    pub fn reasons_set_since(&self, since: UnixMs) -> Result<Vec<(String, String)>, StoreError> {
+        let run = || -> rusqlite::Result<Vec<(String, String)>> {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT reason, cause, at, change FROM transitions ORDER BY seq DESC",
+            )?;
+            let mut rows = stmt.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let at: u64 = r.get(2)?;
+                if at < since {
+                    break;
+                }
+                let change: String = r.get(3)?;
+                if change != "set" {
+                    continue;
+                }
+                if let Some(reason) = r.get::<_, Option<String>>(0)? {
+                    out.push((reason, r.get(1)?));
+                }
+            }
+            Ok(out)
+        };
+        run().map_err(|e| self.err(e))
+    }
+}
