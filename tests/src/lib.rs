@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests: a broker on a free port with a test config,
 //! an observer client that records what the broker publishes, and waiting with timeouts.
 
+pub mod fake_slack;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,0 +1,388 @@
+//! Slack notifications end to end: real MQTT vehicles, the broker, and a local fake Slack
+//! over real HTTP. Windows and intervals are shortened; every wait has a limit and no
+//! sleep stands in for an assertion.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use fleet_broker::config::Config;
+use fleet_tests::fake_slack::{FakeSlack, Reply, Request};
+use fleet_tests::{start, test_config, Observer, WAIT};
+use sim_device::{Vehicle, VehicleOptions};
+
+const FAULT_ON_FIRST_REPORT: &str = "[faults.default]\nthreshold = 1\nwindow = \"1m\"\n";
+
+/// Fast Slack settings for tests; `target` is the webhook or bot lines.
+fn slack_config(target: &str, extra: &str) -> Config {
+    test_config(&format!(
+        "{FAULT_ON_FIRST_REPORT}{extra}\n[slack]\n{target}\ngroup_window = \"300ms\"\n\
+         min_interval = \"20ms\"\nrequest_timeout = \"500ms\"\n"
+    ))
+}
+
+fn webhook(fake: &FakeSlack) -> String {
+    format!("webhook_url = \"{}\"", fake.webhook_url())
+}
+
+fn bot(fake: &FakeSlack) -> String {
+    format!(
+        "bot_token = \"xoxb-test-token\"\nchannel = \"C0FLEET\"\napi_url = \"{}\"",
+        fake.api_url()
+    )
+}
+
+async fn vehicle(broker: &fleet_broker::Broker, id: &str) -> Vehicle {
+    let v = Vehicle::connect(broker.mqtt_addr(), id, VehicleOptions::default())
+        .await
+        .expect("vehicle connects");
+    v.heartbeat().await.expect("heartbeat");
+    v
+}
+
+/// Waits (at most [`WAIT`]) until `done` holds.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    tokio::time::timeout(WAIT, async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+}
+
+fn text(r: &Request) -> String {
+    r.body.to_string()
+}
+
+/// Every vehicle id listed in the delivered messages (as `` `id` ``), with its count.
+fn listed(delivered: &[Request], ids: &[String]) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for r in delivered {
+        let t = text(r);
+        for id in ids {
+            if t.contains(&format!("`{id}`")) {
+                *seen.entry(id.clone()).or_default() += 1;
+            }
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_hardware_fault_reaches_the_webhook_with_what_a_person_needs() {
+    let fake = FakeSlack::start().await;
+    let broker = start(&slack_config(&webhook(&fake), "")).await;
+    let v = vehicle(&broker, "scooter-17").await;
+    v.error("BRAKE_SENSOR", 1).await.expect("error report");
+
+    let requests = fake
+        .wait_until("the fault message", WAIT, |r| {
+            r.iter().any(Request::is_post)
+        })
+        .await;
+    let post = requests.iter().find(|r| r.is_post()).expect("a post");
+    assert!(post.path.starts_with("/services/T0FLEET/"), "{}", post.path);
+    let t = text(post);
+    for expected in [
+        "scooter-17",
+        "BRAKE_SENSOR",
+        "80 %",
+        "service-in scooter-17",
+        "\"type\":\"header\"",
+        "hardware_fault-",
+    ] {
+        assert!(t.contains(expected), "{expected} missing from {t}");
+    }
+    let m = &broker.metrics().slack;
+    eventually("the delivery counted", || {
+        m.sent.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    assert_eq!(m.depth.load(Ordering::Relaxed), 0);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_429_is_honoured_no_request_comes_before_retry_after_expires() {
+    let fake = FakeSlack::start().await;
+    fake.script([Reply::RateLimited(1)]);
+    let broker = start(&slack_config(&webhook(&fake), "")).await;
+    let v = vehicle(&broker, "v-429").await;
+    v.error("MOTOR", 1).await.expect("error report");
+
+    let posts = fake
+        .wait_until("the retry after the 429", WAIT, |r| {
+            r.iter().filter(|r| r.is_post()).count() >= 2
+        })
+        .await;
+    let posts: Vec<&Request> = posts.iter().filter(|r| r.is_post()).collect();
+    let waited = posts[1].at.duration_since(posts[0].at);
+    assert!(waited >= Duration::from_secs(1), "retried after {waited:?}");
+    assert_eq!(
+        posts[0].key(),
+        posts[1].key(),
+        "the same message is retried"
+    );
+    assert_eq!(fake.delivered().len(), 1);
+    let m = &broker.metrics().slack;
+    eventually("the delivery counted", || {
+        m.sent.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    assert_eq!(m.rate_limited.load(Ordering::Relaxed), 1);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_with_backoff_then_delivered_once() {
+    let fake = FakeSlack::start().await;
+    fake.script([Reply::Status(500, "internal_error"), Reply::Status(503, "")]);
+    let broker = start(&slack_config(&webhook(&fake), "")).await;
+    let v = vehicle(&broker, "v-500").await;
+    v.error("MOTOR", 1).await.expect("error report");
+
+    fake.wait_until("delivery after two errors", WAIT, |r| {
+        r.iter().any(|r| r.is_post() && r.reply == Reply::Ok)
+    })
+    .await;
+    let posts: Vec<Request> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.is_post())
+        .collect();
+    assert_eq!(posts.len(), 3);
+    let keys: BTreeSet<Option<String>> = posts.iter().map(Request::key).collect();
+    assert_eq!(keys.len(), 1, "one message, one key: {keys:?}");
+    // Backoff: 0.5-1 s after the first failure, 1-2 s after the second.
+    assert!(posts[1].at.duration_since(posts[0].at) >= Duration::from_millis(500));
+    assert!(posts[2].at.duration_since(posts[1].at) >= Duration::from_millis(1000));
+    let m = &broker.metrics().slack;
+    eventually("the delivery counted", || {
+        m.sent.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    assert_eq!(m.retried.load(Ordering::Relaxed), 2);
+    assert_eq!(m.depth.load(Ordering::Relaxed), 0);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_hanging_slack_does_not_stall_the_engine() {
+    let fake = FakeSlack::start().await;
+    fake.set_default(Reply::Hang);
+    let broker = start(&slack_config(&webhook(&fake), "")).await;
+    let mut observer = Observer::connect(broker.mqtt_addr(), &["vehicles/+/service"]).await;
+    let first = vehicle(&broker, "v-hang-1").await;
+    first.error("MOTOR", 1).await.expect("error report");
+    fake.wait_until("a request that hangs", WAIT, |r| {
+        r.iter().any(Request::is_post)
+    })
+    .await;
+
+    // While Slack does not answer, other vehicles are still handled at once.
+    for i in 2..=5 {
+        let v = vehicle(&broker, &format!("v-hang-{i}")).await;
+        v.error("MOTOR", 1).await.expect("error report");
+        observer
+            .wait_for("the fault taking the vehicle out", |s| {
+                s.topic == format!("vehicles/v-hang-{i}/service")
+                    && s.json["state"] == "out_of_service"
+            })
+            .await;
+    }
+    let sli = tokio::time::timeout(WAIT, broker.engine().sli())
+        .await
+        .expect("the engine answers while Slack hangs")
+        .expect("engine running");
+    assert_eq!(sli.fleet, 5);
+
+    // Slack answers again: everything is delivered, each vehicle once.
+    fake.set_default(Reply::Ok);
+    let ids: Vec<String> = (1..=5).map(|i| format!("v-hang-{i}")).collect();
+    fake.wait_until("every fault delivered", WAIT, |_| {
+        listed(&fake.delivered(), &ids).len() == ids.len()
+    })
+    .await;
+    assert!(listed(&fake.delivered(), &ids).values().all(|n| *n == 1));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn five_hundred_faults_in_a_burst_become_a_handful_of_messages_naming_every_vehicle() {
+    let fake = FakeSlack::start().await;
+    let broker = start(&slack_config(&webhook(&fake), "")).await;
+    let ids: Vec<String> = (0..500).map(|i| format!("burst-{i:03}")).collect();
+    let mut vehicles = Vec::new();
+    for id in &ids {
+        vehicles.push(vehicle(&broker, id).await);
+    }
+    for v in &vehicles {
+        v.error("BATTERY_TEMP", 1).await.expect("error report");
+    }
+    fake.wait_until(
+        "all 500 vehicles in messages",
+        Duration::from_secs(30),
+        |_| listed(&fake.delivered(), &ids).len() == ids.len(),
+    )
+    .await;
+    let delivered = fake.delivered();
+    assert!(
+        (5..=10).contains(&delivered.len()),
+        "{} messages for 500 faults",
+        delivered.len()
+    );
+    assert!(listed(&delivered, &ids).values().all(|n| *n == 1));
+    let keys: BTreeSet<Option<String>> = delivered.iter().map(Request::key).collect();
+    assert_eq!(keys.len(), delivered.len(), "a key per message");
+    for v in vehicles {
+        v.disconnect().await;
+    }
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_bot_token_posts_to_the_channel_and_threads_the_end_of_an_incident_under_its_start() {
+    let fake = FakeSlack::start().await;
+    let broker = start(&slack_config(
+        &bot(&fake),
+        "[heartbeat]\ntimeout = \"1s\"\n\
+         [mass_loss]\nfraction = 0.5\nmin_vehicles = 10\nwindow = \"5s\"\n",
+    ))
+    .await;
+    let ids: Vec<String> = (0..12).map(|i| format!("wave-{i:02}")).collect();
+    let mut vehicles = Vec::new();
+    for id in &ids {
+        vehicles.push(vehicle(&broker, id).await);
+    }
+    // All fall silent: one incident, not twelve vehicles.
+    let requests = fake
+        .wait_until("the incident message", WAIT, |r| {
+            r.iter()
+                .any(|r| r.is_post() && text(r).contains("Mass heartbeat loss"))
+        })
+        .await;
+    let start = requests
+        .iter()
+        .find(|r| r.is_post())
+        .expect("incident posted")
+        .clone();
+    assert_eq!(start.path, "/api/chat.postMessage");
+    assert_eq!(start.auth.as_deref(), Some("Bearer xoxb-test-token"));
+    assert_eq!(start.body["channel"], "C0FLEET");
+    assert_eq!(start.body["metadata"]["event_type"], "fleet_notification");
+    assert_eq!(
+        start.body["metadata"]["event_payload"]["idempotency_key"].as_str(),
+        start.key().as_deref()
+    );
+    assert!(requests.iter().any(|r| r.path == "/api/auth.test"));
+
+    for v in &vehicles {
+        v.heartbeat().await.expect("heartbeat");
+    }
+    let requests = fake
+        .wait_until(
+            "the end in the thread and the original updated",
+            WAIT,
+            |r| r.iter().any(|r| r.path == "/api/chat.update"),
+        )
+        .await;
+    let end = requests
+        .iter()
+        .find(|r| r.is_post() && text(r).contains("over"))
+        .expect("the end is posted");
+    // The fake answered the start with ts ...001 (auth.test took none).
+    let start_ts = "1795000000.000002";
+    assert_eq!(end.body["thread_ts"], start_ts, "{}", text(end));
+    let update = requests
+        .iter()
+        .find(|r| r.path == "/api/chat.update")
+        .expect("update");
+    assert_eq!(update.body["ts"], start_ts);
+    assert!(text(update).contains("Resolved"));
+    let posts = requests.iter().filter(|r| r.is_post()).count();
+    assert_eq!(posts, 2, "one start, one end: not a message per vehicle");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn manual_service_changes_are_told_with_who_and_why_in_japanese_when_configured() {
+    let fake = FakeSlack::start().await;
+    let config = test_config(&format!(
+        "[slack]\n{}\ngroup_window = \"300ms\"\nmin_interval = \"20ms\"\nlanguage = \"ja\"\n\
+         utc_offset = \"+09:00\"\n",
+        webhook(&fake)
+    ));
+    let broker = start(&config).await;
+    let _v = vehicle(&broker, "v-manual").await;
+    let engine = broker.engine();
+    tokio::time::timeout(WAIT, async {
+        while engine.vehicle("v-manual").await.expect("engine").is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the vehicle registers");
+    engine
+        .service_out("v-manual", "ana", "brake check")
+        .await
+        .expect("engine")
+        .expect("service-out");
+    engine
+        .service_in("v-manual", "ana", "brakes fine")
+        .await
+        .expect("engine")
+        .expect("service-in");
+    let requests = fake
+        .wait_until("the manual changes", WAIT, |r| {
+            r.iter().any(Request::is_post)
+        })
+        .await;
+    let posts: Vec<&Request> = requests.iter().filter(|r| r.is_post()).collect();
+    assert_eq!(posts.len(), 1, "both changes in one message");
+    let t = text(posts[0]);
+    for expected in [
+        "ana が `v-manual` を運用停止",
+        "brake check",
+        "運用に戻しました",
+        "brakes fine",
+        "UTC+09:00",
+    ] {
+        assert!(t.contains(expected), "{expected} missing from {t}");
+    }
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_rejected_bot_token_is_reported_at_startup_and_nothing_is_lost() {
+    let fake = FakeSlack::start().await;
+    fake.set_auth(Reply::ApiError("invalid_auth"));
+    fake.set_default(Reply::ApiError("invalid_auth"));
+    let broker = start(&slack_config(&bot(&fake), "")).await;
+    fake.wait_until("the token check", WAIT, |r| {
+        r.iter().any(|r| r.path == "/api/auth.test")
+    })
+    .await;
+    let m = &broker.metrics().slack;
+    eventually("the rejected token shown as failing", || {
+        m.failing.load(Ordering::Relaxed) == 1
+    })
+    .await;
+
+    let v = vehicle(&broker, "v-token").await;
+    v.error("MOTOR", 1).await.expect("error report");
+    fake.wait_until("an attempt with the bad token", WAIT, |r| {
+        r.iter().any(Request::is_post)
+    })
+    .await;
+    // Refused credentials are not a reason to drop: the message waits for a fix.
+    eventually("the refusal counted", || {
+        m.retried.load(Ordering::Relaxed) > 0
+    })
+    .await;
+    assert_eq!(m.gave_up.load(Ordering::Relaxed), 0);
+    assert_eq!(m.depth.load(Ordering::Relaxed), 1);
+    let metrics = broker.metrics().clone();
+    broker.shutdown().await;
+    assert_eq!(metrics.slack.sent.load(Ordering::Relaxed), 0);
+}
