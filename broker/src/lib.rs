@@ -55,7 +55,11 @@ impl Broker {
         let slack_settings =
             slack::SlackSettings::from_config(&config.slack).map_err(anyhow::Error::msg)?;
         if slack_settings.is_none() {
-            info!("no [slack] webhook_url or bot_token: notifications go to the log only");
+            if config.slack.channel.is_some() {
+                warn!("[slack] channel is set but there is no bot token ([slack] bot_token or SLACK_BOT_TOKEN): notifications go to the log only");
+            } else {
+                info!("no [slack] webhook_url or bot_token: notifications go to the log only");
+            }
         }
         let metrics = Arc::new(Metrics::default());
         let store_metrics = Arc::new(StoreMetrics::default());

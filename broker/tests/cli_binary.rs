@@ -246,13 +246,22 @@ async fn a_bad_slack_webhook_url_or_token_stops_the_start_with_the_key_named() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("slack.webhook_url"), "{stderr}");
-    assert!(!stderr.contains("SECRETPART"), "the secret is not echoed: {stderr}");
+    assert!(
+        !stderr.contains("SECRETPART"),
+        "the secret is not echoed: {stderr}"
+    );
 
-    std::fs::write(&file, "[slack]\nbot_token = \"not-a-token\"\nchannel = \"C1\"\n")
-        .expect("config written");
+    std::fs::write(
+        &file,
+        "[slack]\nbot_token = \"not-a-token\"\nchannel = \"C1\"\n",
+    )
+    .expect("config written");
     let out = fleet_broker(vec!["--config".into(), file.display().to_string()]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("slack.bot_token"), "{stderr}");
-    assert!(stderr.contains("xoxb-"), "says what a token looks like: {stderr}");
+    assert!(
+        stderr.contains("xoxb-"),
+        "says what a token looks like: {stderr}"
+    );
 }

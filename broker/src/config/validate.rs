@@ -240,13 +240,6 @@ fn slack(s: &super::SlackSection, k: &mut Checker) {
             "a bot token needs a channel (its id, like \"C0123456789\", or \"#fleet-ops\")",
         );
     }
-    if s.channel.is_some() && s.bot_token.is_none() && s.webhook_url.is_none() {
-        k.check(
-            false,
-            "slack.bot_token",
-            "a channel needs a bot token (or env SLACK_BOT_TOKEN); a webhook posts to its own channel",
-        );
-    }
     if s.webhook_url.is_some() && s.bot_token.is_some() {
         k.check(
             false,

@@ -29,6 +29,9 @@ use crate::store::{Record, StoreBatch, StoreError};
 const READ_BATCH: usize = 10_000;
 /// Looks at the outbox at least this often even without a wake-up.
 const POLL_MS: UnixMs = 5_000;
+/// Longest wait for the sender at shutdown (a request in flight is bounded by
+/// `request_timeout`, at most 2 minutes).
+const STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(150);
 /// Pruning of old delivered messages, at most this often.
 const PRUNE_EVERY_MS: UnixMs = 3_600_000;
 
@@ -48,10 +51,17 @@ pub struct SenderHandle {
 
 impl SenderHandle {
     /// Stops after the request in flight (bounded by the request timeout) is recorded.
-    pub async fn shutdown(self) {
+    /// A sender still stuck after [`STOP_LIMIT`] (a store that cannot write) is aborted, so
+    /// the store writer can finish.
+    pub async fn shutdown(mut self) {
         let _ = self.stop.send(());
-        if let Err(e) = self.task.await {
-            warn!("Slack sender ended abnormally: {e}");
+        match tokio::time::timeout(STOP_LIMIT, &mut self.task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!("Slack sender ended abnormally: {e}"),
+            Err(_) => {
+                warn!("Slack sender did not stop in time: aborted (the outbox keeps what waits)");
+                self.task.abort();
+            }
         }
     }
 }
