@@ -65,12 +65,12 @@ impl Setup {
             .stderr(log_too)
             .spawn()
             .expect("broker starts");
-        let deadline = std::time::Instant::now() + WAIT;
+        let deadline = Instant::now() + WAIT;
         while TcpStream::connect(self.mqtt).is_err() {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("broker exited at start ({status}): {}", self.log(life));
             }
-            assert!(std::time::Instant::now() < deadline, "broker not listening");
+            assert!(Instant::now() < deadline, "broker not listening");
             std::thread::sleep(Duration::from_millis(20));
         }
         child
