@@ -2,7 +2,7 @@
 //! fails are stored with the transitions behind them; after SIGKILL and a restart each is
 //! delivered exactly once, in the message composed before the crash.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -16,7 +16,7 @@ use tokio::time::Instant;
 mod fake_slack;
 mod support;
 
-use fake_slack::{FakeSlack, Reply, Request};
+use fake_slack::{listed, FakeSlack, Reply, Request};
 use support::{spawn_client, WAIT};
 
 const VEHICLES: usize = 20;
@@ -117,19 +117,6 @@ async fn report_faults(addr: SocketAddr, ids: &[String]) {
             .await;
         let _ = client.mqtt.disconnect().await;
     }
-}
-
-fn listed(delivered: &[Request], ids: &[String]) -> BTreeMap<String, usize> {
-    let mut seen = BTreeMap::new();
-    for r in delivered {
-        let t = r.body.to_string();
-        for id in ids {
-            if t.contains(&format!("`{id}`")) {
-                *seen.entry(id.clone()).or_default() += 1;
-            }
-        }
-    }
-    seen
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

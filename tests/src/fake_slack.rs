@@ -4,7 +4,7 @@
 //! read back every request with the time it arrived. Shared by the broker's and the
 //! end-to-end tests (included by path).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -60,6 +60,20 @@ impl Request {
         let end = text[start..].find('`')? + start;
         Some(text[start..end].to_owned())
     }
+}
+
+/// How often each of `ids` is listed (as `` `id` ``) in `requests`' bodies.
+pub fn listed(requests: &[Request], ids: &[String]) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for r in requests {
+        let text = r.body.to_string();
+        for id in ids {
+            if text.contains(&format!("`{id}`")) {
+                *seen.entry(id.clone()).or_default() += 1;
+            }
+        }
+    }
+    seen
 }
 
 #[derive(Default)]

@@ -2,12 +2,12 @@
 //! over real HTTP. Windows and intervals are shortened; every wait has a limit and no
 //! sleep stands in for an assertion.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use fleet_broker::config::Config;
-use fleet_tests::fake_slack::{FakeSlack, Reply, Request};
+use fleet_tests::fake_slack::{listed, FakeSlack, Reply, Request};
 use fleet_tests::{start, test_config, Observer, WAIT};
 use sim_device::{Vehicle, VehicleOptions};
 
@@ -53,20 +53,6 @@ async fn eventually(what: &str, done: impl Fn() -> bool) {
 
 fn text(r: &Request) -> String {
     r.body.to_string()
-}
-
-/// Every vehicle id listed in the delivered messages (as `` `id` ``), with its count.
-fn listed(delivered: &[Request], ids: &[String]) -> BTreeMap<String, usize> {
-    let mut seen = BTreeMap::new();
-    for r in delivered {
-        let t = text(r);
-        for id in ids {
-            if t.contains(&format!("`{id}`")) {
-                *seen.entry(id.clone()).or_default() += 1;
-            }
-        }
-    }
-    seen
 }
 
 #[tokio::test]

@@ -8,10 +8,10 @@
 use std::path::Path;
 
 use fleet_rules::UnixMs;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::notice::Notice;
-use crate::store::{classify, StoreError};
+use crate::store::{StoreError, StoreReader};
 
 /// Delivered and given-up messages (and their notices) are kept this long, so a late
 /// resolution still finds the thread it answers.
@@ -171,27 +171,25 @@ pub(crate) fn write(tx: &Transaction<'_>, r: &OutboxRecord) -> rusqlite::Result<
     Ok(())
 }
 
-/// The sender's read-only view of the outbox.
+/// The sender's read-only view of the outbox (its own connection to the store file).
 pub struct OutboxReader {
-    conn: Connection,
-    path: std::path::PathBuf,
+    store: StoreReader,
 }
 
 impl OutboxReader {
     /// Opens the store file read-only.
     pub fn open(path: &Path) -> Result<OutboxReader, StoreError> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(|e| classify(path, e))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(|e| classify(path, e))?;
         Ok(OutboxReader {
-            conn,
-            path: path.to_owned(),
+            store: StoreReader::open(path)?,
         })
     }
 
+    fn conn(&self) -> &Connection {
+        self.store.conn()
+    }
+
     fn err(&self, e: rusqlite::Error) -> StoreError {
-        classify(&self.path, e)
+        self.store.classify(e)
     }
 
     /// Notices not in any message yet, after `seq`, oldest first (at most `limit`). A
@@ -203,7 +201,7 @@ impl OutboxReader {
         limit: usize,
     ) -> Result<Vec<(i64, Result<Notice, String>)>, StoreError> {
         let run = || -> rusqlite::Result<Vec<(i64, Result<Notice, String>)>> {
-            let mut stmt = self.conn.prepare_cached(
+            let mut stmt = self.conn().prepare_cached(
                 "SELECT seq, notice FROM slack_notices
                  WHERE message IS NULL AND seq > ?1 ORDER BY seq LIMIT ?2",
             )?;
@@ -220,12 +218,12 @@ impl OutboxReader {
     /// Messages composed and not yet delivered nor given up, oldest first.
     pub fn pending(&self) -> Result<Vec<PendingMessage>, StoreError> {
         let run = || -> rusqlite::Result<Vec<PendingMessage>> {
-            let mut stmt = self.conn.prepare_cached(
+            let mut stmt = self.conn().prepare_cached(
                 "SELECT key, content, opens, resolves, created_at, attempts FROM slack_messages
                  WHERE state = 'pending' ORDER BY created_at, key",
             )?;
             let mut notices = self
-                .conn
+                .conn()
                 .prepare_cached("SELECT seq FROM slack_notices WHERE message = ?1 ORDER BY seq")?;
             let rows: Vec<(ComposedRow, u32)> = stmt
                 .query_map([], |r| {
@@ -256,7 +254,7 @@ impl OutboxReader {
 
     /// The delivered message that opened `thread`: its Slack ts and content.
     pub fn thread(&self, thread: &str) -> Result<Option<(String, String)>, StoreError> {
-        self.conn
+        self.conn()
             .prepare_cached(
                 "SELECT ts, content FROM slack_messages
                  WHERE opens = ?1 AND state = 'sent' AND ts IS NOT NULL",
@@ -270,7 +268,7 @@ impl OutboxReader {
 
     /// Notices waiting for delivery: in no message yet, or in a pending one.
     pub fn depth(&self) -> Result<u64, StoreError> {
-        self.conn
+        self.conn()
             .query_row(
                 "SELECT count(*) FROM slack_notices n LEFT JOIN slack_messages m
                  ON n.message = m.key WHERE n.message IS NULL OR m.state = 'pending'",
@@ -284,7 +282,7 @@ impl OutboxReader {
     /// For the digest: SLI minutes `(minute, good, valid, down_ms)` from `from_minute` on.
     pub fn sli_minutes(&self, from_minute: u64) -> Result<Vec<(u64, u64, u64, u64)>, StoreError> {
         let run = || -> rusqlite::Result<Vec<(u64, u64, u64, u64)>> {
-            let mut stmt = self.conn.prepare_cached(
+            let mut stmt = self.conn().prepare_cached(
                 "SELECT minute, good, valid, down_ms FROM sli_minutes WHERE minute >= ?1
                  ORDER BY minute",
             )?;
@@ -298,7 +296,7 @@ impl OutboxReader {
 
     /// For the digest: notices of `kind` decided since `since`.
     pub fn notices_since(&self, kind: &str, since: UnixMs) -> Result<u64, StoreError> {
-        self.conn
+        self.conn()
             .query_row(
                 "SELECT count(*) FROM slack_notices WHERE kind = ?1 AND at >= ?2",
                 params![kind, since],
@@ -312,7 +310,7 @@ impl OutboxReader {
     /// cause)`.
     pub fn reasons_set_since(&self, since: UnixMs) -> Result<Vec<(String, String)>, StoreError> {
         let run = || -> rusqlite::Result<Vec<(String, String)>> {
-            let mut stmt = self.conn.prepare_cached(
+            let mut stmt = self.conn().prepare_cached(
                 "SELECT reason, cause, at, change FROM transitions ORDER BY seq DESC",
             )?;
             let mut rows = stmt.query([])?;

@@ -81,6 +81,16 @@ impl StoreReader {
         })
     }
 
+    /// The connection, for other read-only views of the same file (the Slack outbox).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Sorts a SQLite error of this file into a store error.
+    pub(crate) fn classify(&self, e: rusqlite::Error) -> StoreError {
+        classify(&self.path, e)
+    }
+
     /// The latest `limit` transitions, newest first: of one vehicle, or of all.
     pub fn transitions(
         &self,
