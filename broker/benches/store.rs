@@ -139,7 +139,7 @@ fn throughput(dir: &std::path::Path, sync: Synchronous, per_batch: usize, total:
     let store = Store::open(&opts).expect("store opens");
     let metrics = Arc::new(StoreMetrics::default());
     let (batch_tx, batch_rx) = mpsc::channel(fleet_broker::store::STORE_QUEUE);
-    let (out_tx, mut out_rx) = mpsc::channel(8192);
+    let (out_tx, mut out_rx) = mpsc::channel::<fleet_broker::engine::Outbound>(8192);
     let drain = std::thread::spawn(move || while out_rx.blocking_recv().is_some() {});
     let writer = spawn_writer(store, batch_rx, out_tx, metrics.clone()).expect("writer");
     let started = Instant::now();
@@ -177,7 +177,7 @@ fn commit_latency(dir: &std::path::Path, sync: Synchronous, total: usize) {
     let store = Store::open(&opts).expect("store opens");
     let metrics = Arc::new(StoreMetrics::default());
     let (batch_tx, batch_rx) = mpsc::channel(fleet_broker::store::STORE_QUEUE);
-    let (out_tx, _out_rx) = mpsc::channel(8192);
+    let (out_tx, _out_rx) = mpsc::channel::<fleet_broker::engine::Outbound>(8192);
     let writer = spawn_writer(store, batch_rx, out_tx, metrics).expect("writer");
     let started = Instant::now();
     for k in 0..total {

@@ -8,7 +8,7 @@ use fleet_rules::ServiceState;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::mqtt::acl::is_vehicle_id;
+use crate::contract::{classify, is_error_code, is_vehicle_id, Topic, UplinkKind};
 
 /// Leading byte of a compact binary payload: postcard encoding, version 1. Never `{`.
 pub const POSTCARD_V1: u8 = 0x01;
@@ -151,13 +151,6 @@ impl Rejection {
     ];
 }
 
-/// True for `[A-Z0-9_]{1,64}`.
-pub fn is_error_code(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-}
-
 /// Decodes one uplink from `client_id`. Returns the vehicle id and the message.
 pub fn decode<'t>(
     client_id: &str,
@@ -168,15 +161,9 @@ pub fn decode<'t>(
     if payload.len() > max_payload {
         return Err(Rejection::Oversize(payload.len(), max_payload));
     }
-    let mut parts = topic.split('/');
-    let (Some("vehicles"), Some(vehicle), Some(kind), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let Topic::Uplink { vehicle, kind } = classify(topic) else {
         return Err(Rejection::UnknownTopic(topic.to_owned()));
     };
-    if !matches!(kind, "heartbeat" | "error" | "ack") {
-        return Err(Rejection::UnknownTopic(topic.to_owned()));
-    }
     if !is_vehicle_id(vehicle) {
         return Err(Rejection::BadVehicleId(topic.to_owned()));
     }
@@ -187,9 +174,9 @@ pub fn decode<'t>(
         });
     }
     let message = match kind {
-        "heartbeat" => Message::Heartbeat(decode_heartbeat(payload)?),
-        "error" => Message::Error(decode_error_report(payload)?),
-        _ => Message::Ack(decode_ack(payload)?),
+        UplinkKind::Heartbeat => Message::Heartbeat(decode_heartbeat(payload)?),
+        UplinkKind::Error => Message::Error(decode_error_report(payload)?),
+        UplinkKind::Ack => Message::Ack(decode_ack(payload)?),
     };
     Ok((vehicle, message))
 }

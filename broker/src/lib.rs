@@ -3,12 +3,14 @@
 //! and measures the fleet's reliability as an SLO.
 //!
 //! Data flows one way: MQTT uplink -> [`ingest`] -> [`engine`] (rules) -> [`store`]
-//! (committed) -> MQTT publishes.
+//! (committed) -> MQTT publishes. The module map, with the direction of every dependency,
+//! is in docs/architecture.md.
 
 pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod contract;
 pub mod engine;
 pub mod ingest;
 pub mod metrics;
@@ -16,21 +18,71 @@ pub mod mqtt;
 pub mod slack;
 pub mod store;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::clock::Clock;
-use crate::config::Config;
-use crate::engine::{Engine, EngineHandle, EngineOptions, Outbound, PersistOptions};
-use crate::metrics::{inc, Metrics};
-use crate::mqtt::MqttFront;
-use crate::store::{Store, StoreMetrics, StoreOptions, WriterHandle};
+use crate::config::{Config, ConfigErrors, Settings};
+use crate::engine::{Batch, Engine, EngineHandle, EngineMetrics, Outbound};
+use crate::metrics::inc;
+use crate::mqtt::{MqttError, MqttFront};
+use crate::slack::SlackMetrics;
+use crate::store::{Store, StoreError, StoreMetrics, StoreOptions, WriterHandle};
+
+/// Why the broker did not start. Whatever had started is stopped again.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration has problems (each with its key path, as `check-config` lists).
+    #[error("the configuration has {} problem(s):\n{}", .0.len(), .0)]
+    Config(ConfigErrors),
+    /// The store cannot be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The MQTT listener could not start.
+    #[error(transparent)]
+    Mqtt(#[from] MqttError),
+    /// The ops HTTP API's port could not be bound.
+    #[error("cannot listen for the ops HTTP API on {addr} ([http] listen): {source}")]
+    HttpListen {
+        /// `[http] listen`.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A thread or task could not be started.
+    #[error("cannot start the {what}: {source}")]
+    Spawn {
+        /// Which one.
+        what: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The Slack notifier could not start.
+    #[error("cannot start the Slack notifier: {0}")]
+    Slack(#[from] slack::SenderError),
+    /// Opening the store did not finish (its thread panicked).
+    #[error("opening the store failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Runs the broker with `config` until `shutdown` resolves, then stops it gracefully.
+pub async fn run(
+    config: &Config,
+    clock: Clock,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let broker = Broker::start(config, clock).await?;
+    shutdown.await;
+    info!("shutdown requested: draining");
+    broker.shutdown().await;
+    Ok(())
+}
 
 /// A running broker: the MQTT front, the engine, the store writer, the publisher and the
 /// ops HTTP API.
@@ -38,7 +90,8 @@ pub struct Broker {
     front: MqttFront,
     api: api::ApiServer,
     engine: EngineHandle,
-    metrics: Arc<Metrics>,
+    metrics: Arc<EngineMetrics>,
+    slack_metrics: Arc<SlackMetrics>,
     store_metrics: Arc<StoreMetrics>,
     store_path: PathBuf,
     stop_engine: oneshot::Sender<()>,
@@ -48,146 +101,110 @@ pub struct Broker {
     slack: Option<slack::SenderHandle>,
 }
 
+/// What runs behind the MQTT front once the store writer is up.
+struct Started {
+    api: api::ApiServer,
+    engine: EngineHandle,
+    stop_engine: oneshot::Sender<()>,
+    engine_task: JoinHandle<()>,
+    publisher_task: JoinHandle<()>,
+    slack: Option<slack::SenderHandle>,
+}
+
 impl Broker {
-    /// Opens the store and restores the fleet from it, binds the listener and starts every
-    /// component on the current runtime.
-    pub async fn start(config: &Config, clock: Clock) -> anyhow::Result<Broker> {
-        let slack_settings =
-            slack::SlackSettings::from_config(&config.slack).map_err(anyhow::Error::msg)?;
-        if slack_settings.is_none() {
-            if config.slack.channel.is_some() {
-                warn!("[slack] channel is set but there is no bot token ([slack] bot_token or SLACK_BOT_TOKEN): notifications go to the log only");
-            } else {
-                info!("no [slack] webhook_url or bot_token: notifications go to the log only");
-            }
-        }
-        let metrics = Arc::new(Metrics::default());
-        let store_metrics = Arc::new(StoreMetrics::default());
-        let (store, recovery) = open_store(config, clock.now()).await?;
-        let store_path = store.path().to_owned();
-        // Bound before anything runs, so a taken port fails the start cleanly.
-        let http_listener = tokio::net::TcpListener::bind(config.http.listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot listen for the ops HTTP API on {} ([http] listen)",
-                    config.http.listen
-                )
-            })?;
-        let (uplink_tx, uplink_rx) = mpsc::channel(engine::UPLINK_QUEUE);
-        let (ops_tx, ops_rx) = mpsc::channel(engine::OPS_QUEUE);
-        let (out_tx, out_rx) = mpsc::channel(engine::OUTBOUND_QUEUE);
-        let engine_handle = EngineHandle::new(ops_tx);
-        let ops_probe = engine_handle.clone();
-        let mut queues = vec![
-            api::QueueProbe::of("uplink", &uplink_tx),
-            api::QueueProbe::from_fn("ops", move || ops_probe.queue_fill()),
-            api::QueueProbe::of("outbound", &out_tx),
-        ];
+    /// Checks the configuration (refusing it with every problem listed), opens the store
+    /// and restores the fleet from it, binds the listeners and starts every component on
+    /// the current runtime.
+    pub async fn start(config: &Config, clock: Clock) -> Result<Broker, StartError> {
+        let settings = config.settings().map_err(StartError::Config)?;
+        Broker::start_with(settings, clock).await
+    }
 
-        let mqtt_options = config.mqtt_options().map_err(anyhow::Error::msg)?;
-        let front = MqttFront::start(mqtt_options, uplink_tx).await?;
-        info!(mqtt = %front.local_addr(), "MQTT listening");
-
-        let (batch_tx, batch_rx) = mpsc::channel(store::STORE_QUEUE);
-        queues.push(api::QueueProbe::of("store", &batch_tx));
-        let writer = store::spawn_writer(store, batch_rx, out_tx, store_metrics.clone())
-            .map_err(|e| anyhow::anyhow!("cannot start the store writer thread: {e}"))?;
-        let slack_batches = batch_tx.clone();
-        let mut engine = Engine::new(
-            recovery.fleet,
-            clock,
-            EngineOptions {
-                max_payload: config.mqtt.max_payload,
-                sli_interval: config.slo.publish_interval.0,
-                persist: PersistOptions {
-                    checkpoint_interval: config.store.checkpoint_interval.0,
-                    sli_history: sli_history(config),
-                    command_log_retention: config.store.command_log_retention.0,
-                },
-                command_slo: engine::CommandSlo {
-                    ack_within: config.slo.command_ack_within.0,
-                    target: config.slo.command_ack_target,
-                    window: config.slo.window.0,
-                },
-            },
-            metrics.clone(),
-            batch_tx,
-        );
-        let mut slack_sender = None;
-        if let Some(settings) = slack_settings {
-            let wake = Arc::new(tokio::sync::Notify::new());
-            engine = engine.with_slack(slack::EngineOutbox::new(
-                &settings,
-                wake.clone(),
-                metrics.clone(),
-            ));
-            slack_sender = Some(
-                slack::spawn(
-                    settings,
-                    store_path.clone(),
-                    slack_batches,
-                    clock,
-                    metrics.clone(),
-                    engine_handle.clone(),
-                    wake,
-                )
-                .await
-                .context("cannot start the Slack notifier")?,
-            );
-        } else {
-            drop(slack_batches);
+    /// As [`Broker::start`], with settings already checked.
+    pub async fn start_with(settings: Settings, clock: Clock) -> Result<Broker, StartError> {
+        if settings.slack.is_none() {
+            info!("no [slack] webhook_url or bot_token: notifications go to the log only");
         }
-        if !recovery.changed_at.is_empty() {
-            engine.republish_retained_state(recovery.changed_at);
-        }
-        if let Some(saved_to) = recovery.sli_saved_to {
-            engine.resume_sli_history(saved_to);
-        }
-        let (stop_engine, stopped) = oneshot::channel::<()>();
-        let engine_task = tokio::spawn(engine.run(uplink_rx, ops_rx, async {
-            let _ = stopped.await;
-        }));
-        let publisher_task = tokio::spawn(publish_all(front.clone(), out_rx, metrics.clone()));
-        let api_context = api::ApiContext {
-            engine: engine_handle.clone(),
-            clock,
-            metrics: metrics.clone(),
-            store_metrics: store_metrics.clone(),
-            mqtt: front.clone(),
-            queues,
-            token: config.http.token.clone(),
-            slo: api::SloSettings {
-                target: config.slo.target,
-                window: config.slo.window.0,
-                maintenance_counts_as_bad: config.slo.maintenance_counts_as_bad,
-                command_ack_target: config.slo.command_ack_target,
-                command_ack_within: config.slo.command_ack_within.0,
-            },
-            mds_provider_id: config
-                .mds
-                .provider_id
-                .clone()
-                .unwrap_or_else(|| "00000000-0000-0000-0000-000000000000".to_owned()),
-            history: api::History::new(store_path.clone()),
-        };
-        if api_context.token.is_none() {
+        if settings.api.token.is_none() {
             warn!("no API token ([http] token or FLEET_API_TOKEN): manual service-in/out through the ops API is refused");
         }
-        let api = api::ApiServer::spawn(http_listener, api::router(Arc::new(api_context)))
-            .context("cannot serve the ops HTTP API")?;
+        let metrics = Arc::new(EngineMetrics::default());
+        let slack_metrics = Arc::new(SlackMetrics::default());
+        let store_metrics = Arc::new(StoreMetrics::default());
+        let (store, recovery) = open_store(&settings, clock.now()).await?;
+        let store_path = store.path().to_owned();
+
+        let (uplink_tx, uplink_rx) = mpsc::channel(engine::UPLINK_QUEUE);
+        let front = MqttFront::start(settings.mqtt.clone(), uplink_tx.clone()).await?;
+        info!(mqtt = %front.local_addr(), "MQTT listening");
+        // From here on a failure stops the MQTT front (and the writer) again.
+        let http = match tokio::net::TcpListener::bind(settings.api.listen).await {
+            Ok(listener) => listener,
+            Err(source) => {
+                front.shutdown().await;
+                return Err(StartError::HttpListen {
+                    addr: settings.api.listen,
+                    source,
+                });
+            }
+        };
+        let (batch_tx, batch_rx) = mpsc::channel::<Batch>(store::STORE_QUEUE);
+        let (out_tx, out_rx) = mpsc::channel(engine::OUTBOUND_QUEUE);
+        let queues = vec![
+            api::QueueProbe::of("uplink", &uplink_tx),
+            api::QueueProbe::of("store", &batch_tx),
+            api::QueueProbe::of("outbound", &out_tx),
+        ];
+        drop(uplink_tx);
+        let writer = match store::spawn_writer(store, batch_rx, out_tx, store_metrics.clone()) {
+            Ok(writer) => writer,
+            Err(source) => {
+                front.shutdown().await;
+                return Err(StartError::Spawn {
+                    what: "store writer thread",
+                    source,
+                });
+            }
+        };
+        let parts = Parts {
+            settings,
+            clock,
+            recovery,
+            http,
+            queues,
+            batch_tx,
+            uplink_rx,
+            out_rx,
+            front: front.clone(),
+            metrics: metrics.clone(),
+            slack_metrics: slack_metrics.clone(),
+            store_metrics: store_metrics.clone(),
+            store_path: store_path.clone(),
+        };
+        let started = match parts.start().await {
+            Ok(started) => started,
+            Err(e) => {
+                // Every sender of the writer's queue is gone with `parts`: it ends.
+                if let Err(join) = tokio::task::spawn_blocking(move || writer.join()).await {
+                    warn!("store writer ended abnormally: {join}");
+                }
+                front.shutdown().await;
+                return Err(e);
+            }
+        };
         Ok(Broker {
             front,
-            api,
-            engine: engine_handle,
+            api: started.api,
+            engine: started.engine,
             metrics,
+            slack_metrics,
             store_metrics,
             store_path,
-            stop_engine,
-            engine_task,
+            stop_engine: started.stop_engine,
+            engine_task: started.engine_task,
             writer,
-            publisher_task,
-            slack: slack_sender,
+            publisher_task: started.publisher_task,
+            slack: started.slack,
         })
     }
 
@@ -216,9 +233,14 @@ impl Broker {
         &self.engine
     }
 
-    /// The counters.
-    pub fn metrics(&self) -> &Arc<Metrics> {
+    /// The ingest and engine counters.
+    pub fn metrics(&self) -> &Arc<EngineMetrics> {
         &self.metrics
+    }
+
+    /// The Slack notifier's counters.
+    pub fn slack_metrics(&self) -> &Arc<SlackMetrics> {
+        &self.slack_metrics
     }
 
     /// The MQTT front's counters.
@@ -227,8 +249,8 @@ impl Broker {
     }
 
     /// Graceful stop: the ops API finishes the requests in flight, the engine handles what
-    /// is queued and hands over its last effects and a final checkpoint, the store writer commits them and flushes the file, the
-    /// publisher drains, then the listener closes.
+    /// is queued and hands over its last effects and a final checkpoint, the store writer
+    /// commits them and flushes the file, the publisher drains, then the listener closes.
     pub async fn shutdown(self) {
         // The API first: requests in flight still get their answers from the engine.
         self.api.shutdown().await;
@@ -252,7 +274,125 @@ impl Broker {
     }
 }
 
-async fn publish_all(front: MqttFront, mut out: mpsc::Receiver<Outbound>, metrics: Arc<Metrics>) {
+/// What the engine, the notifier and the ops API are built from.
+struct Parts {
+    settings: Settings,
+    clock: Clock,
+    recovery: store::Recovery,
+    http: tokio::net::TcpListener,
+    queues: Vec<api::QueueProbe>,
+    batch_tx: mpsc::Sender<Batch>,
+    uplink_rx: mpsc::Receiver<mqtt::Uplink>,
+    out_rx: mpsc::Receiver<Outbound>,
+    front: MqttFront,
+    metrics: Arc<EngineMetrics>,
+    slack_metrics: Arc<SlackMetrics>,
+    store_metrics: Arc<StoreMetrics>,
+    store_path: PathBuf,
+}
+
+impl Parts {
+    /// Starts the notifier, the engine, the publisher and the ops API; on failure nothing
+    /// of them keeps running.
+    async fn start(self) -> Result<Started, StartError> {
+        let Parts {
+            settings,
+            clock,
+            recovery,
+            http,
+            mut queues,
+            batch_tx,
+            uplink_rx,
+            out_rx,
+            front,
+            metrics,
+            slack_metrics,
+            store_metrics,
+            store_path,
+        } = self;
+        let (ops_tx, ops_rx) = mpsc::channel(engine::OPS_QUEUE);
+        let engine_handle = EngineHandle::new(ops_tx);
+        let ops_probe = engine_handle.clone();
+        queues.insert(
+            1,
+            api::QueueProbe::from_fn("ops", move || ops_probe.queue_fill()),
+        );
+        let mut engine = Engine::new(
+            recovery.fleet,
+            clock,
+            settings.engine.clone(),
+            metrics.clone(),
+            batch_tx.clone(),
+        );
+        let mut slack_sender = None;
+        if let Some(slack_settings) = settings.slack {
+            let wake = Arc::new(tokio::sync::Notify::new());
+            engine = engine.with_slack(slack::EngineOutbox::new(
+                &slack_settings,
+                wake.clone(),
+                slack_metrics.clone(),
+            ));
+            let links = slack::SenderLinks {
+                path: store_path.clone(),
+                store: batch_tx,
+                wake,
+                sli: engine.sli_reports(),
+            };
+            slack_sender =
+                Some(slack::spawn(slack_settings, links, clock, slack_metrics.clone()).await?);
+        }
+        let api_context = api::ApiContext {
+            engine: engine_handle.clone(),
+            clock,
+            metrics: metrics.clone(),
+            slack_metrics,
+            store_metrics,
+            mqtt: front.clone(),
+            queues,
+            token: settings.api.token,
+            slo: settings.api.slo,
+            mds_provider_id: settings.api.mds_provider_id,
+            history: api::History::new(store_path),
+        };
+        let api = match api::ApiServer::spawn(http, api::router(Arc::new(api_context))) {
+            Ok(api) => api,
+            Err(source) => {
+                if let Some(sender) = slack_sender {
+                    sender.shutdown().await;
+                }
+                return Err(StartError::Spawn {
+                    what: "ops HTTP API",
+                    source,
+                });
+            }
+        };
+        if !recovery.changed_at.is_empty() {
+            engine.republish_retained_state(recovery.changed_at);
+        }
+        if let Some(saved_to) = recovery.sli_saved_to {
+            engine.resume_sli_history(saved_to);
+        }
+        let (stop_engine, stopped) = oneshot::channel::<()>();
+        let engine_task = tokio::spawn(engine.run(uplink_rx, ops_rx, async {
+            let _ = stopped.await;
+        }));
+        let publisher_task = tokio::spawn(publish_all(front, out_rx, metrics));
+        Ok(Started {
+            api,
+            engine: engine_handle,
+            stop_engine,
+            engine_task,
+            publisher_task,
+            slack: slack_sender,
+        })
+    }
+}
+
+async fn publish_all(
+    front: MqttFront,
+    mut out: mpsc::Receiver<Outbound>,
+    metrics: Arc<EngineMetrics>,
+) {
     while let Some(m) = out.recv().await {
         if let Err(e) = front
             .publish(&m.topic, m.payload.into(), m.qos1, m.retain)
@@ -264,35 +404,23 @@ async fn publish_all(front: MqttFront, mut out: mpsc::Receiver<Outbound>, metric
     }
 }
 
-/// The SLI minutes kept: the SLO window, and never less than the longest burn window.
-fn sli_history(config: &Config) -> std::time::Duration {
-    config
-        .slo
-        .window
-        .0
-        .max(std::time::Duration::from_secs(3 * 24 * 3600))
-}
-
 /// Opens the store (off the async threads: it reads the whole fleet) and rebuilds the
 /// fleet from it.
 async fn open_store(
-    config: &Config,
+    settings: &Settings,
     now: fleet_rules::UnixMs,
-) -> anyhow::Result<(Store, store::Recovery)> {
-    let opts = StoreOptions {
-        path: config.store.path.clone(),
-        synchronous: config.store.synchronous,
-    };
-    let rules = config.rules();
-    let history_minutes = sli_history(config).as_secs() / 60 + 1;
-    let downtime_is_bad = config.slo.downtime_counts_as_bad;
+) -> Result<(Store, store::Recovery), StartError> {
+    let opts: StoreOptions = settings.store.clone();
+    let rules = settings.rules.clone();
+    let history_minutes = settings.engine.persist.sli_history.as_secs() / 60 + 1;
+    let downtime_is_bad = settings.downtime_counts_as_bad;
     let started = tokio::time::Instant::now();
     let (store, recovery) = tokio::task::spawn_blocking(move || {
         let store = Store::open(&opts)?;
         let restored =
             store.load(fleet_rules::Fleet::minute_of(now).saturating_sub(history_minutes))?;
         let recovery = store::recover(rules, restored, now, downtime_is_bad);
-        Ok::<_, store::StoreError>((store, recovery))
+        Ok::<_, StoreError>((store, recovery))
     })
     .await??;
     info!(

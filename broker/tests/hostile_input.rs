@@ -5,10 +5,11 @@
 
 use std::path::Path;
 
+use fleet_broker::contract::is_vehicle_id;
 use fleet_broker::ingest::{
     decode, Ack, ErrorEntry, ErrorReport, Heartbeat, Message, ReportedState, POSTCARD_V1,
 };
-use fleet_broker::mqtt::acl::{check_publish_as, check_subscribe_as, is_vehicle_id, Role};
+use fleet_broker::mqtt::acl::{check_publish_as, check_subscribe_as, Role};
 use fleet_broker::mqtt::auth::parse_credentials;
 use fleet_broker::mqtt::secret::SecretHash;
 use proptest::prelude::*;

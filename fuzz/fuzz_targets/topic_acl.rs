@@ -2,7 +2,8 @@
 //! an allowed publish is always the client's own uplink topic.
 #![no_main]
 
-use fleet_broker::mqtt::acl::{check_publish_as, check_subscribe_as, is_vehicle_id, Role};
+use fleet_broker::contract::{is_vehicle_id, UplinkKind};
+use fleet_broker::mqtt::acl::{check_publish_as, check_subscribe_as, Role};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -13,9 +14,9 @@ fuzz_target!(|data: &[u8]| {
             let expected = format!(
                 "vehicles/{client_id}/{}",
                 match kind {
-                    fleet_broker::mqtt::acl::UplinkKind::Heartbeat => "heartbeat",
-                    fleet_broker::mqtt::acl::UplinkKind::Error => "error",
-                    fleet_broker::mqtt::acl::UplinkKind::Ack => "ack",
+                    UplinkKind::Heartbeat => "heartbeat",
+                    UplinkKind::Error => "error",
+                    UplinkKind::Ack => "ack",
                 }
             );
             assert_eq!(topic, expected);

@@ -80,7 +80,7 @@ async fn a_hardware_fault_reaches_the_webhook_with_what_a_person_needs() {
     ] {
         assert!(t.contains(expected), "{expected} missing from {t}");
     }
-    let m = &broker.metrics().slack;
+    let m = broker.slack_metrics();
     eventually("the delivery counted", || {
         m.sent.load(Ordering::Relaxed) == 1
     })
@@ -111,7 +111,7 @@ async fn a_429_is_honoured_no_request_comes_before_retry_after_expires() {
         "the same message is retried"
     );
     assert_eq!(fake.delivered().len(), 1);
-    let m = &broker.metrics().slack;
+    let m = broker.slack_metrics();
     eventually("the delivery counted", || {
         m.sent.load(Ordering::Relaxed) == 1
     })
@@ -143,7 +143,7 @@ async fn server_errors_are_retried_with_backoff_then_delivered_once() {
     // Backoff: 0.5-1 s after the first failure, 1-2 s after the second.
     assert!(posts[1].at.duration_since(posts[0].at) >= Duration::from_millis(500));
     assert!(posts[2].at.duration_since(posts[1].at) >= Duration::from_millis(1000));
-    let m = &broker.metrics().slack;
+    let m = broker.slack_metrics();
     eventually("the delivery counted", || {
         m.sent.load(Ordering::Relaxed) == 1
     })
@@ -349,7 +349,7 @@ async fn a_rejected_bot_token_is_reported_at_startup_and_nothing_is_lost() {
         r.iter().any(|r| r.path == "/api/auth.test")
     })
     .await;
-    let m = &broker.metrics().slack;
+    let m = broker.slack_metrics();
     eventually("the rejected token shown as failing", || {
         m.failing.load(Ordering::Relaxed) == 1
     })
@@ -368,7 +368,7 @@ async fn a_rejected_bot_token_is_reported_at_startup_and_nothing_is_lost() {
     .await;
     assert_eq!(m.gave_up.load(Ordering::Relaxed), 0);
     assert_eq!(m.depth.load(Ordering::Relaxed), 1);
-    let metrics = broker.metrics().clone();
+    let metrics = broker.slack_metrics().clone();
     broker.shutdown().await;
-    assert_eq!(metrics.slack.sent.load(Ordering::Relaxed), 0);
+    assert_eq!(metrics.sent.load(Ordering::Relaxed), 0);
 }

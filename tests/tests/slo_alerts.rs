@@ -8,15 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api_support::parse_metrics;
+use fleet_broker::api::prometheus::{render, Scrape};
 use fleet_broker::clock::Clock;
 use fleet_broker::config::Config;
+use fleet_broker::engine::EngineMetrics;
 use fleet_broker::engine::{
-    CommandSlo, Engine, EngineHandle, EngineOptions, PersistOptions, OPS_QUEUE, UPLINK_QUEUE,
+    Batch, CommandSlo, Engine, EngineHandle, EngineOptions, PersistOptions, OPS_QUEUE, UPLINK_QUEUE,
 };
-use fleet_broker::metrics::exposition::{render, Scrape};
-use fleet_broker::metrics::Metrics;
 use fleet_broker::mqtt::{MqttStats, Uplink};
-use fleet_broker::store::{StoreBatch, StoreMetrics};
+use fleet_broker::slack::SlackMetrics;
+use fleet_broker::store::StoreMetrics;
 use fleet_rules::{Fleet, UnixMs};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -29,7 +30,7 @@ struct Rig {
     clock: Clock,
     uplinks: mpsc::Sender<Uplink>,
     engine: EngineHandle,
-    metrics: Arc<Metrics>,
+    metrics: Arc<EngineMetrics>,
     alerts: mpsc::Receiver<(bool, Value)>,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
@@ -44,8 +45,8 @@ async fn rig() -> Rig {
     let mut rules = config.rules();
     rules.heartbeat.timeout = Duration::from_secs(30 * 24 * 3600);
     let clock = Clock::starting_at(T0);
-    let metrics = Arc::new(Metrics::default());
-    let (batch_tx, mut batches) = mpsc::channel::<StoreBatch>(1024);
+    let metrics = Arc::new(EngineMetrics::default());
+    let (batch_tx, mut batches) = mpsc::channel::<Batch>(1024);
     let engine = Engine::new(
         Fleet::new(rules, T0),
         clock,
@@ -118,10 +119,11 @@ impl Rig {
     async fn metrics(&self) -> std::collections::BTreeMap<String, f64> {
         let engine = self.engine.snapshot().await.expect("engine answers");
         parse_metrics(&render(&Scrape {
-            metrics: &self.metrics,
+            engine: &self.metrics,
+            snapshot: &engine,
             mqtt: &MqttStats::default(),
-            engine: &engine,
             store: &StoreMetrics::default(),
+            slack: &SlackMetrics::default(),
             queues: &[],
             slo_window: "30d",
         }))

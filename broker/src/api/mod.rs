@@ -10,7 +10,7 @@ mod history;
 mod mds;
 mod openslo;
 mod params;
-mod prometheus;
+pub mod prometheus;
 mod server;
 mod slo;
 mod vehicles;
@@ -29,8 +29,9 @@ use tokio::sync::mpsc;
 
 use crate::clock::Clock;
 use crate::engine::EngineHandle;
-use crate::metrics::Metrics;
+use crate::engine::EngineMetrics;
 use crate::mqtt::MqttFront;
+use crate::slack::SlackMetrics;
 use crate::store::StoreMetrics;
 
 pub use error::ApiError;
@@ -42,6 +43,30 @@ pub use server::{ApiServer, MAX_CONNECTIONS};
 pub const BODY_LIMIT: usize = 16 * 1024;
 /// A request that takes longer is answered 503.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The ops HTTP API's settings.
+#[derive(Clone, PartialEq)]
+pub struct ApiSettings {
+    /// Listen address.
+    pub listen: std::net::SocketAddr,
+    /// The bearer token for writes; `None` refuses every write.
+    pub token: Option<String>,
+    /// The SLOs it reports.
+    pub slo: SloSettings,
+    /// MDS `provider_id`.
+    pub mds_provider_id: String,
+}
+
+impl std::fmt::Debug for ApiSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiSettings")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("slo", &self.slo)
+            .field("mds_provider_id", &self.mds_provider_id)
+            .finish()
+    }
+}
 
 /// The SLO settings the API reports and exports.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,7 +137,9 @@ pub struct ApiContext {
     /// The broker's clock (server time is the truth).
     pub clock: Clock,
     /// Ingest and engine counters.
-    pub metrics: Arc<Metrics>,
+    pub metrics: Arc<EngineMetrics>,
+    /// The notifier's counters.
+    pub slack_metrics: Arc<SlackMetrics>,
     /// Store counters.
     pub store_metrics: Arc<StoreMetrics>,
     /// The MQTT front (its counters).

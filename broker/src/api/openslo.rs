@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::{yaml, SloSettings};
-use crate::engine::alerts::{ALERTS_TOPIC, FLEET_SLO};
+use crate::contract::FLEET_ALERTS;
+use crate::engine::alerts::FLEET_SLO;
 
 /// The OpenSLO name of the command-ack SLO.
 pub const ACK_SLO: &str = "command-acks";
@@ -147,7 +148,7 @@ pub fn documents(slo: &SloSettings) -> Vec<Value> {
             "spec": {
                 "description": format!(
                     "The broker publishes each firing and resolved alert, retained, on the MQTT \
-                     topic {ALERTS_TOPIC}."
+                     topic {FLEET_ALERTS}."
                 ),
                 "target": "mqtt",
             },

@@ -8,7 +8,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query};
 
 use super::ApiError;
-use crate::mqtt::acl::is_vehicle_id;
+use crate::contract::is_vehicle_id;
 
 /// The query parameters of one request.
 #[derive(Debug)]

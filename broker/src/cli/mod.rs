@@ -1,11 +1,14 @@
-//! `fleet-broker vehicles ...` and `fleet-broker slo`: the ops HTTP API from a terminal,
+//! The command line: the subcommands ([`app`]), and `fleet-broker vehicles ...` and
+//! `fleet-broker slo`, the ops HTTP API from a terminal,
 //! for a technician in the field or an on-call engineer. Tables for people, `--json` for
 //! scripts (the API's JSON as is).
 //!
 //! Exit status: 0 done; 1 refused or failed (the message says why); 3 a service-in cleared
 //! what a person can clear but the vehicle stays out (it is silent).
 
+mod app;
 pub mod client;
+pub mod credentials;
 pub mod render;
 
 use std::io::Write;
@@ -14,6 +17,7 @@ use std::net::SocketAddr;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
+pub use app::{execute, load_config, Command, CommandLine};
 pub use client::{ApiClient, ApiResponse, ClientError};
 
 /// How the ops API is reached (shared by every subcommand).

@@ -2,7 +2,10 @@
 //! validation that lists every problem with its key path.
 
 mod duration;
+mod env;
 mod security;
+mod settings;
+mod slack;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -12,10 +15,13 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use duration::HumanDuration;
+pub use env::{API_TOKEN_ENV, ENV_VARS};
 pub use security::{
     AuthModeSection, AuthSection, LimitsSection, RoleSection, TlsSection, UserSection,
     FLEET_KEY_ENV,
 };
+pub use settings::Settings;
+pub use slack::{SlackSection, BOT_TOKEN_ENV, WEBHOOK_ENV};
 pub use validate::{ConfigErrors, Problem};
 
 /// The whole configuration file. Every section is optional; an empty file is valid.
@@ -24,7 +30,7 @@ pub use validate::{ConfigErrors, Problem};
 pub struct Config {
     /// The MQTT listener.
     pub mqtt: MqttSection,
-    /// The ops HTTP listener (served from the operations release on; parsed and checked now).
+    /// The ops HTTP API.
     pub http: HttpSection,
     /// The database.
     pub store: StoreSection,
@@ -42,7 +48,7 @@ pub struct Config {
     pub fleet: FleetSection,
     /// The CMC SLO.
     pub slo: SloSection,
-    /// Slack (notifications arrive with the Slack release; parsed and checked now).
+    /// Slack notifications.
     pub slack: SlackSection,
     /// The MDS 2.0 views of the ops API.
     pub mds: MdsSection,
@@ -52,6 +58,9 @@ pub struct Config {
     pub tls: Option<TlsSection>,
     /// MQTT publish and connect rates, handshake timeout.
     pub limits: LimitsSection,
+    /// Keys whose value came from the environment, with the variable (for messages).
+    #[serde(skip)]
+    from_env: Vec<(&'static str, &'static str)>,
 }
 
 /// `[mqtt]`
@@ -87,7 +96,7 @@ impl Default for MqttSection {
 pub struct HttpSection {
     /// Listen address.
     pub listen: SocketAddr,
-    /// Bearer token for POST endpoints (or env `FLEET_API_TOKEN`).
+    /// Bearer token for POST endpoints (or env `FLEET_API_TOKEN` when unset here).
     pub token: Option<String>,
 }
 
@@ -324,95 +333,6 @@ pub struct MdsSection {
     pub provider_id: Option<String>,
 }
 
-/// `[slack]`: where notifications go. Without `webhook_url` or `bot_token` (nor their
-/// environment variables) notifications go to the log only.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SlackSection {
-    /// Incoming webhook URL (or env `SLACK_WEBHOOK_URL`). A secret: never logged.
-    pub webhook_url: Option<String>,
-    /// Bot token, `xoxb-…` (or env `SLACK_BOT_TOKEN`), with `channel`. A secret.
-    pub bot_token: Option<String>,
-    /// Channel id or name for the bot token.
-    pub channel: Option<String>,
-    /// Base URL of the Slack Web API (a local endpoint for tests and staging).
-    pub api_url: String,
-    /// Message language.
-    pub language: SlackLanguage,
-    /// Faults, flaps and manual changes arriving within this window of the first one go
-    /// out as one message.
-    pub group_window: HumanDuration,
-    /// At most one message per this interval (Slack allows about one per second per
-    /// channel).
-    pub min_interval: HumanDuration,
-    /// One request's limit; a slower answer counts as a failure and is retried.
-    pub request_timeout: HumanDuration,
-    /// A message not delivered this long after it was written is given up (logged with
-    /// its content, counted).
-    pub give_up_after: HumanDuration,
-    /// Tell the channel when a person takes a vehicle out or puts it back.
-    pub notify_manual: bool,
-    /// Notifications waiting in the outbox at most; beyond, new ones are dropped and
-    /// counted (they still go to the log).
-    pub max_outbox: usize,
-    /// Daily SLO digest at this local time, `"HH:MM"` (absent: no digest).
-    pub digest_at: Option<String>,
-    /// The local time zone of message timestamps and `digest_at`, as `"+09:00"`.
-    pub utc_offset: String,
-}
-
-impl Default for SlackSection {
-    fn default() -> Self {
-        SlackSection {
-            webhook_url: None,
-            bot_token: None,
-            channel: None,
-            api_url: "https://slack.com/api".to_owned(),
-            language: SlackLanguage::En,
-            group_window: HumanDuration::from_secs(10),
-            min_interval: HumanDuration::from_secs(1),
-            request_timeout: HumanDuration::from_secs(10),
-            give_up_after: HumanDuration::from_secs(6 * 3600),
-            notify_manual: true,
-            max_outbox: 100_000,
-            digest_at: None,
-            utc_offset: "+00:00".to_owned(),
-        }
-    }
-}
-
-impl std::fmt::Debug for SlackSection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let redacted = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
-        f.debug_struct("SlackSection")
-            .field("webhook_url", &redacted(&self.webhook_url))
-            .field("bot_token", &redacted(&self.bot_token))
-            .field("channel", &self.channel)
-            .field("api_url", &self.api_url)
-            .field("language", &self.language)
-            .field("group_window", &self.group_window)
-            .field("min_interval", &self.min_interval)
-            .field("request_timeout", &self.request_timeout)
-            .field("give_up_after", &self.give_up_after)
-            .field("notify_manual", &self.notify_manual)
-            .field("max_outbox", &self.max_outbox)
-            .field("digest_at", &self.digest_at)
-            .field("utc_offset", &self.utc_offset)
-            .finish()
-    }
-}
-
-/// `[slack] language`
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum SlackLanguage {
-    /// English.
-    #[default]
-    En,
-    /// Japanese.
-    Ja,
-}
-
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -432,6 +352,12 @@ pub enum ConfigError {
         /// toml's message, which names the key and line.
         message: String,
     },
+    /// The environment's values (no config file) are out of range.
+    #[error("the embedded defaults with the environment's secrets have {} problem(s):\n{errors}", errors.len())]
+    Environment {
+        /// Every problem.
+        errors: ConfigErrors,
+    },
     /// The values are out of range or inconsistent.
     #[error("config file {path} has {} problem(s):\n{errors}", errors.len())]
     Invalid {
@@ -443,16 +369,18 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Reads, parses and validates a file.
+    /// Reads and parses a file, takes the secrets from the environment
+    /// ([`Config::apply_env`]) and checks the result.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        let config = Config::parse(&text).map_err(|message| ConfigError::Parse {
+        let mut config = Config::parse(&text).map_err(|message| ConfigError::Parse {
             path: path.to_owned(),
             message,
         })?;
+        config.apply_env();
         config.validate().map_err(|errors| ConfigError::Invalid {
             path: path.to_owned(),
             errors,
@@ -460,30 +388,25 @@ impl Config {
         Ok(config)
     }
 
-    /// Parses TOML text (no validation).
+    /// The embedded defaults with the secrets from the environment, checked.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        config.apply_env();
+        config
+            .validate()
+            .map_err(|errors| ConfigError::Environment { errors })?;
+        Ok(config)
+    }
+
+    /// Parses TOML text (no validation, no environment).
     pub fn parse(text: &str) -> Result<Config, String> {
         toml::from_str(text).map_err(|e| e.to_string())
     }
 
-    /// Every problem at once, each with its key path.
+    /// Every problem at once, each with its key path (the same check as
+    /// [`Config::settings`]).
     pub fn validate(&self) -> Result<(), ConfigErrors> {
-        validate::validate(self)
-    }
-
-    /// The MQTT front's settings. Reads env `FLEET_KEY`; fails only on what `validate`
-    /// reports.
-    pub fn mqtt_options(&self) -> Result<crate::mqtt::MqttOptions, String> {
-        Ok(crate::mqtt::MqttOptions {
-            listen: self.mqtt.listen,
-            max_payload: self.mqtt.max_payload,
-            max_connections: self.mqtt.max_connections,
-            max_queued_messages: self.mqtt.max_queued_messages,
-            handshake_timeout: self.limits.handshake_timeout.0,
-            auth: self.auth.options()?,
-            tls: self.tls.as_ref().map(TlsSection::options),
-            limits: self.limits.options(),
-            ..crate::mqtt::MqttOptions::default()
-        })
+        self.settings().map(drop)
     }
 
     /// The rules engine's settings.

@@ -1,5 +1,5 @@
 //! `[auth]`, `[tls]` and `[limits]`: who may connect to MQTT, over what, and how fast.
-//! Turned into `mqtt::MqttOptions` by `Config::mqtt_options`.
+//! Turned into the MQTT front's settings by `Config::settings`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,7 +35,8 @@ pub enum AuthModeSection {
 pub struct AuthSection {
     /// `"none"`, `"hmac"` or `"file"`.
     pub mode: AuthModeSection,
-    /// The fleet key for `"hmac"` (or env `FLEET_KEY`), at least 32 bytes.
+    /// The fleet key for `"hmac"` (env `FLEET_KEY` takes precedence, see
+    /// `Config::apply_env`), at least 32 bytes.
     pub fleet_key: Option<String>,
     /// `VEHICLE_ID:$pbkdf2-sha256$...` lines for `"file"`.
     pub credentials_file: Option<PathBuf>,
@@ -138,48 +139,6 @@ impl Default for LimitsSection {
     }
 }
 
-impl AuthSection {
-    /// The fleet key: env `FLEET_KEY` if set, else `fleet_key`.
-    pub fn resolved_fleet_key(&self) -> Option<Secret> {
-        std::env::var(FLEET_KEY_ENV)
-            .ok()
-            .filter(|k| !k.is_empty())
-            .or_else(|| self.fleet_key.clone())
-            .map(|k| Secret::new(k.into_bytes()))
-    }
-
-    /// The MQTT front's authentication settings (valid after `Config::validate`).
-    pub fn options(&self) -> Result<AuthOptions, String> {
-        let mode = match self.mode {
-            AuthModeSection::None => AuthMode::None,
-            AuthModeSection::Hmac => AuthMode::Hmac {
-                fleet_key: self
-                    .resolved_fleet_key()
-                    .ok_or("auth.fleet_key: not set (nor env FLEET_KEY)")?,
-            },
-            AuthModeSection::File => AuthMode::File {
-                credentials_file: self
-                    .credentials_file
-                    .clone()
-                    .ok_or("auth.credentials_file: not set")?,
-            },
-        };
-        let users = self
-            .users
-            .iter()
-            .map(|u| {
-                SecretHash::parse(&u.password_hash)
-                    .map(|password| ObserverUser {
-                        name: u.name.clone(),
-                        password,
-                    })
-                    .map_err(|e| format!("auth.users.{}.password_hash: {e}", u.name))
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(AuthOptions { mode, users })
-    }
-}
-
 impl TlsSection {
     /// The MQTT front's TLS settings.
     pub fn options(&self) -> TlsOptions {
@@ -207,36 +166,50 @@ impl LimitsSection {
     }
 }
 
-/// Checks `[auth]`, `[tls]` and `[limits]`.
-pub(super) fn validate(
-    auth: &AuthSection,
-    tls: Option<&TlsSection>,
-    limits: &LimitsSection,
-    k: &mut Checker,
-) {
-    match auth.mode {
-        AuthModeSection::None => {}
-        AuthModeSection::Hmac => match auth.resolved_fleet_key() {
-            None => k.check(
-                false,
-                "auth.fleet_key",
-                "auth.mode = \"hmac\" needs a fleet key: set auth.fleet_key or env FLEET_KEY",
-            ),
-            Some(key) => k.check(
-                key.expose().len() >= MIN_FLEET_KEY_LEN,
-                "auth.fleet_key",
-                format!(
-                    "is {} bytes: use at least {MIN_FLEET_KEY_LEN} random bytes, e.g. `openssl rand -hex 32`",
-                    key.expose().len()
-                ),
-            ),
+/// `[auth]` checked and turned into the MQTT front's authentication settings (`None` when
+/// a problem was recorded).
+pub(super) fn auth(auth: &AuthSection, k: &mut Checker) -> Option<AuthOptions> {
+    let mode = match auth.mode {
+        AuthModeSection::None => Some(AuthMode::None),
+        AuthModeSection::Hmac => match &auth.fleet_key {
+            None => {
+                k.check(
+                    false,
+                    "auth.fleet_key",
+                    "auth.mode = \"hmac\" needs a fleet key: set auth.fleet_key or env FLEET_KEY",
+                );
+                None
+            }
+            Some(key) if key.len() < MIN_FLEET_KEY_LEN => {
+                k.check(
+                    false,
+                    "auth.fleet_key",
+                    format!(
+                        "is {} bytes: use at least {MIN_FLEET_KEY_LEN} random bytes, e.g. `openssl rand -hex 32`",
+                        key.len()
+                    ),
+                );
+                None
+            }
+            Some(key) => Some(AuthMode::Hmac {
+                fleet_key: Secret::new(key.clone().into_bytes()),
+            }),
         },
-        AuthModeSection::File => k.check(
-            auth.credentials_file.is_some(),
-            "auth.credentials_file",
-            "auth.mode = \"file\" needs a credentials file (lines from `fleet-broker credentials`)",
-        ),
-    }
+        AuthModeSection::File => match &auth.credentials_file {
+            Some(file) => Some(AuthMode::File {
+                credentials_file: file.clone(),
+            }),
+            None => {
+                k.check(
+                    false,
+                    "auth.credentials_file",
+                    "auth.mode = \"file\" needs a credentials file (lines from `fleet-broker credentials`)",
+                );
+                None
+            }
+        },
+    };
+    let mut users = Vec::with_capacity(auth.users.len());
     let mut names = std::collections::BTreeSet::new();
     for (i, user) in auth.users.iter().enumerate() {
         let key = format!("auth.users[{i}]");
@@ -253,11 +226,20 @@ pub(super) fn validate(
             format!("{key}.name"),
             format!("{:?} is listed twice", user.name),
         );
-        if let Err(e) = SecretHash::parse(&user.password_hash) {
-            k.check(false, format!("{key}.password_hash"), e.to_string());
+        match SecretHash::parse(&user.password_hash) {
+            Ok(password) => users.push(ObserverUser {
+                name: user.name.clone(),
+                password,
+            }),
+            Err(e) => k.check(false, format!("{key}.password_hash"), e.to_string()),
         }
     }
+    let users = (users.len() == auth.users.len()).then_some(users)?;
+    Some(AuthOptions { mode: mode?, users })
+}
 
+/// Checks `[tls]` and `[limits]`.
+pub(super) fn tls_and_limits(tls: Option<&TlsSection>, limits: &LimitsSection, k: &mut Checker) {
     if let Some(tls) = tls {
         k.check(
             !tls.cert.as_os_str().is_empty(),
@@ -366,7 +348,7 @@ handshake_timeout = "5s"
         );
         assert_eq!(problems(&text), Vec::<String>::new());
         let c = Config::parse(&text).expect("parses");
-        let auth = c.auth.options().expect("auth options");
+        let auth = c.settings().expect("valid").mqtt.auth;
         assert_eq!(auth.users.len(), 1);
         let debug = format!("{:?}", c.auth);
         assert!(!debug.contains("0123456789abcdef"), "{debug}");

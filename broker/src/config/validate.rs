@@ -39,9 +39,27 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+/// Collects problems while the configuration is read.
+#[derive(Debug, Default)]
 pub(super) struct Checker(Vec<Problem>);
 
 impl Checker {
+    /// Every problem found, or none. A problem with a value that came from the
+    /// environment says so (`from_env`: key path, variable).
+    pub(super) fn finish(self, from_env: &[(&str, &str)]) -> Result<(), ConfigErrors> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let mut problems = self.0;
+        for p in &mut problems {
+            if let Some((_, var)) = from_env.iter().find(|(key, _)| p.key == *key) {
+                p.message
+                    .push_str(&format!(" (the value comes from env {var})"));
+            }
+        }
+        Err(ConfigErrors(problems))
+    }
+
     pub(super) fn check(&mut self, ok: bool, key: impl Into<String>, message: impl Into<String>) {
         if !ok {
             self.0.push(Problem {
@@ -66,9 +84,8 @@ fn is_uuid(s: &str) -> bool {
             .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-pub(super) fn validate(c: &Config) -> Result<(), ConfigErrors> {
-    let mut k = Checker(Vec::new());
-
+/// The checks of single values and ranges that need no conversion.
+pub(super) fn ranges(c: &Config, k: &mut Checker) {
     k.check(
         (128..=1024 * 1024).contains(&c.mqtt.max_payload),
         "mqtt.max_payload",
@@ -124,7 +141,7 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigErrors> {
     }
     for code in c.faults.codes.keys() {
         k.check(
-            crate::ingest::is_error_code(code),
+            crate::contract::is_error_code(code),
             format!("faults.codes.{code}"),
             "error codes are 1 to 64 of A-Z, 0-9 and _ (as the firmware sends them)",
         );
@@ -210,102 +227,6 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigErrors> {
         format!(
             "{} is too short: keep at least 1h of commands",
             c.store.command_log_retention
-        ),
-    );
-
-    slack(&c.slack, &mut k);
-
-    super::security::validate(&c.auth, c.tls.as_ref(), &c.limits, &mut k);
-
-    if k.0.is_empty() {
-        Ok(())
-    } else {
-        Err(ConfigErrors(k.0))
-    }
-}
-
-/// `[slack]`: a wrong URL or token is reported before anything starts.
-fn slack(s: &super::SlackSection, k: &mut Checker) {
-    use crate::slack::digest::{parse_time_of_day, parse_utc_offset};
-    let http_url = |text: &str| {
-        url::Url::parse(text)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
-            .is_some()
-    };
-    if s.bot_token.is_some() && s.channel.is_none() {
-        k.check(
-            false,
-            "slack.channel",
-            "a bot token needs a channel (its id, like \"C0123456789\", or \"#fleet-ops\")",
-        );
-    }
-    if s.webhook_url.is_some() && s.bot_token.is_some() {
-        k.check(
-            false,
-            "slack.webhook_url",
-            "set either webhook_url or bot_token + channel, not both",
-        );
-    }
-    if let Some(url) = &s.webhook_url {
-        // The URL is a secret: the message does not repeat it.
-        k.check(
-            http_url(url),
-            "slack.webhook_url",
-            "is not an http(s) URL; copy it from the Slack app's Incoming Webhooks page (https://hooks.slack.com/services/...)",
-        );
-    }
-    if let Some(token) = &s.bot_token {
-        k.check(
-            token.starts_with("xoxb-") || token.starts_with("xoxp-"),
-            "slack.bot_token",
-            "does not look like a Slack token: a bot token starts with \"xoxb-\" (OAuth & Permissions page of the Slack app)",
-        );
-    }
-    k.check(
-        http_url(&s.api_url),
-        "slack.api_url",
-        format!("{:?} is not an http(s) URL", s.api_url),
-    );
-    k.check(
-        s.group_window.0 <= Duration::from_secs(600),
-        "slack.group_window",
-        format!("{} is too long: use at most 10m", s.group_window),
-    );
-    k.check(
-        s.min_interval.0 <= Duration::from_secs(60),
-        "slack.min_interval",
-        format!("{} is too long: use at most 1m", s.min_interval),
-    );
-    k.check(
-        s.request_timeout.0 >= Duration::from_millis(100)
-            && s.request_timeout.0 <= Duration::from_secs(120),
-        "slack.request_timeout",
-        format!("{} is out of range: use 100ms to 2m", s.request_timeout),
-    );
-    k.check(
-        s.give_up_after.0 >= Duration::from_secs(1),
-        "slack.give_up_after",
-        format!("{} is too short", s.give_up_after),
-    );
-    k.check(
-        s.max_outbox >= 100,
-        "slack.max_outbox",
-        format!("{} is too small: keep at least 100", s.max_outbox),
-    );
-    if let Some(at) = &s.digest_at {
-        k.check(
-            parse_time_of_day(at).is_some(),
-            "slack.digest_at",
-            format!("{at:?} is not a time of day: write it like \"09:00\""),
-        );
-    }
-    k.check(
-        parse_utc_offset(&s.utc_offset).is_some(),
-        "slack.utc_offset",
-        format!(
-            "{:?} is not an offset: write it like \"+09:00\" or \"-05:00\"",
-            s.utc_offset
         ),
     );
 }

@@ -6,8 +6,6 @@ use fleet_rules::{AlertSeverity, AlertState, BurnRates, SliReport, UnixMs};
 use serde::Serialize;
 use serde_json::Value;
 
-/// The topic (retained).
-pub const ALERTS_TOPIC: &str = "fleet/alerts";
 /// The name of the CMC SLO in alerts, metrics and the OpenSLO export.
 pub const FLEET_SLO: &str = "fleet-in-service";
 

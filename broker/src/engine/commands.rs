@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use fleet_rules::{EventSli, EventSliReport, UnixMs};
 
-use crate::metrics::{inc, AckOutcome, Metrics};
+use super::metrics::{AckOutcome, EngineMetrics};
+use crate::metrics::inc;
 
 /// The command-ack SLI's settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,7 +92,7 @@ impl CommandTracker {
         issued_at: UnixMs,
         counted: bool,
         now: UnixMs,
-        metrics: &Metrics,
+        metrics: &EngineMetrics,
     ) {
         if self.order.len() >= self.capacity {
             if let Some(old) = self.order.pop_front() {
@@ -134,7 +135,7 @@ impl CommandTracker {
         id: &str,
         ok: bool,
         now: UnixMs,
-        metrics: &Metrics,
+        metrics: &EngineMetrics,
     ) -> AckMatch {
         match self.pending.get(id) {
             None => return AckMatch::Unknown,
@@ -164,7 +165,7 @@ impl CommandTracker {
     }
 
     /// Judges every counted command whose time is up and that has no ack: bad.
-    pub fn judge_overdue(&mut self, now: UnixMs, metrics: &Metrics) {
+    pub fn judge_overdue(&mut self, now: UnixMs, metrics: &EngineMetrics) {
         while let Some((_, due_at)) = self.due.front() {
             if *due_at > now {
                 break;
@@ -185,7 +186,7 @@ impl CommandTracker {
             .is_some_and(|p| std::mem::replace(&mut p.to_judge, false))
     }
 
-    fn judge(&mut self, good: bool, outcome: AckOutcome, at: UnixMs, metrics: &Metrics) {
+    fn judge(&mut self, good: bool, outcome: AckOutcome, at: UnixMs, metrics: &EngineMetrics) {
         self.sli.record(good, at);
         metrics.ack_outcome(outcome);
     }
@@ -213,7 +214,7 @@ mod tests {
 
     #[test]
     fn an_ack_within_thirty_seconds_is_good_and_its_latency_is_observed() {
-        let m = Metrics::default();
+        let m = EngineMetrics::default();
         let mut t = tracker(16);
         t.issued("c1", "v1", T0, true, T0, &m);
         assert_eq!(t.unacked(), 1);
@@ -233,7 +234,7 @@ mod tests {
 
     #[test]
     fn no_ack_by_the_deadline_is_bad_and_a_late_ack_still_measures_latency() {
-        let m = Metrics::default();
+        let m = EngineMetrics::default();
         let mut t = tracker(16);
         t.issued("c1", "v1", T0, true, T0, &m);
         t.judge_overdue(T0 + 29_999, &m);
@@ -255,7 +256,7 @@ mod tests {
 
     #[test]
     fn a_failed_ack_is_bad_and_an_ack_judged_late_is_bad() {
-        let m = Metrics::default();
+        let m = EngineMetrics::default();
         let mut t = tracker(16);
         t.issued("c1", "v1", T0, true, T0, &m);
         t.issued("c2", "v1", T0, true, T0, &m);
@@ -270,7 +271,7 @@ mod tests {
 
     #[test]
     fn commands_to_silent_vehicles_are_not_counted() {
-        let m = Metrics::default();
+        let m = EngineMetrics::default();
         let mut t = tracker(16);
         t.issued("c1", "v1", T0, false, T0, &m);
         t.judge_overdue(T0 + 60_000, &m);
@@ -281,7 +282,7 @@ mod tests {
 
     #[test]
     fn another_vehicles_ack_or_a_made_up_id_changes_nothing() {
-        let m = Metrics::default();
+        let m = EngineMetrics::default();
         let mut t = tracker(16);
         t.issued("c1", "v1", T0, true, T0, &m);
         assert_eq!(t.acked("v2", "c1", true, T0, &m), AckMatch::OtherVehicle);
@@ -291,7 +292,7 @@ mod tests {
 
     #[test]
     fn past_capacity_the_oldest_command_is_forgotten_and_counted_unacked() {
-        let m = Metrics::default();
+        let m = EngineMetrics::default();
         let mut t = tracker(2);
         t.issued("c1", "v1", T0, true, T0, &m);
         t.issued("c2", "v1", T0, true, T0, &m);

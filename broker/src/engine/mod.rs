@@ -5,6 +5,7 @@
 
 pub mod alerts;
 mod commands;
+mod metrics;
 mod ops;
 pub mod payloads;
 mod persist;
@@ -17,18 +18,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleet_rules::{
-    Effect, Fleet, Notification, Reason, ReasonChange, ServiceState, Transition, UnixMs,
+    Effect, Fleet, Notification, Reason, ReasonChange, ServiceState, SliReport, Transition, UnixMs,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
+use crate::contract;
 use crate::ingest::{self, Message};
-use crate::metrics::{inc, Metrics};
+use crate::metrics::inc;
 use crate::mqtt::Uplink;
 use crate::store::{Record, StoreBatch};
 
+/// What the engine hands the store writer: records, then these publishes.
+pub type Batch = StoreBatch<Outbound>;
+
 pub use commands::CommandSlo;
+pub use metrics::{AckOutcome, EngineMetrics, ACK_SLO};
 pub use ops::{EngineGone, EngineHandle, EngineSnapshot, OpRequest, PAGE_SCAN_BUDGET};
 pub use persist::PersistOptions;
 use ratelog::RateLimitedLog;
@@ -77,11 +83,11 @@ pub struct Engine {
     fleet: Fleet,
     clock: Clock,
     opts: EngineOptions,
-    metrics: Arc<Metrics>,
+    metrics: Arc<EngineMetrics>,
     /// To the store writer, which announces each batch once it is stored.
-    store: mpsc::Sender<StoreBatch>,
+    store: mpsc::Sender<Batch>,
     /// What this wake decided so far.
-    batch: StoreBatch,
+    batch: Batch,
     persist: persist::Persist,
     boot_ms: UnixMs,
     command_seq: u64,
@@ -91,6 +97,8 @@ pub struct Engine {
     last_sli: Option<(usize, usize, UnixMs)>,
     /// Where notifications go besides the log, when Slack is configured.
     slack: Option<crate::slack::EngineOutbox>,
+    /// The latest SLI report, for readers that must not wait on the engine (the digest).
+    sli_reports: watch::Sender<Option<SliReport>>,
 }
 
 impl Engine {
@@ -99,8 +107,8 @@ impl Engine {
         fleet: Fleet,
         clock: Clock,
         opts: EngineOptions,
-        metrics: Arc<Metrics>,
-        store: mpsc::Sender<StoreBatch>,
+        metrics: Arc<EngineMetrics>,
+        store: mpsc::Sender<Batch>,
     ) -> Engine {
         let commands =
             commands::CommandTracker::new(PENDING_COMMANDS, &opts.command_slo, clock.now());
@@ -112,13 +120,20 @@ impl Engine {
             opts,
             metrics,
             store,
-            batch: StoreBatch::default(),
+            batch: Batch::default(),
             command_seq: 0,
             commands,
             rejections: RateLimitedLog::new(20, 10_000),
             last_sli: None,
             slack: None,
+            sli_reports: watch::channel(None).0,
         }
+    }
+
+    /// The latest SLI report the engine computed (at most a second or
+    /// `slo.publish_interval` old); `None` before the first.
+    pub fn sli_reports(&self) -> watch::Receiver<Option<SliReport>> {
+        self.sli_reports.subscribe()
     }
 
     /// Notifications also go to Slack, through the outbox behind `slack`.
@@ -296,7 +311,7 @@ impl Engine {
                 Effect::Registered { vehicle, at } => {
                     info!(vehicle = %vehicle, "vehicle registered");
                     let payload = payloads::service(ServiceState::InService, &[], at);
-                    let topic = service_topic(&vehicle);
+                    let topic = contract::service_topic(&vehicle);
                     self.record(Record::Registered { vehicle, at });
                     self.send(topic, payload, true).await;
                 }
@@ -310,12 +325,13 @@ impl Engine {
                         payloads::service(t.to, &t.reasons, t.at)
                     };
                     let event = payloads::event(&t);
-                    let topic = service_topic(&t.vehicle);
+                    let topic = contract::service_topic(&t.vehicle);
                     let manual = self.slack.as_mut().and_then(|s| s.transition(&t));
                     self.record(Record::Transition(t));
                     self.outbox(manual);
                     self.send(topic, service, true).await;
-                    self.send("fleet/events".to_owned(), event, false).await;
+                    self.send(contract::FLEET_EVENTS.to_owned(), event, false)
+                        .await;
                 }
                 Effect::Command(c) => {
                     self.command_seq += 1;
@@ -337,7 +353,7 @@ impl Engine {
                     );
                     inc(&self.metrics.commands_sent);
                     info!(vehicle = %c.vehicle, command = ?c.command, id = %id, resend = c.resend, "command");
-                    let topic = format!("vehicles/{}/command", c.vehicle);
+                    let topic = contract::command_topic(&c.vehicle);
                     let payload = payloads::command(&id, &c);
                     self.record(Record::CommandSent { id, command: c });
                     self.send(topic, payload, false).await;
@@ -353,7 +369,7 @@ impl Engine {
                         self.metrics.alert_change(*severity, *state);
                         let report = self.fleet.sli(self.clock.now());
                         let payload = alerts::payload(*severity, *state, burn, *at, &report);
-                        self.send(alerts::ALERTS_TOPIC.to_owned(), payload, true)
+                        self.send(contract::FLEET_ALERTS.to_owned(), payload, true)
                             .await;
                     }
                     let (fleet, clock) = (&mut self.fleet, self.clock);
@@ -404,6 +420,7 @@ impl Engine {
             }
         }
         let report = self.fleet.sli(now);
+        self.sli_reports.send_replace(Some(report.clone()));
         let due = match self.last_sli {
             None => true,
             Some((in_service, fleet, at)) => {
@@ -413,7 +430,7 @@ impl Engine {
         };
         if force || due {
             self.last_sli = Some((report.in_service, report.fleet, now));
-            self.send("fleet/sli".to_owned(), payloads::sli(&report), true)
+            self.send(contract::FLEET_SLI.to_owned(), payloads::sli(&report), true)
                 .await;
         }
     }
@@ -428,10 +445,6 @@ impl Engine {
         });
         self.commit_if_large().await;
     }
-}
-
-fn service_topic(vehicle: &str) -> String {
-    format!("vehicles/{vehicle}/service")
 }
 
 fn notify(n: &Notification) {

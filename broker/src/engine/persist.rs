@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use fleet_rules::{Fleet, ScanCursor, UnixMs};
 
-use super::{payloads, service_topic, Engine, Outbound};
+use super::{payloads, Engine, Outbound};
+use crate::contract::service_topic;
 use crate::store::Record;
 
 /// Vehicles looked at per engine wake by a checkpoint or the retained-state republish, so

@@ -16,14 +16,14 @@ struct Harness {
     out: mpsc::Receiver<Outbound>,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<EngineMetrics>,
     records: mpsc::UnboundedReceiver<Record>,
     ops: EngineHandle,
 }
 
 /// Stands in for the store writer: records are dropped, announcements forwarded in order.
 fn forward_without_storing(
-    mut batches: mpsc::Receiver<StoreBatch>,
+    mut batches: mpsc::Receiver<Batch>,
     out: mpsc::Sender<Outbound>,
     records: mpsc::UnboundedSender<Record>,
 ) {
@@ -43,7 +43,7 @@ fn forward_without_storing(
 }
 
 /// An engine whose batches come out on the returned receiver (no store behind it).
-fn engine(metrics: Arc<Metrics>) -> (Engine, mpsc::Receiver<StoreBatch>) {
+fn engine(metrics: Arc<EngineMetrics>) -> (Engine, mpsc::Receiver<Batch>) {
     let clock = Clock::starting_at(1_700_000_000_000);
     let fleet = Fleet::new(RulesConfig::default(), clock.now());
     let (batch_tx, batch_rx) = mpsc::channel(crate::store::STORE_QUEUE);
@@ -63,7 +63,7 @@ fn engine(metrics: Arc<Metrics>) -> (Engine, mpsc::Receiver<StoreBatch>) {
 }
 
 fn harness() -> Harness {
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(EngineMetrics::default());
     let (engine, batch_rx) = engine(metrics.clone());
     let (out_tx, out) = mpsc::channel(1024);
     let (records_tx, records) = mpsc::unbounded_channel();
@@ -260,7 +260,7 @@ async fn a_transition_and_its_command_are_handed_to_the_store_before_they_are_an
 
 #[tokio::test(start_paused = true)]
 async fn an_operators_answer_waits_until_the_batch_with_its_transition_is_stored() {
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(EngineMetrics::default());
     let (engine, mut batches) = engine(metrics);
     let (uplinks, uplink_rx) = mpsc::channel(UPLINK_QUEUE);
     let (ops_tx, ops_rx) = mpsc::channel(OPS_QUEUE);

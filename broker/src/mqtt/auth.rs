@@ -10,21 +10,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use super::acl::is_vehicle_id;
+use super::acl::Role;
 use super::secret::{verify_vehicle_password, Secret, SecretHash};
-
-/// Which topic rules apply to a connected client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// `auth.mode = "none"`: nobody proved anything; a client whose id is a vehicle id
-    /// acts for that vehicle and everyone may read the observer topics.
-    Anonymous,
-    /// An authenticated vehicle: its own uplinks, its own command and service topics.
-    Vehicle,
-    /// An authenticated backend or ops user: reads `fleet/#` and `vehicles/+/service`,
-    /// publishes nothing.
-    Observer,
-}
+use crate::contract::is_vehicle_id;
 
 /// How vehicles prove who they are.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

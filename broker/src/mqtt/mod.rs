@@ -8,7 +8,6 @@
 
 pub mod acl;
 pub mod auth;
-pub mod credentials;
 mod hooks;
 pub mod limits;
 mod retain;

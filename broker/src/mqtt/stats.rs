@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::acl::{PublishDenied, SubscribeDenied};
 use super::auth::AuthRefused;
+use crate::metrics::{Kind, TextWriter};
 
 /// Live counters shared by the hooks and the front.
 #[derive(Debug, Default)]
@@ -150,6 +151,101 @@ impl MqttStats {
 /// without reading a clock.
 pub(crate) fn log_loudly(n: u64) -> bool {
     n.is_power_of_two()
+}
+
+impl MqttStats {
+    /// Writes the MQTT front's families.
+    pub fn render(&self, w: &mut TextWriter) {
+        let q = self;
+        w.single(
+            "fleet_mqtt_connected_clients",
+            Kind::Gauge,
+            "Clients with an open MQTT connection.",
+            q.connected_clients as f64,
+        );
+        w.single(
+            "fleet_mqtt_uplinks_total",
+            Kind::Counter,
+            "Vehicle publishes that passed the topic ACL and were queued for ingest.",
+            q.uplinks as f64,
+        );
+        w.single(
+            "fleet_mqtt_uplink_queue_full_total",
+            Kind::Counter,
+            "Times the ingest queue was full and a client's publish waited (backpressure).",
+            q.uplink_queue_full as f64,
+        );
+        w.single(
+            "fleet_mqtt_uplinks_dropped_total",
+            Kind::Counter,
+            "Uplinks dropped because ingest had stopped (shutdown).",
+            q.uplinks_dropped_closed as f64,
+        );
+        w.by_label(
+            "fleet_mqtt_publishes_denied_total",
+            Kind::Counter,
+            "Client publishes refused by the topic ACL or size limit, by reason.",
+            "reason",
+            q.publishes_denied_by_reason
+                .iter()
+                .map(|(r, n)| (r.as_str(), *n as f64)),
+        );
+        w.by_label(
+            "fleet_mqtt_subscribes_denied_total",
+            Kind::Counter,
+            "Topic filters refused in SUBSCRIBE packets, by reason.",
+            "reason",
+            q.subscribes_denied_by_reason
+                .iter()
+                .map(|(r, n)| (r.as_str(), *n as f64)),
+        );
+        w.family(
+            "fleet_mqtt_connects_refused_total",
+            Kind::Counter,
+            "CONNECTs refused, by reason (authentication reasons, will topic, connect rate).",
+        );
+        for (r, n) in &q.connects_refused_auth_by_reason {
+            w.sample(
+                "fleet_mqtt_connects_refused_total",
+                &[("reason", r.as_str())],
+                *n as f64,
+            );
+        }
+        w.sample(
+            "fleet_mqtt_connects_refused_total",
+            &[("reason", "will_topic")],
+            q.connects_refused_will as f64,
+        );
+        w.sample(
+            "fleet_mqtt_connects_refused_total",
+            &[("reason", "connect_rate")],
+            q.connects_refused_rate as f64,
+        );
+        w.single(
+            "fleet_mqtt_publishes_rate_limited_total",
+            Kind::Counter,
+            "Client publishes dropped for exceeding the client's publish rate.",
+            q.publishes_rate_limited as f64,
+        );
+        w.single(
+            "fleet_mqtt_flooders_disconnected_total",
+            Kind::Counter,
+            "Clients disconnected for flooding.",
+            q.flooders_disconnected as f64,
+        );
+        w.single(
+            "fleet_mqtt_clone_takeovers_total",
+            Kind::Counter,
+            "CONNECTs with the client id of a connected client (the newer connection wins).",
+            q.clone_takeovers as f64,
+        );
+        w.single(
+            "fleet_mqtt_retained_messages",
+            Kind::Gauge,
+            "Retained messages stored (one service state per vehicle, fleet/sli, fleet/alerts).",
+            q.retained_messages as f64,
+        );
+    }
 }
 
 #[cfg(test)]

@@ -117,10 +117,10 @@ impl Grouper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SlackLanguage;
+    use crate::slack::render::Language;
 
     const STYLE: Style = Style {
-        lang: SlackLanguage::En,
+        lang: Language::En,
         utc_offset_min: 0,
     };
     const WINDOW: UnixMs = 10_000;

@@ -5,8 +5,7 @@
 use fleet_rules::{SliReport, UnixMs};
 use serde::{Deserialize, Serialize};
 
-use super::outbox::OutboxReader;
-use crate::store::StoreError;
+use crate::store::{StoreError, StoreReader};
 
 const DAY_MS: u64 = 24 * 3_600_000;
 
@@ -42,7 +41,7 @@ pub struct Digest {
 impl Digest {
     /// Builds the digest of the day ending at `at` from the store and the engine's SLI.
     pub fn compute(
-        reader: &OutboxReader,
+        reader: &StoreReader,
         report: &SliReport,
         at: UnixMs,
     ) -> Result<Digest, StoreError> {
@@ -166,24 +165,6 @@ pub fn next_digest_at(now: UnixMs, (hh, mm): (u32, u32), offset_min: i32) -> Uni
     (local_at - i64::from(offset_min) * 60_000).max(0) as UnixMs
 }
 
-/// Parses `"HH:MM"`.
-pub fn parse_time_of_day(text: &str) -> Option<(u32, u32)> {
-    let (h, m) = text.split_once(':')?;
-    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
-    (h < 24 && m < 60 && text.len() == 5).then_some((h, m))
-}
-
-/// Parses `"+09:00"` / `"-05:30"` into minutes.
-pub fn parse_utc_offset(text: &str) -> Option<i32> {
-    let sign = match text.as_bytes().first()? {
-        b'+' => 1,
-        b'-' => -1,
-        _ => return None,
-    };
-    let (h, m) = parse_time_of_day(text.get(1..)?)?;
-    (h <= 14).then_some(sign * (h * 60 + m) as i32)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,16 +182,6 @@ mod tests {
         assert!(nine_tokyo > now && nine_tokyo - now < DAY_MS);
         // Exactly at the time: the next day.
         assert_eq!(next_digest_at(nine_utc, (9, 0), 0), nine_utc + DAY_MS);
-    }
-
-    #[test]
-    fn times_and_offsets_parse_strictly() {
-        assert_eq!(parse_time_of_day("09:30"), Some((9, 30)));
-        assert_eq!(parse_time_of_day("9:30"), None);
-        assert_eq!(parse_time_of_day("24:00"), None);
-        assert_eq!(parse_utc_offset("+09:00"), Some(540));
-        assert_eq!(parse_utc_offset("-05:30"), Some(-330));
-        assert_eq!(parse_utc_offset("09:00"), None);
     }
 
     #[test]

@@ -9,7 +9,6 @@ mod client;
 mod compose;
 pub mod digest;
 pub mod notice;
-pub mod outbox;
 mod policy;
 pub mod render;
 mod sender;
@@ -24,18 +23,12 @@ use tracing::error;
 
 pub use client::{Poster, Target};
 pub use notice::Notice;
-pub use outbox::OutboxRecord;
 pub use policy::{Outcome, RetryPolicy};
-pub use sender::{spawn, SenderHandle};
+pub use render::{Language, Style};
+pub use sender::{spawn, SenderError, SenderHandle, SenderLinks};
 
-use crate::config::{SlackLanguage, SlackSection};
-use crate::metrics::Metrics;
-use crate::store::Record;
-
-/// Environment variable for the webhook URL when the config file has none.
-pub const WEBHOOK_ENV: &str = "SLACK_WEBHOOK_URL";
-/// Environment variable for the bot token when the config file has none.
-pub const BOT_TOKEN_ENV: &str = "SLACK_BOT_TOKEN";
+use crate::metrics::{Kind, TextWriter};
+use crate::store::{OutboxRecord, Record};
 
 /// Room beyond `max_outbox` kept for incidents and SLO alerts.
 const ALONE_RESERVE: u64 = 1000;
@@ -65,6 +58,72 @@ pub struct SlackMetrics {
     pub failing: AtomicU64,
 }
 
+impl SlackMetrics {
+    /// Writes the notifier's families.
+    pub fn render(&self, w: &mut TextWriter) {
+        let sl = self;
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
+        w.single(
+            "fleet_slack_configured",
+            Kind::Gauge,
+            "1 when notifications go to Slack (else to the log only).",
+            load(&sl.configured),
+        );
+        w.single(
+            "fleet_slack_outbox_depth",
+            Kind::Gauge,
+            "Notifications in the outbox waiting for delivery.",
+            load(&sl.depth),
+        );
+        w.single(
+            "fleet_slack_messages_pending",
+            Kind::Gauge,
+            "Messages composed and not yet accepted by Slack.",
+            load(&sl.messages_pending),
+        );
+        w.single(
+            "fleet_slack_sent_total",
+            Kind::Counter,
+            "Messages Slack accepted.",
+            load(&sl.sent),
+        );
+        w.single(
+            "fleet_slack_retried_total",
+            Kind::Counter,
+            "Failed attempts that are retried (429, 5xx, timeouts, refused credentials).",
+            load(&sl.retried),
+        );
+        w.single(
+            "fleet_slack_rate_limited_total",
+            Kind::Counter,
+            "Attempts answered with 429 (Retry-After obeyed).",
+            load(&sl.rate_limited),
+        );
+        w.by_label(
+            "fleet_slack_dropped_total",
+            Kind::Counter,
+            "Notifications dropped because the outbox was full, and messages given up.",
+            "reason",
+            [
+                ("outbox_full", load(&sl.dropped_full)),
+                ("gave_up", load(&sl.gave_up)),
+            ],
+        );
+        w.single(
+            "fleet_slack_last_success_timestamp_seconds",
+            Kind::Gauge,
+            "Unix time of the last message Slack accepted (0: none since start).",
+            load(&sl.last_success_ms) / 1e3,
+        );
+        w.single(
+            "fleet_slack_failing",
+            Kind::Gauge,
+            "1 while the latest attempt failed.",
+            load(&sl.failing),
+        );
+    }
+}
+
 /// `[slack]` resolved: where and how to post.
 #[derive(Debug, Clone)]
 pub struct SlackSettings {
@@ -91,42 +150,8 @@ pub struct SlackSettings {
 }
 
 impl SlackSettings {
-    /// The settings of a validated `[slack]` section; `None` when no webhook or token is
-    /// configured (notifications then go to the log only).
-    pub fn from_config(s: &SlackSection) -> Result<Option<SlackSettings>, String> {
-        let target = if let Some(url) = &s.webhook_url {
-            let url = url::Url::parse(url)
-                .map_err(|e| format!("[slack] webhook_url is not a URL: {e}"))?;
-            Target::Webhook(url)
-        } else if let (Some(token), Some(channel)) = (&s.bot_token, &s.channel) {
-            Target::Bot {
-                token: slack_morphism::prelude::SlackApiToken::new(token.clone().into()),
-                channel: channel.clone().into(),
-            }
-        } else {
-            return Ok(None);
-        };
-        Ok(Some(SlackSettings {
-            target,
-            api_url: s.api_url.clone(),
-            style: render::Style {
-                lang: s.language,
-                utc_offset_min: digest::parse_utc_offset(&s.utc_offset).unwrap_or(0),
-            },
-            group_window: s.group_window.0,
-            min_interval: s.min_interval.0,
-            request_timeout: s.request_timeout.0,
-            policy: RetryPolicy {
-                give_up_after: s.give_up_after.0,
-            },
-            notify_manual: s.notify_manual,
-            max_outbox: s.max_outbox as u64,
-            digest_at: s.digest_at.as_deref().and_then(digest::parse_time_of_day),
-        }))
-    }
-
     /// The language.
-    pub fn language(&self) -> SlackLanguage {
+    pub fn language(&self) -> Language {
         self.style.lang
     }
 }
@@ -138,13 +163,17 @@ pub struct EngineOutbox {
     wake: Arc<Notify>,
     max: u64,
     notify_manual: bool,
-    metrics: Arc<Metrics>,
+    metrics: Arc<SlackMetrics>,
     dropped_logged: u64,
 }
 
 impl EngineOutbox {
     /// The engine side of a sender.
-    pub fn new(settings: &SlackSettings, wake: Arc<Notify>, metrics: Arc<Metrics>) -> EngineOutbox {
+    pub fn new(
+        settings: &SlackSettings,
+        wake: Arc<Notify>,
+        metrics: Arc<SlackMetrics>,
+    ) -> EngineOutbox {
         EngineOutbox {
             threads: notice::Threads::default(),
             wake,
@@ -207,7 +236,7 @@ impl EngineOutbox {
     }
 
     fn admit(&mut self, notice: Notice) -> Option<Record> {
-        let s = &self.metrics.slack;
+        let s = &self.metrics;
         // Incidents and SLO alerts get a reserve: a full outbox of faults must not hide a
         // mass heartbeat loss.
         let limit = match notice.grouping() {
@@ -229,7 +258,7 @@ impl EngineOutbox {
         }
         s.depth.fetch_add(1, Ordering::Relaxed);
         let json = serde_json::to_string(&notice).unwrap_or_default();
-        Some(Record::Slack(OutboxRecord::Notice {
+        Some(Record::Outbox(OutboxRecord::Notice {
             kind: notice.kind(),
             json,
             at: notice.at(),

@@ -9,7 +9,6 @@ use slack_morphism::prelude::*;
 
 use super::digest::Digest;
 use super::notice::Notice;
-use crate::config::SlackLanguage;
 
 /// Vehicles listed in one message; a bigger burst becomes several messages.
 pub const VEHICLES_PER_MESSAGE: usize = 100;
@@ -18,11 +17,22 @@ const LINES_PER_SECTION: usize = 25;
 /// Ids of a mass-loss sample shown.
 const SAMPLE_SHOWN: usize = 20;
 
+/// The language of the messages (`[slack] language`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    /// English.
+    #[default]
+    En,
+    /// Japanese.
+    Ja,
+}
+
 /// Language and time zone of the messages.
 #[derive(Debug, Clone, Copy)]
 pub struct Style {
     /// Language.
-    pub lang: SlackLanguage,
+    pub lang: Language,
     /// Offset from UTC in minutes for the times shown.
     pub utc_offset_min: i32,
 }
@@ -30,13 +40,13 @@ pub struct Style {
 impl Style {
     fn t<'a>(&self, en: &'a str, ja: &'a str) -> &'a str {
         match self.lang {
-            SlackLanguage::En => en,
-            SlackLanguage::Ja => ja,
+            Language::En => en,
+            Language::Ja => ja,
         }
     }
 
     fn en(&self) -> bool {
-        self.lang == SlackLanguage::En
+        self.lang == Language::En
     }
 
     /// `2026-11-27 11:25:57 UTC` (or `UTC+09:00`).
@@ -633,11 +643,11 @@ mod tests {
     use super::*;
 
     const EN: Style = Style {
-        lang: SlackLanguage::En,
+        lang: Language::En,
         utc_offset_min: 0,
     };
     const JA: Style = Style {
-        lang: SlackLanguage::Ja,
+        lang: Language::Ja,
         utc_offset_min: 9 * 60,
     };
 

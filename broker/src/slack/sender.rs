@@ -9,21 +9,20 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
+use fleet_rules::SliReport;
 use fleet_rules::UnixMs;
 use slack_morphism::prelude::SlackMessageContent;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use super::compose::Grouper;
 use super::digest::{self, Digest};
-use super::outbox::{ComposedRow, OutboxReader, OutboxRecord, KEEP_DONE_MS};
+use super::notice::Notice;
 use super::policy::{Next, Outcome};
-use super::{render, Poster, SlackSettings};
+use super::{render, Poster, SlackMetrics, SlackSettings};
 use crate::clock::Clock;
-use crate::engine::EngineHandle;
-use crate::metrics::Metrics;
-use crate::store::{Record, StoreBatch, StoreError};
+use crate::store::{ComposedRow, OutboxRecord, Record, StoreBatch, StoreError, StoreReader};
 
 /// Notices read from the outbox per pass.
 const READ_BATCH: usize = 10_000;
@@ -34,6 +33,9 @@ const POLL_MS: UnixMs = 5_000;
 const STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(150);
 /// Pruning of old delivered messages, at most this often.
 const PRUNE_EVERY_MS: UnixMs = 3_600_000;
+/// Delivered and given-up messages (and their notices) are kept this long, so a late
+/// resolution still finds the thread it answers.
+const KEEP_DONE_MS: UnixMs = 7 * 24 * 3_600_000;
 
 /// A message in the send queue.
 struct Queued {
@@ -66,14 +68,15 @@ impl SenderHandle {
     }
 }
 
-struct Sender {
+struct Sender<M> {
     settings: SlackSettings,
     poster: Poster,
-    reader: Arc<Mutex<OutboxReader>>,
-    store: mpsc::Sender<StoreBatch>,
+    reader: Arc<Mutex<StoreReader>>,
+    store: mpsc::Sender<StoreBatch<M>>,
     clock: Clock,
-    metrics: Arc<Metrics>,
-    engine: EngineHandle,
+    metrics: Arc<SlackMetrics>,
+    /// The engine's latest SLI report, for the digest.
+    sli: watch::Receiver<Option<SliReport>>,
     grouper: Grouper,
     queue: VecDeque<Queued>,
     read_up_to: i64,
@@ -84,32 +87,59 @@ struct Sender {
     rng: u64,
 }
 
-/// Opens the outbox, counts what waits in it, and starts the sender. `wake` is notified by
-/// the engine after each stored notice.
-#[allow(clippy::too_many_arguments)]
-pub async fn spawn(
+/// Where the sender reads, writes and learns of new notices.
+pub struct SenderLinks<M> {
+    /// The store file, read through the sender's own read-only connection.
+    pub path: std::path::PathBuf,
+    /// The store writer: every change of the outbox goes through it.
+    pub store: mpsc::Sender<StoreBatch<M>>,
+    /// Notified by the engine after each stored notice.
+    pub wake: Arc<Notify>,
+    /// The engine's latest SLI report (for the digest).
+    pub sli: watch::Receiver<Option<SliReport>>,
+}
+
+/// Why the sender could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SenderError {
+    /// The HTTP client could not be built.
+    #[error("cannot set up the Slack client: {0}")]
+    Client(String),
+    /// The outbox could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The blocking read did not finish.
+    #[error("reading the Slack outbox failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Opens the outbox, counts what waits in it, and starts the sender.
+pub async fn spawn<M: Send + 'static>(
     settings: SlackSettings,
-    path: std::path::PathBuf,
-    store: mpsc::Sender<StoreBatch>,
+    links: SenderLinks<M>,
     clock: Clock,
-    metrics: Arc<Metrics>,
-    engine: EngineHandle,
-    wake: Arc<Notify>,
-) -> anyhow::Result<SenderHandle> {
+    metrics: Arc<SlackMetrics>,
+) -> Result<SenderHandle, SenderError> {
+    let SenderLinks {
+        path,
+        store,
+        wake,
+        sli,
+    } = links;
     let poster = Poster::new(
         settings.target.clone(),
         &settings.api_url,
         settings.request_timeout,
     )
-    .map_err(anyhow::Error::msg)?;
+    .map_err(SenderError::Client)?;
     let (reader, depth) = tokio::task::spawn_blocking(move || {
-        let reader = OutboxReader::open(&path)?;
-        let depth = reader.depth()?;
+        let reader = StoreReader::open(&path)?;
+        let depth = reader.outbox_depth()?;
         Ok::<_, StoreError>((reader, depth))
     })
     .await??;
-    metrics.slack.configured.store(1, Ordering::Relaxed);
-    metrics.slack.depth.store(depth, Ordering::Relaxed);
+    metrics.configured.store(1, Ordering::Relaxed);
+    metrics.depth.store(depth, Ordering::Relaxed);
     let now = clock.now();
     let sender = Sender {
         grouper: Grouper::new(settings.group_window.as_millis() as UnixMs),
@@ -122,7 +152,7 @@ pub async fn spawn(
         store,
         clock,
         metrics,
-        engine,
+        sli,
         queue: VecDeque::new(),
         read_up_to: 0,
         hold_until: 0,
@@ -140,7 +170,7 @@ fn seed() -> u64 {
     u64::from_le_bytes(b) | 1
 }
 
-impl Sender {
+impl<M: Send + 'static> Sender<M> {
     async fn run(mut self, wake: Arc<Notify>, mut stop: oneshot::Receiver<()>) {
         self.check_credentials().await;
         self.load_pending().await;
@@ -172,7 +202,7 @@ impl Sender {
                 _ = tokio::time::sleep_until(self.clock.instant_at(wake_at)) => {}
             }
         }
-        let left = self.metrics.slack.depth.load(Ordering::Relaxed);
+        let left = self.metrics.depth.load(Ordering::Relaxed);
         info!(
             waiting = left,
             "Slack sender stopped; what waits stays in the outbox for the next start"
@@ -184,7 +214,7 @@ impl Sender {
             Ok(Some(who)) => info!(target = ?self.poster.target(), "Slack bot token accepted: {who}"),
             Ok(None) => info!(target = ?self.poster.target(), "Slack notifications by incoming webhook (checked at the first message)"),
             Err(Outcome::Rejected(code)) => {
-                self.metrics.slack.failing.store(1, Ordering::Relaxed);
+                self.metrics.failing.store(1, Ordering::Relaxed);
                 error!(
                     code = %code,
                     "Slack rejects the bot token ({code}): set a valid xoxb- token in [slack] bot_token or SLACK_BOT_TOKEN; notifications wait in the outbox and are retried every minute"
@@ -200,7 +230,7 @@ impl Sender {
     async fn read<T: Send + 'static>(
         &self,
         what: &str,
-        f: impl FnOnce(&OutboxReader) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&StoreReader) -> Result<T, StoreError> + Send + 'static,
     ) -> Option<T> {
         let reader = self.reader.clone();
         let result = tokio::task::spawn_blocking(move || {
@@ -226,13 +256,12 @@ impl Sender {
     /// Stores records through the writer; true once committed.
     async fn write(&self, records: Vec<Record>) -> bool {
         let (done, committed) = oneshot::channel();
-        let batch = StoreBatch {
+        let batch = StoreBatch::records(
             records,
-            outbound: Vec::new(),
-            after: vec![Box::new(move || {
+            Box::new(move || {
                 let _ = done.send(());
-            })],
-        };
+            }),
+        );
         if self.store.send(batch).await.is_err() {
             return false;
         }
@@ -240,7 +269,10 @@ impl Sender {
     }
 
     async fn load_pending(&mut self) {
-        let Some(pending) = self.read("pending messages", |r| r.pending()).await else {
+        let Some(pending) = self
+            .read("pending messages", |r| r.pending_messages())
+            .await
+        else {
             return;
         };
         let now = self.clock.now();
@@ -262,7 +294,6 @@ impl Sender {
             );
         }
         self.metrics
-            .slack
             .messages_pending
             .store(self.queue.len() as u64, Ordering::Relaxed);
     }
@@ -270,17 +301,17 @@ impl Sender {
     async fn pull(&mut self) {
         let after = self.read_up_to;
         let Some(rows) = self
-            .read("new notices", move |r| r.waiting(after, READ_BATCH))
+            .read("new notices", move |r| r.waiting_notices(after, READ_BATCH))
             .await
         else {
             return;
         };
         let mut unreadable = Vec::new();
-        for (seq, notice) in rows {
+        for (seq, json) in rows {
             self.read_up_to = self.read_up_to.max(seq);
-            match notice {
+            match serde_json::from_str::<Notice>(&json) {
                 Ok(n) => self.grouper.add(seq, n),
-                Err(e) => unreadable.push((seq, e)),
+                Err(e) => unreadable.push((seq, e.to_string())),
             }
         }
         for (seq, e) in unreadable {
@@ -288,7 +319,7 @@ impl Sender {
             let key = format!("unreadable-{seq}");
             let at = self.clock.now();
             let records = vec![
-                Record::Slack(OutboxRecord::Composed(ComposedRow {
+                Record::Outbox(OutboxRecord::Composed(ComposedRow {
                     key: key.clone(),
                     content: "{}".to_owned(),
                     opens: None,
@@ -296,7 +327,7 @@ impl Sender {
                     notices: vec![seq],
                     created_at: at,
                 })),
-                Record::Slack(OutboxRecord::GaveUp {
+                Record::Outbox(OutboxRecord::GaveUp {
                     key,
                     error: e,
                     attempts: 0,
@@ -304,8 +335,8 @@ impl Sender {
                 }),
             ];
             if self.write(records).await {
-                self.metrics.slack.gave_up.fetch_add(1, Ordering::Relaxed);
-                self.metrics.slack.depth.fetch_sub(1, Ordering::Relaxed);
+                self.metrics.gave_up.fetch_add(1, Ordering::Relaxed);
+                self.metrics.depth.fetch_sub(1, Ordering::Relaxed);
             }
         }
     }
@@ -326,7 +357,7 @@ impl Sender {
                 notices: d.notices,
                 created_at: now,
             };
-            records.push(Record::Slack(OutboxRecord::Composed(row.clone())));
+            records.push(Record::Outbox(OutboxRecord::Composed(row.clone())));
             queued.push(Queued {
                 row,
                 content: d.content,
@@ -338,7 +369,6 @@ impl Sender {
         if self.write(records).await {
             self.queue.extend(queued);
             self.metrics
-                .slack
                 .messages_pending
                 .store(self.queue.len() as u64, Ordering::Relaxed);
         } else {
@@ -369,7 +399,9 @@ impl Sender {
         let thread = match (&head.row.resolves, self.poster.threads()) {
             (Some(t), true) => {
                 let t = t.clone();
-                self.read("thread", move |r| r.thread(&t)).await.flatten()
+                self.read("thread", move |r| r.opened_thread(&t))
+                    .await
+                    .flatten()
             }
             _ => None,
         };
@@ -386,14 +418,14 @@ impl Sender {
             .policy
             .next(&outcome, attempts, created_at, now, jitter);
         let metrics = self.metrics.clone();
-        let s = &metrics.slack;
+        let s = &*metrics;
         match next {
             Next::Done => {
                 let ts = match &outcome {
                     Outcome::Sent { ts } => ts.clone(),
                     _ => None,
                 };
-                self.write(vec![Record::Slack(OutboxRecord::Sent {
+                self.write(vec![Record::Outbox(OutboxRecord::Sent {
                     key: key.clone(),
                     ts,
                     attempts,
@@ -431,7 +463,7 @@ impl Sender {
                         warn!(key = %key, attempts, retry_in_ms = at.saturating_sub(now), "Slack message not delivered: {error}; retrying")
                     }
                 }
-                self.write(vec![Record::Slack(OutboxRecord::Attempt {
+                self.write(vec![Record::Outbox(OutboxRecord::Attempt {
                     key,
                     attempts,
                     error,
@@ -448,7 +480,7 @@ impl Sender {
                     message = content.text.as_deref().unwrap_or(""),
                     "Slack message given up: {why}"
                 );
-                self.write(vec![Record::Slack(OutboxRecord::GaveUp {
+                self.write(vec![Record::Outbox(OutboxRecord::GaveUp {
                     key,
                     error: why,
                     attempts,
@@ -464,7 +496,6 @@ impl Sender {
             }
         }
         self.metrics
-            .slack
             .messages_pending
             .store(self.queue.len() as u64, Ordering::Relaxed);
     }
@@ -497,7 +528,7 @@ impl Sender {
             at,
             self.settings.style.utc_offset_min,
         ));
-        let Ok(report) = self.engine.sli().await else {
+        let Some(report) = self.sli.borrow().clone() else {
             return;
         };
         let Some(d) = self
@@ -506,14 +537,14 @@ impl Sender {
         else {
             return;
         };
-        let notice = super::Notice::Digest(d);
-        let record = Record::Slack(OutboxRecord::Notice {
+        let notice = Notice::Digest(d);
+        let record = Record::Outbox(OutboxRecord::Notice {
             kind: notice.kind(),
             json: serde_json::to_string(&notice).unwrap_or_default(),
             at: now,
         });
         if self.write(vec![record]).await {
-            self.metrics.slack.depth.fetch_add(1, Ordering::Relaxed);
+            self.metrics.depth.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -522,7 +553,7 @@ impl Sender {
             return;
         }
         self.last_prune = now;
-        self.write(vec![Record::Slack(OutboxRecord::Prune {
+        self.write(vec![Record::Outbox(OutboxRecord::Prune {
             before: now.saturating_sub(KEEP_DONE_MS),
         })])
         .await;

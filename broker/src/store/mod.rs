@@ -5,6 +5,7 @@
 //! gives back what [`fleet_rules::Fleet::restore`] needs.
 
 mod load;
+mod outbox;
 mod reader;
 mod records;
 pub mod schema;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 pub use load::{recover, Recovery, Restored};
+pub use outbox::{ComposedRow, OutboxRecord, PendingMessage};
 pub use reader::{StoreReader, StoredCommand, StoredTransition};
 pub use records::Record;
 pub use schema::{SchemaError, SCHEMA_VERSION};

@@ -60,8 +60,8 @@ pub struct StoredCommand {
 /// A read-only connection.
 #[derive(Debug)]
 pub struct StoreReader {
-    conn: Connection,
-    path: PathBuf,
+    pub(super) conn: Connection,
+    pub(super) path: PathBuf,
 }
 
 fn parse(text: Option<String>) -> Option<serde_json::Value> {
@@ -79,16 +79,6 @@ impl StoreReader {
             conn,
             path: path.to_owned(),
         })
-    }
-
-    /// The connection, for other read-only views of the same file (the Slack outbox).
-    pub(crate) fn conn(&self) -> &Connection {
-        &self.conn
-    }
-
-    /// Sorts a SQLite error of this file into a store error.
-    pub(crate) fn classify(&self, e: rusqlite::Error) -> StoreError {
-        classify(&self.path, e)
     }
 
     /// The latest `limit` transitions, newest first: of one vehicle, or of all.
@@ -179,6 +169,48 @@ impl StoreReader {
                         Some(code) => format!("{kind}:{code}"),
                         None => kind,
                     });
+                }
+            }
+            Ok(out)
+        };
+        run().map_err(|e| classify(&self.path, e))
+    }
+
+    /// SLI minutes `(minute, good, valid, down_ms)` from `from_minute` on.
+    pub fn sli_minutes(&self, from_minute: u64) -> Result<Vec<(u64, u64, u64, u64)>, StoreError> {
+        let run = || -> rusqlite::Result<Vec<(u64, u64, u64, u64)>> {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT minute, good, valid, down_ms FROM sli_minutes WHERE minute >= ?1
+                 ORDER BY minute",
+            )?;
+            let rows = stmt.query_map(params![from_minute as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?;
+            rows.collect()
+        };
+        run().map_err(|e| classify(&self.path, e))
+    }
+
+    /// The reasons set since `since` (newest first), as `(reason JSON,
+    /// cause)`.
+    pub fn reasons_set_since(&self, since: UnixMs) -> Result<Vec<(String, String)>, StoreError> {
+        let run = || -> rusqlite::Result<Vec<(String, String)>> {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT reason, cause, at, change FROM transitions ORDER BY seq DESC",
+            )?;
+            let mut rows = stmt.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let at: u64 = r.get(2)?;
+                if at < since {
+                    break;
+                }
+                let change: String = r.get(3)?;
+                if change != "set" {
+                    continue;
+                }
+                if let Some(reason) = r.get::<_, Option<String>>(0)? {
+                    out.push((reason, r.get(1)?));
                 }
             }
             Ok(out)

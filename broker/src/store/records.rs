@@ -56,8 +56,8 @@ pub enum Record {
         /// Unix ms.
         before: UnixMs,
     },
-    /// A change to the Slack outbox.
-    Slack(crate::slack::OutboxRecord),
+    /// A change to the notification outbox.
+    Outbox(super::OutboxRecord),
     /// The broker stopped cleanly at this time.
     Stopped {
         /// Unix ms.
@@ -160,7 +160,7 @@ pub(super) fn write(tx: &Transaction<'_>, record: &Record) -> rusqlite::Result<(
             tx.prepare_cached("DELETE FROM commands WHERE issued_at < ?1")?
                 .execute(params![before])?;
         }
-        Record::Slack(r) => crate::slack::outbox::write(tx, r)?,
+        Record::Outbox(r) => super::outbox::write(tx, r)?,
         Record::Stopped { at } => set_meta(tx, STOPPED_AT, *at)?,
     }
     Ok(())

@@ -71,7 +71,7 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
      CREATE INDEX commands_by_time ON commands (issued_at);
      ALTER TABLE vehicles ADD COLUMN error_counts TEXT;  -- JSON object code -> count
      ALTER TABLE sli_minutes ADD COLUMN down_ms INTEGER NOT NULL DEFAULT 0;",
-    // v3: the Slack outbox (see crate::slack::outbox).
+    // v3: the notification outbox (see outbox.rs).
     "CREATE TABLE slack_notices (
          seq INTEGER PRIMARY KEY AUTOINCREMENT,
          kind TEXT NOT NULL,

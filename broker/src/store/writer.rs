@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use super::{Record, Store};
-use crate::engine::Outbound;
+use crate::metrics::{Kind, TextWriter};
 
 /// Batches committed in one transaction at most.
 const GROUP_BATCHES: usize = 256;
@@ -33,25 +33,45 @@ const GIVE_UP_AT_SHUTDOWN: Duration = Duration::from_secs(10);
 /// Work that must wait until its batch is stored: a notification, a reply to an operator.
 pub type AfterCommit = Box<dyn FnOnce() + Send>;
 
-/// What the engine decided in one wake: records to store, then what to announce.
-#[derive(Default)]
-pub struct StoreBatch {
+/// What the engine decided in one wake: records to store, then what to announce. The
+/// messages `M` are the caller's (the engine's MQTT publishes): the writer only hands them
+/// on, in order, once the records are stored.
+pub struct StoreBatch<M> {
     /// Stored first, in one transaction.
     pub records: Vec<Record>,
-    /// Published after the records are stored, in order.
-    pub outbound: Vec<Outbound>,
+    /// Handed to the writer's output after the records are stored, in order.
+    pub outbound: Vec<M>,
     /// Run after the records are stored, after `outbound` is queued, in order.
     pub after: Vec<AfterCommit>,
 }
 
-impl StoreBatch {
+impl<M> Default for StoreBatch<M> {
+    fn default() -> Self {
+        StoreBatch {
+            records: Vec::new(),
+            outbound: Vec::new(),
+            after: Vec::new(),
+        }
+    }
+}
+
+impl<M> StoreBatch<M> {
+    /// A batch that only stores, then runs `after`.
+    pub fn records(records: Vec<Record>, after: AfterCommit) -> StoreBatch<M> {
+        StoreBatch {
+            records,
+            outbound: Vec::new(),
+            after: vec![after],
+        }
+    }
+
     /// Nothing to store or announce.
     pub fn is_empty(&self) -> bool {
         self.records.is_empty() && self.outbound.is_empty() && self.after.is_empty()
     }
 }
 
-impl std::fmt::Debug for StoreBatch {
+impl<M: std::fmt::Debug> std::fmt::Debug for StoreBatch<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreBatch")
             .field("records", &self.records)
@@ -80,6 +100,56 @@ pub struct StoreMetrics {
     pub last_commit_us: AtomicU64,
 }
 
+impl StoreMetrics {
+    /// Writes the store's families.
+    pub fn render(&self, w: &mut TextWriter) {
+        let st = self;
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
+        w.single(
+            "fleet_store_commits_total",
+            Kind::Counter,
+            "Store transactions committed.",
+            load(&st.commits),
+        );
+        w.single(
+            "fleet_store_records_total",
+            Kind::Counter,
+            "Records (transitions, commands, checkpoints) stored.",
+            load(&st.records),
+        );
+        w.single(
+            "fleet_store_write_errors_total",
+            Kind::Counter,
+            "Failed commit attempts.",
+            load(&st.write_errors),
+        );
+        w.single(
+            "fleet_store_failing",
+            Kind::Gauge,
+            "1 while the latest commit failed: announcements are held until the store can write.",
+            load(&st.failing),
+        );
+        w.single(
+            "fleet_store_held_announcements",
+            Kind::Gauge,
+            "Announcements (publishes, notifications, replies) held by a failing commit.",
+            load(&st.held),
+        );
+        w.single(
+            "fleet_store_dropped_batches_total",
+            Kind::Counter,
+            "Batches given up at shutdown because they could not be stored.",
+            load(&st.dropped_batches),
+        );
+        w.single(
+            "fleet_store_last_commit_seconds",
+            Kind::Gauge,
+            "Duration of the last commit.",
+            load(&st.last_commit_us) / 1e6,
+        );
+    }
+}
+
 /// The running writer thread.
 #[derive(Debug)]
 pub struct WriterHandle {
@@ -98,10 +168,10 @@ impl WriterHandle {
 
 /// Starts the writer on its own thread. It ends when every sender of `batches` is gone and
 /// the queue is drained; then it checkpoints the WAL into the database file.
-pub fn spawn_writer(
+pub fn spawn_writer<M: Send + 'static>(
     store: Store,
-    batches: mpsc::Receiver<StoreBatch>,
-    out: mpsc::Sender<Outbound>,
+    batches: mpsc::Receiver<StoreBatch<M>>,
+    out: mpsc::Sender<M>,
     metrics: Arc<StoreMetrics>,
 ) -> std::io::Result<WriterHandle> {
     let thread = std::thread::Builder::new()
@@ -110,13 +180,13 @@ pub fn spawn_writer(
     Ok(WriterHandle { thread })
 }
 
-fn run(
+fn run<M>(
     mut store: Store,
-    mut batches: mpsc::Receiver<StoreBatch>,
-    out: mpsc::Sender<Outbound>,
+    mut batches: mpsc::Receiver<StoreBatch<M>>,
+    out: mpsc::Sender<M>,
     metrics: &StoreMetrics,
 ) {
-    let mut group: Vec<StoreBatch> = Vec::new();
+    let mut group: Vec<StoreBatch<M>> = Vec::new();
     while let Some(first) = batches.blocking_recv() {
         let mut records = first.records.len();
         group.push(first);
@@ -153,10 +223,10 @@ fn run(
 
 /// Stores the group's records, retrying until it works (or, once the engine has stopped,
 /// until [`GIVE_UP_AT_SHUTDOWN`]). True when stored.
-fn commit(
+fn commit<M>(
     store: &mut Store,
-    group: &[StoreBatch],
-    batches: &mpsc::Receiver<StoreBatch>,
+    group: &[StoreBatch<M>],
+    batches: &mpsc::Receiver<StoreBatch<M>>,
     metrics: &StoreMetrics,
 ) -> bool {
     let records: Vec<&Record> = group.iter().flat_map(|b| &b.records).collect();

@@ -1,21 +1,15 @@
-//! The durable outbox: two tables in the store. `slack_notices` holds every notification
-//! the engine decided, written in the same transaction as the transition behind it;
+//! The notification outbox: two tables. `slack_notices` holds every notification the
+//! engine decided, written in the same transaction as the transition behind it;
 //! `slack_messages` holds each message composed from them, with its idempotency key and
 //! delivery state, written before the first attempt so a restart sends the same message
-//! again rather than a new one. Writes go through the store writer (one writer for the
-//! file); the sender reads with its own read-only connection.
-
-use std::path::Path;
+//! again rather than a new one. Writes are records for the writer (one writer for the
+//! file); the notifier reads through its own [`StoreReader`]. The store keeps notices as
+//! JSON text: what they mean is the notifier's business.
 
 use fleet_rules::UnixMs;
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, OptionalExtension, Transaction};
 
-use super::notice::Notice;
-use crate::store::{StoreError, StoreReader};
-
-/// Delivered and given-up messages (and their notices) are kept this long, so a late
-/// resolution still finds the thread it answers.
-pub const KEEP_DONE_MS: u64 = 7 * 24 * 3_600_000;
+use super::{classify, StoreError, StoreReader};
 
 /// A change to the outbox, stored by the store writer.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,7 +89,7 @@ pub struct PendingMessage {
     pub attempts: u32,
 }
 
-pub(crate) fn write(tx: &Transaction<'_>, r: &OutboxRecord) -> rusqlite::Result<()> {
+pub(super) fn write(tx: &Transaction<'_>, r: &OutboxRecord) -> rusqlite::Result<()> {
     match r {
         OutboxRecord::Notice { kind, json, at } => {
             tx.prepare_cached("INSERT INTO slack_notices (kind, notice, at) VALUES (?1, ?2, ?3)")?
@@ -171,59 +165,35 @@ pub(crate) fn write(tx: &Transaction<'_>, r: &OutboxRecord) -> rusqlite::Result<
     Ok(())
 }
 
-/// The sender's read-only view of the outbox (its own connection to the store file).
-pub struct OutboxReader {
-    store: StoreReader,
-}
-
-impl OutboxReader {
-    /// Opens the store file read-only.
-    pub fn open(path: &Path) -> Result<OutboxReader, StoreError> {
-        Ok(OutboxReader {
-            store: StoreReader::open(path)?,
-        })
-    }
-
-    fn conn(&self) -> &Connection {
-        self.store.conn()
-    }
-
-    fn err(&self, e: rusqlite::Error) -> StoreError {
-        self.store.classify(e)
-    }
-
-    /// Notices not in any message yet, after `seq`, oldest first (at most `limit`). A
-    /// notice whose JSON no longer parses is returned as `Err` with its seq, to be skipped.
-    #[allow(clippy::type_complexity)]
-    pub fn waiting(
+impl StoreReader {
+    /// Notices not in any message yet, after `seq`, oldest first (at most `limit`), as
+    /// `(seq, the notice's JSON)`.
+    pub fn waiting_notices(
         &self,
         after: i64,
         limit: usize,
-    ) -> Result<Vec<(i64, Result<Notice, String>)>, StoreError> {
-        let run = || -> rusqlite::Result<Vec<(i64, Result<Notice, String>)>> {
-            let mut stmt = self.conn().prepare_cached(
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        let run = || -> rusqlite::Result<Vec<(i64, String)>> {
+            let mut stmt = self.conn.prepare_cached(
                 "SELECT seq, notice FROM slack_notices
                  WHERE message IS NULL AND seq > ?1 ORDER BY seq LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![after, limit as i64], |r| {
-                let seq: i64 = r.get(0)?;
-                let json: String = r.get(1)?;
-                Ok((seq, serde_json::from_str(&json).map_err(|e| e.to_string())))
-            })?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = stmt.query_map(params![after, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect()
         };
-        run().map_err(|e| self.err(e))
+        run().map_err(|e| classify(&self.path, e))
     }
 
     /// Messages composed and not yet delivered nor given up, oldest first.
-    pub fn pending(&self) -> Result<Vec<PendingMessage>, StoreError> {
+    pub fn pending_messages(&self) -> Result<Vec<PendingMessage>, StoreError> {
         let run = || -> rusqlite::Result<Vec<PendingMessage>> {
-            let mut stmt = self.conn().prepare_cached(
+            let mut stmt = self.conn.prepare_cached(
                 "SELECT key, content, opens, resolves, created_at, attempts FROM slack_messages
                  WHERE state = 'pending' ORDER BY created_at, key",
             )?;
             let mut notices = self
-                .conn()
+                .conn
                 .prepare_cached("SELECT seq FROM slack_notices WHERE message = ?1 ORDER BY seq")?;
             let rows: Vec<(ComposedRow, u32)> = stmt
                 .query_map([], |r| {
@@ -249,12 +219,12 @@ impl OutboxReader {
             }
             Ok(out)
         };
-        run().map_err(|e| self.err(e))
+        run().map_err(|e| classify(&self.path, e))
     }
 
     /// The delivered message that opened `thread`: its Slack ts and content.
-    pub fn thread(&self, thread: &str) -> Result<Option<(String, String)>, StoreError> {
-        self.conn()
+    pub fn opened_thread(&self, thread: &str) -> Result<Option<(String, String)>, StoreError> {
+        self.conn
             .prepare_cached(
                 "SELECT ts, content FROM slack_messages
                  WHERE opens = ?1 AND state = 'sent' AND ts IS NOT NULL",
@@ -263,12 +233,12 @@ impl OutboxReader {
                 s.query_row(params![thread], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()
             })
-            .map_err(|e| self.err(e))
+            .map_err(|e| classify(&self.path, e))
     }
 
     /// Notices waiting for delivery: in no message yet, or in a pending one.
-    pub fn depth(&self) -> Result<u64, StoreError> {
-        self.conn()
+    pub fn outbox_depth(&self) -> Result<u64, StoreError> {
+        self.conn
             .query_row(
                 "SELECT count(*) FROM slack_notices n LEFT JOIN slack_messages m
                  ON n.message = m.key WHERE n.message IS NULL OR m.state = 'pending'",
@@ -276,60 +246,18 @@ impl OutboxReader {
                 |r| r.get::<_, i64>(0),
             )
             .map(|n| n.max(0) as u64)
-            .map_err(|e| self.err(e))
-    }
-
-    /// For the digest: SLI minutes `(minute, good, valid, down_ms)` from `from_minute` on.
-    pub fn sli_minutes(&self, from_minute: u64) -> Result<Vec<(u64, u64, u64, u64)>, StoreError> {
-        let run = || -> rusqlite::Result<Vec<(u64, u64, u64, u64)>> {
-            let mut stmt = self.conn().prepare_cached(
-                "SELECT minute, good, valid, down_ms FROM sli_minutes WHERE minute >= ?1
-                 ORDER BY minute",
-            )?;
-            let rows = stmt.query_map(params![from_minute as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })?;
-            rows.collect()
-        };
-        run().map_err(|e| self.err(e))
+            .map_err(|e| classify(&self.path, e))
     }
 
     /// For the digest: notices of `kind` decided since `since`.
     pub fn notices_since(&self, kind: &str, since: UnixMs) -> Result<u64, StoreError> {
-        self.conn()
+        self.conn
             .query_row(
                 "SELECT count(*) FROM slack_notices WHERE kind = ?1 AND at >= ?2",
                 params![kind, since],
                 |r| r.get::<_, i64>(0),
             )
             .map(|n| n.max(0) as u64)
-            .map_err(|e| self.err(e))
-    }
-
-    /// For the digest: the reasons set since `since` (newest first), as `(reason JSON,
-    /// cause)`.
-    pub fn reasons_set_since(&self, since: UnixMs) -> Result<Vec<(String, String)>, StoreError> {
-        let run = || -> rusqlite::Result<Vec<(String, String)>> {
-            let mut stmt = self.conn().prepare_cached(
-                "SELECT reason, cause, at, change FROM transitions ORDER BY seq DESC",
-            )?;
-            let mut rows = stmt.query([])?;
-            let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                let at: u64 = r.get(2)?;
-                if at < since {
-                    break;
-                }
-                let change: String = r.get(3)?;
-                if change != "set" {
-                    continue;
-                }
-                if let Some(reason) = r.get::<_, Option<String>>(0)? {
-                    out.push((reason, r.get(1)?));
-                }
-            }
-            Ok(out)
-        };
-        run().map_err(|e| self.err(e))
+            .map_err(|e| classify(&self.path, e))
     }
 }

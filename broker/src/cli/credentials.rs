@@ -2,9 +2,9 @@
 //! connect, for the configured `auth.mode`. The output holds a secret: it goes to stdout
 //! for the operator, never to the log.
 
-use super::acl::is_vehicle_id;
-use super::secret::{mint_secret, vehicle_password};
 use crate::config::{AuthModeSection, Config};
+use crate::contract::is_vehicle_id;
+use crate::mqtt::secret::{mint_secret, vehicle_password, Secret};
 
 /// Why no credentials could be minted.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +48,9 @@ pub fn mint(config: &Config, id: &str, observer: bool) -> Result<String, Credent
         AuthModeSection::Hmac => {
             let key = config
                 .auth
-                .resolved_fleet_key()
+                .fleet_key
+                .as_ref()
+                .map(|k| Secret::new(k.clone().into_bytes()))
                 .ok_or(CredentialsError::NoFleetKey)?;
             Ok(format!(
                 "# Provision on the vehicle (MQTT client id and username = the vehicle id):\n\
@@ -91,7 +93,7 @@ mod tests {
         let c =
             config("[auth]\nmode = \"hmac\"\nfleet_key = \"0123456789abcdef0123456789abcdef\"\n");
         let text = mint(&c, "SC-1", false).expect("minted");
-        let key = c.auth.resolved_fleet_key().expect("key");
+        let key = Secret::new(c.auth.fleet_key.clone().expect("key").into_bytes());
         assert!(verify_vehicle_password(
             &key,
             "SC-1",

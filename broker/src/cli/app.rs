@@ -1,0 +1,133 @@
+//! `fleet-broker`'s command line: with no subcommand it runs the broker (see `main.rs`);
+//! the subcommands validate a config, mint credentials, or talk to a running broker's ops
+//! API. Each returns the process's exit status and prints its own errors.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use super::{credentials, OpsCommand};
+use crate::config::{Config, ConfigError};
+
+/// The fleet health broker: an MQTT broker that keeps shared e-scooters and e-bikes in or
+/// out of service and measures the fleet's reliability as an SLO.
+#[derive(Debug, Parser)]
+#[command(name = "fleet-broker", version, about)]
+pub struct CommandLine {
+    /// TOML configuration file (without one, the embedded defaults apply).
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// What to do instead of running the broker.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a configuration file and print every problem.
+    CheckConfig {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Print MQTT credentials for a vehicle under the configured auth.mode (or, with
+    /// --observer, a new backend user's password and its [[auth.users]] entry).
+    Credentials {
+        /// The vehicle id (or, with --observer, the user name).
+        id: String,
+        /// Mint an observer user instead of a vehicle.
+        #[arg(long)]
+        observer: bool,
+    },
+    /// Vehicles and SLOs through the ops API.
+    #[command(flatten)]
+    Ops(OpsCommand),
+}
+
+/// The configuration to run with: `path` (with the environment's secrets), or the
+/// embedded defaults (with the same).
+pub fn load_config(path: Option<&Path>) -> Result<Config, ConfigError> {
+    match path {
+        Some(path) => Config::load(path),
+        None => {
+            tracing::info!("no --config given: running with the embedded defaults");
+            Config::from_env()
+        }
+    }
+}
+
+/// Runs a subcommand to completion.
+pub fn execute(command: Command, config: Option<&Path>) -> ExitCode {
+    match command {
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Credentials { id, observer } => print_credentials(config, &id, observer),
+        Command::Ops(ops) => ops_command(config, &ops),
+    }
+}
+
+fn check_config(file: &Path) -> ExitCode {
+    match Config::load(file) {
+        Ok(_) => {
+            println!("{}: ok", file.display());
+            ExitCode::SUCCESS
+        }
+        // The list of problems ends with a newline of its own.
+        Err(e @ ConfigError::Invalid { .. }) => {
+            eprint!("{e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_credentials(config: Option<&Path>, id: &str, observer: bool) -> ExitCode {
+    let minted = match load_config(config) {
+        Ok(config) => credentials::mint(&config, id, observer).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match minted {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("fleet-broker credentials: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An ops API command: the API's address and token default to the config file's.
+fn ops_command(config: Option<&Path>, command: &OpsCommand) -> ExitCode {
+    let config = match config.map(Config::load).transpose() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("fleet-broker: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let url = super::default_url(config.as_ref().map(|c| c.http.listen));
+    let token = config.and_then(|c| c.http.token);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fleet-broker: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    match runtime.block_on(super::run(command, &url, token, &mut out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fleet-broker: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
