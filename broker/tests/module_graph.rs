@@ -139,16 +139,20 @@ fn module_files(dir: &Path, files: &mut Vec<(PathBuf, String)>) {
     }
 }
 
-/// Identifiers after `crate::`, and the first segments inside `crate::{...}` groups.
-fn crate_paths(code: &str) -> BTreeSet<String> {
+/// Identifiers after `prefix` (e.g. `crate::`), and the first segments inside
+/// `prefix{...}` groups.
+fn paths_after(code: &str, prefix: &str) -> BTreeSet<String> {
     let ident = |s: &str| -> String {
         s.chars()
             .take_while(|c| c.is_alphanumeric() || *c == '_')
             .collect()
     };
     let mut found = BTreeSet::new();
-    for (at, _) in code.match_indices("crate::") {
-        let after = &code[at + "crate::".len()..];
+    for (at, _) in code.match_indices(prefix) {
+        if code[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':') {
+            continue; // `foo::crate::` or `super::super::`: another path
+        }
+        let after = &code[at + prefix.len()..];
         if let Some(group) = after.strip_prefix('{') {
             let mut depth = 1;
             let mut item = String::new();
@@ -198,17 +202,19 @@ fn reexports(root: &str) -> BTreeMap<String, String> {
     map
 }
 
-/// The graph of the top-level modules of the crate whose sources are in `src`.
-fn graph(src: &Path) -> Graph {
-    let root = ["lib.rs", "main.rs"]
+/// The graph of the modules directly in `dir`: the crate's top-level modules (`prefix`
+/// `crate::`, root `lib.rs`/`main.rs`) or a module folder's children (prefix
+/// `crate::NAME::`, root `mod.rs`, where `super::` also names a sibling).
+fn graph_in(dir: &Path, roots: &[&str], prefix: &str) -> Graph {
+    let root = roots
         .iter()
-        .filter_map(|f| fs::read_to_string(src.join(f)).ok())
+        .filter_map(|f| fs::read_to_string(dir.join(f)).ok())
         .collect::<Vec<_>>()
         .join("\n");
     let (root_code, test_only) = drop_test_items(&strip(&root));
     let reexported = reexports(&root_code);
     let mut modules: BTreeMap<String, Vec<(PathBuf, String)>> = BTreeMap::new();
-    let mut entries: Vec<PathBuf> = fs::read_dir(src)
+    let mut entries: Vec<PathBuf> = fs::read_dir(dir)
         .expect("source dir")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
@@ -217,7 +223,10 @@ fn graph(src: &Path) -> Graph {
         let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
             continue;
         };
-        if name == "lib" || name == "main" || name == "bin" || test_only.contains(&name) {
+        let root_file = roots
+            .iter()
+            .any(|r| r.strip_suffix(".rs") == Some(name.as_str()));
+        if root_file || name == "bin" || test_only.contains(&name) {
             continue;
         }
         let mut files = Vec::new();
@@ -235,10 +244,10 @@ fn graph(src: &Path) -> Graph {
     for (module, files) in &modules {
         let deps = g.entry(module.clone()).or_default();
         for (path, code) in files {
-            let mut used = crate_paths(code);
-            // In a one-file module, `super::x` is `crate::x`.
-            if path.parent() == Some(src) {
-                used.extend(crate_paths(&code.replace("super::", "crate::")));
+            let mut used = paths_after(code, prefix);
+            // In a file directly in `dir`, `super::x` is a sibling.
+            if path.parent() == Some(dir) {
+                used.extend(paths_after(code, "super::"));
             }
             for name in used {
                 let target = if names.contains(&name) {
@@ -253,6 +262,24 @@ fn graph(src: &Path) -> Graph {
         }
     }
     g
+}
+
+/// The graph of the top-level modules of the crate whose sources are in `src`.
+fn graph(src: &Path) -> Graph {
+    graph_in(src, &["lib.rs", "main.rs"], "crate::")
+}
+
+/// The graph of the children of each module folder in `src`, by folder name.
+fn folder_graphs(src: &Path) -> BTreeMap<String, Graph> {
+    let mut out = BTreeMap::new();
+    for entry in fs::read_dir(src).expect("source dir").flatten() {
+        let path = entry.path();
+        if let (true, Some(name)) = (path.is_dir(), path.file_name().and_then(|n| n.to_str())) {
+            let prefix = format!("crate::{name}::");
+            out.insert(name.to_owned(), graph_in(&path, &["mod.rs"], &prefix));
+        }
+    }
+    out
 }
 
 /// Every cycle's modules (strongly connected components of more than one module).
@@ -326,6 +353,26 @@ fn the_broker_crates_top_level_modules_depend_on_each_other_one_way() {
 }
 
 #[test]
+fn inside_each_module_folder_the_files_depend_on_each_other_one_way() {
+    for src in ["src", "../rules/src"] {
+        let graphs = folder_graphs(&crate_src(src));
+        assert!(
+            src != "src" || graphs.len() >= 6,
+            "folders: {:?}",
+            graphs.keys()
+        );
+        for (folder, g) in &graphs {
+            let found = cycles(g);
+            assert!(
+                found.is_empty(),
+                "in {src}/{folder}/: {}",
+                describe(g, &found)
+            );
+        }
+    }
+}
+
+#[test]
 fn the_contract_metrics_and_clock_modules_are_leaves() {
     let g = graph(&crate_src("src"));
     for leaf in ["contract", "metrics", "clock"] {
@@ -374,4 +421,10 @@ fn a_cycle_is_found_through_paths_groups_and_reexports_but_not_in_tests_or_comme
     write("c.rs", "pub struct Thing;\nuse crate::a::Y;\n");
     let g = graph(src);
     assert_eq!(cycles(&g), vec![vec!["a", "b", "c"]]);
+    // In a folder, siblings are named through `super::` or the folder's path.
+    fs::create_dir(src.join("d")).expect("mkdir");
+    fs::write(src.join("d/mod.rs"), "mod x;\nmod y;\npub use y::Y;\n").expect("write");
+    fs::write(src.join("d/x.rs"), "use super::Y;\n").expect("write");
+    fs::write(src.join("d/y.rs"), "use crate::d::x;\n").expect("write");
+    assert_eq!(cycles(&folder_graphs(src)["d"]), vec![vec!["x", "y"]]);
 }

@@ -16,8 +16,8 @@ use fleet_rules::{
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use super::paging::{collect_page, page_params};
 use super::params::{Params, RawParams};
-use super::vehicles::{collect_page, page_params};
 use super::{ApiContext, ApiError};
 use crate::store::StoredTransition;
 

@@ -9,6 +9,7 @@ mod health;
 mod history;
 mod mds;
 mod openslo;
+mod paging;
 mod params;
 pub mod prometheus;
 mod server;

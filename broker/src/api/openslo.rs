@@ -8,10 +8,9 @@ use serde_json::{json, Value};
 
 use super::{yaml, SloSettings};
 use crate::contract::FLEET_ALERTS;
-use crate::engine::alerts::FLEET_SLO;
+use crate::engine::alerts::{ACK_SLO, FLEET_SLO};
 
 /// The OpenSLO name of the command-ack SLO.
-pub const ACK_SLO: &str = "command-acks";
 const SERVICE: &str = "fleet-health";
 
 /// A duration in OpenSLO's shorthand: whole days, hours or minutes (`30d`, `6h`, `5m`).

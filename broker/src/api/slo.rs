@@ -11,9 +11,9 @@ use axum::Json;
 use fleet_rules::AlertSeverity;
 use serde_json::{json, Value};
 
-use super::openslo::{duration_shorthand, openslo_yaml, ACK_SLO};
+use super::openslo::{duration_shorthand, openslo_yaml};
 use super::{ApiContext, ApiError};
-use crate::engine::alerts::{burn_rates_json, policy, FLEET_SLO};
+use crate::engine::alerts::{burn_rates_json, policy, ACK_SLO, FLEET_SLO};
 
 /// `GET /api/v1/slo`
 pub async fn report(State(ctx): State<Arc<ApiContext>>) -> Result<Json<Value>, ApiError> {

@@ -8,6 +8,8 @@ use serde_json::Value;
 
 /// The name of the CMC SLO in alerts, metrics and the OpenSLO export.
 pub const FLEET_SLO: &str = "fleet-in-service";
+/// The name of the command-ack SLO in metrics and the OpenSLO export.
+pub const ACK_SLO: &str = "command-acks";
 
 /// Burn rates keyed by window name (`"5m"` ... `"3d"`).
 pub fn burn_rates_json(b: &BurnRates) -> Value {

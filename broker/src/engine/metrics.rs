@@ -8,13 +8,10 @@ use fleet_rules::{
     AlertSeverity, AlertState, BurnRates, Reason, ReasonChange, ReasonKind, BURN_WINDOWS,
 };
 
-use super::alerts::FLEET_SLO;
-use super::EngineSnapshot;
+use super::alerts::{ACK_SLO, FLEET_SLO};
+use super::snapshot::EngineSnapshot;
 use crate::ingest::Rejection;
 use crate::metrics::{get, inc, Histogram, Kind, TextWriter};
-
-/// The OpenSLO/metrics name of the command-ack SLO.
-pub const ACK_SLO: &str = "command-acks";
 
 /// Upper bounds (seconds) of the detection latency histogram: from a vehicle's deadline to
 /// the moment its `heartbeat_lost` transition is emitted.

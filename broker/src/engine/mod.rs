@@ -10,6 +10,7 @@ mod ops;
 pub mod payloads;
 mod persist;
 mod ratelog;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 
@@ -34,10 +35,11 @@ use crate::store::{Record, StoreBatch};
 pub type Batch = StoreBatch<Outbound>;
 
 pub use commands::CommandSlo;
-pub use metrics::{AckOutcome, EngineMetrics, ACK_SLO};
-pub use ops::{EngineGone, EngineHandle, EngineSnapshot, OpRequest, PAGE_SCAN_BUDGET};
+pub use metrics::{AckOutcome, EngineMetrics};
+pub use ops::{EngineGone, EngineHandle, OpRequest, PAGE_SCAN_BUDGET};
 pub use persist::PersistOptions;
 use ratelog::RateLimitedLog;
+pub use snapshot::EngineSnapshot;
 
 /// Capacity of the uplink queue from the MQTT hooks. Full: the hook waits, which slows the
 /// publishing client down through TCP (no uplink is dropped).

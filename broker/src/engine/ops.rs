@@ -1,29 +1,17 @@
 //! Requests from people (ops API, CLI, tests) to the engine, each answered on a oneshot.
 
 use fleet_rules::{
-    Census, EventSliReport, Fleet, PageCursor, RulesError, ServiceInOutcome, ServiceState,
-    SliReport, UnixMs, VehicleFilter, VehiclePage, VehicleView,
+    Fleet, PageCursor, RulesError, ServiceInOutcome, ServiceState, SliReport, UnixMs,
+    VehicleFilter, VehiclePage, VehicleView,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use super::commands::CommandTracker;
+use super::snapshot::EngineSnapshot;
 
 /// Vehicles one page request may look at (a few milliseconds of engine time at most), so a
 /// listing never stalls ingest however large the fleet and however rare the match.
 pub const PAGE_SCAN_BUDGET: usize = 100_000;
-
-/// What the ops API and the metrics exporter read in one request.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EngineSnapshot {
-    /// The CMC SLI (fleet in service).
-    pub sli: SliReport,
-    /// The command-ack SLI.
-    pub acks: EventSliReport,
-    /// Vehicles by state and reason.
-    pub census: Census,
-    /// Commands awaiting an ack.
-    pub unacked_commands: usize,
-}
 
 /// A request the engine answers.
 #[derive(Debug)]
