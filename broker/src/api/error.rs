@@ -59,7 +59,7 @@ impl ApiError {
     }
 
     /// 503 when the audit log cannot be read.
-    pub fn history_unavailable(cause: &str) -> ApiError {
+    pub fn history_unavailable(cause: &dyn std::fmt::Display) -> ApiError {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "history_unavailable",

@@ -5,7 +5,21 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use crate::store::{StoreReader, StoredCommand, StoredTransition};
+use crate::store::{StoreError, StoreReader, StoredCommand, StoredTransition};
+
+/// Why the history could not be read (the API still answers with the current state).
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// The store refused the query.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A panic in an earlier query left the reader unusable.
+    #[error("the history reader was poisoned by a panic")]
+    Poisoned,
+    /// The query's thread did not finish.
+    #[error("the history query did not finish: {0}")]
+    Interrupted(#[from] tokio::task::JoinError),
+}
 
 /// Reads the store's history.
 #[derive(Debug, Clone)]
@@ -25,29 +39,22 @@ impl History {
 
     async fn with_reader<T: Send + 'static>(
         &self,
-        query: impl FnOnce(&StoreReader) -> Result<T, crate::store::StoreError> + Send + 'static,
-    ) -> Result<T, String> {
+        query: impl FnOnce(&StoreReader) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, HistoryError> {
         let path = self.path.clone();
         let reader = self.reader.clone();
         let run = move || {
-            let mut guard = reader
-                .lock()
-                .map_err(|_| "the history reader was poisoned by a panic".to_owned())?;
-            if guard.is_none() {
-                *guard = Some(StoreReader::open(&path).map_err(|e| e.to_string())?);
-            }
-            let Some(r) = guard.as_ref() else {
-                return Err("the history reader is not open".to_owned());
+            let mut guard = reader.lock().map_err(|_| HistoryError::Poisoned)?;
+            let r = match guard.take() {
+                Some(r) => r,
+                None => StoreReader::open(&path)?,
             };
-            let result = query(r).map_err(|e| e.to_string());
-            if result.is_err() {
-                *guard = None;
-            }
-            result
+            // A reader that failed is dropped and opened afresh next time.
+            let result = query(&r)?;
+            *guard = Some(r);
+            Ok(result)
         };
-        tokio::task::spawn_blocking(run)
-            .await
-            .map_err(|e| format!("the history query did not finish: {e}"))?
+        tokio::task::spawn_blocking(run).await?
     }
 
     /// The latest `limit` transitions, newest first: of one vehicle, or of all.
@@ -55,7 +62,7 @@ impl History {
         &self,
         vehicle: Option<String>,
         limit: usize,
-    ) -> Result<Vec<StoredTransition>, String> {
+    ) -> Result<Vec<StoredTransition>, HistoryError> {
         self.with_reader(move |r| r.transitions(vehicle.as_deref(), limit))
             .await
     }
@@ -64,7 +71,7 @@ impl History {
     pub async fn last_transitions(
         &self,
         vehicles: Vec<String>,
-    ) -> Result<Vec<(String, StoredTransition)>, String> {
+    ) -> Result<Vec<(String, StoredTransition)>, HistoryError> {
         self.with_reader(move |r| {
             let mut out = Vec::with_capacity(vehicles.len());
             for v in vehicles {
@@ -82,7 +89,7 @@ impl History {
         &self,
         vehicle: String,
         limit: usize,
-    ) -> Result<Vec<StoredCommand>, String> {
+    ) -> Result<Vec<StoredCommand>, HistoryError> {
         self.with_reader(move |r| r.commands(&vehicle, limit)).await
     }
 }

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::auth::authorize;
+use super::history::HistoryError;
 use super::paging::{collect_page, page_params};
 use super::params::{vehicle_id, Params, RawParams};
 use super::{ApiContext, ApiError};
@@ -102,7 +103,7 @@ pub async fn detail(
     if let Value::Object(map) = &mut body {
         map.insert("error_counts".into(), Value::Object(counts));
         let mut problems = Vec::new();
-        let mut history = |name: &str, result: Result<Value, String>| match result {
+        let mut history = |name: &str, result: Result<Value, HistoryError>| match result {
             Ok(v) => {
                 map.insert(name.into(), v);
             }

@@ -333,6 +333,11 @@ pub struct MdsSection {
     pub provider_id: Option<String>,
 }
 
+/// The text is not TOML of the configuration's shape; the message names the key and line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(toml::de::Error);
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -345,12 +350,12 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid TOML of the expected shape.
-    #[error("config file {path}: {message}")]
+    #[error("config file {path}: {source}")]
     Parse {
         /// The file.
         path: PathBuf,
-        /// toml's message, which names the key and line.
-        message: String,
+        /// What is wrong, naming the key and line.
+        source: ParseError,
     },
     /// The environment's values (no config file) are out of range.
     #[error("the embedded defaults with the environment's secrets have {} problem(s):\n{errors}", errors.len())]
@@ -376,9 +381,9 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let mut config = Config::parse(&text).map_err(|message| ConfigError::Parse {
+        let mut config = Config::parse(&text).map_err(|source| ConfigError::Parse {
             path: path.to_owned(),
-            message,
+            source,
         })?;
         config.apply_env();
         config.validate().map_err(|errors| ConfigError::Invalid {
@@ -399,8 +404,8 @@ impl Config {
     }
 
     /// Parses TOML text (no validation, no environment).
-    pub fn parse(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+    pub fn parse(text: &str) -> Result<Config, ParseError> {
+        toml::from_str(text).map_err(ParseError)
     }
 
     /// Every problem at once, each with its key path (the same check as

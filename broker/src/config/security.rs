@@ -395,12 +395,15 @@ handshake_timeout = "0s"
             problems("[auth]\nmode = \"file\"\n"),
             vec!["auth.credentials_file"]
         );
-        let err = Config::parse("[auth]\nmod = \"hmac\"\n").expect_err("unknown key");
+        let err = Config::parse("[auth]\nmod = \"hmac\"\n")
+            .expect_err("unknown key")
+            .to_string();
         assert!(err.contains("mod"), "{err}");
         let err = Config::parse(
             "[[auth.users]]\nname = \"x\"\npassword_hash = \"h\"\nrole = \"admin\"\n",
         )
-        .expect_err("unknown role");
+        .expect_err("unknown role")
+        .to_string();
         assert!(err.contains("admin"), "{err}");
     }
 }

@@ -402,13 +402,17 @@ target = 1.0
 
     #[test]
     fn unknown_keys_are_refused_with_their_name() {
-        let err = Config::parse("[heartbeat]\ntimeuot = \"5m\"\n").expect_err("unknown key");
+        let err = Config::parse("[heartbeat]\ntimeuot = \"5m\"\n")
+            .expect_err("unknown key")
+            .to_string();
         assert!(err.contains("timeuot"), "{err}");
     }
 
     #[test]
     fn a_bad_duration_says_how_to_write_one() {
-        let err = Config::parse("[heartbeat]\ntimeout = \"five minutes\"\n").expect_err("bad");
+        let err = Config::parse("[heartbeat]\ntimeout = \"five minutes\"\n")
+            .expect_err("bad")
+            .to_string();
         assert!(err.contains("timeout") && err.contains("\"5m\""), "{err}");
     }
 }

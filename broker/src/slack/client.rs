@@ -47,12 +47,11 @@ pub struct Poster {
 
 /// Builds the HTTPS connector: rustls (ring) with the system's roots, plain HTTP allowed
 /// for a local endpoint.
-fn connector(api_url: &str) -> Result<Connector, String> {
+fn connector(api_url: &str) -> Result<Connector, rustls::Error> {
     use hyper_rustls::ConfigBuilderExt;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("cannot set up TLS for Slack: {e}"))?;
+        .with_safe_default_protocol_versions()?;
     let config = match builder.clone().with_native_roots() {
         Ok(b) => b.with_no_client_auth(),
         Err(e) => {
@@ -75,7 +74,7 @@ fn connector(api_url: &str) -> Result<Connector, String> {
 
 impl Poster {
     /// A client for `target`, the Web API at `api_url`.
-    pub fn new(target: Target, api_url: &str, timeout: Duration) -> Result<Poster, String> {
+    pub fn new(target: Target, api_url: &str, timeout: Duration) -> Result<Poster, rustls::Error> {
         Ok(Poster {
             client: Arc::new(SlackClient::new(connector(api_url)?)),
             target,

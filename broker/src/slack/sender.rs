@@ -102,9 +102,9 @@ pub struct SenderLinks<M> {
 /// Why the sender could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SenderError {
-    /// The HTTP client could not be built.
-    #[error("cannot set up the Slack client: {0}")]
-    Client(String),
+    /// The HTTPS client could not be built.
+    #[error("cannot set up TLS for Slack: {0}")]
+    Tls(#[from] rustls::Error),
     /// The outbox could not be read.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -130,8 +130,7 @@ pub async fn spawn<M: Send + 'static>(
         settings.target.clone(),
         &settings.api_url,
         settings.request_timeout,
-    )
-    .map_err(SenderError::Client)?;
+    )?;
     let (reader, depth) = tokio::task::spawn_blocking(move || {
         let reader = StoreReader::open(&path)?;
         let depth = reader.outbox_depth()?;
