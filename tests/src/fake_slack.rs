@@ -22,6 +22,13 @@ use tokio::time::Instant;
 pub enum Reply {
     /// Accepted.
     Ok,
+    /// Accepted: HTTP 200, body `ok`, no Content-Type (as a webhook may answer).
+    OkBare,
+    /// Accepted, and the answer never comes (the post is in the channel; the broker
+    /// cannot know).
+    AcceptThenHang,
+    /// 429 with the given `Retry-After` and body.
+    Limited(RetryAfter, LimitedBody),
     /// This HTTP status with a text body.
     Status(u16, &'static str),
     /// 429 with `Retry-After: secs`.
@@ -30,6 +37,35 @@ pub enum Reply {
     ApiError(&'static str),
     /// Never answers.
     Hang,
+}
+
+/// The `Retry-After` header of a scripted 429.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RetryAfter {
+    /// No header.
+    Absent,
+    /// Seconds.
+    Secs(u64),
+    /// An HTTP date this many seconds from now.
+    DateIn(u64),
+}
+
+/// The body of a scripted 429.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LimitedBody {
+    /// Empty, no Content-Type.
+    Empty,
+    /// `rate_limited` as plain text.
+    Text,
+    /// `{"ok":false,"error":"ratelimited"}` as JSON.
+    Json,
+}
+
+impl Reply {
+    /// Whether the message counts as in the channel.
+    pub fn accepted(&self) -> bool {
+        matches!(self, Reply::Ok | Reply::OkBare | Reply::AcceptThenHang)
+    }
 }
 
 /// One request the fake received.
@@ -45,12 +81,21 @@ pub struct Request {
     pub body: Value,
     /// What the fake answered.
     pub reply: Reply,
+    /// The ts it gave the message (Web API posts).
+    pub ts: String,
 }
 
 impl Request {
     /// A message post (webhook or chat.postMessage), not a check or an update.
     pub fn is_post(&self) -> bool {
         self.path.starts_with("/services/") || self.path == "/api/chat.postMessage"
+    }
+
+    /// The idempotency key in the message metadata (bot token).
+    pub fn metadata_key(&self) -> Option<String> {
+        self.body["metadata"]["event_payload"]["idempotency_key"]
+            .as_str()
+            .map(str::to_owned)
     }
 
     /// The idempotency key in the message footer.
@@ -116,10 +161,12 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let (reply, ts) = {
+    let (reply, ts, history) = {
         let mut inner = shared.inner.lock().expect("fake slack state");
         let reply = if path == "/api/auth.test" {
             inner.auth_reply.clone().unwrap_or(Reply::Ok)
+        } else if path == "/api/conversations.history" {
+            Reply::Ok
         } else {
             inner
                 .script
@@ -129,21 +176,65 @@ async fn handle(
         };
         inner.next_ts += 1;
         let ts = format!("1795000000.{:06}", inner.next_ts);
+        let history = (path == "/api/conversations.history").then(|| {
+            let messages: Vec<Value> = inner
+                .requests
+                .iter()
+                .filter(|r| r.path == "/api/chat.postMessage" && r.reply.accepted())
+                .map(
+                    |r| json!({"ts": r.ts, "text": r.body["text"], "metadata": r.body["metadata"]}),
+                )
+                .rev()
+                .collect();
+            json!({"ok": true, "messages": messages, "has_more": false})
+        });
         inner.requests.push(Request {
             at: Instant::now(),
             path: path.clone(),
             auth,
             body: body.clone(),
             reply: reply.clone(),
+            ts: ts.clone(),
         });
-        (reply, ts)
+        (reply, ts, history)
     };
     shared.changed.notify_waiters();
+    if let Some(history) = history {
+        return axum::Json(history).into_response();
+    }
     let api = path.starts_with("/api/");
     match reply {
-        Reply::Hang => {
+        Reply::Hang | Reply::AcceptThenHang => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             StatusCode::GATEWAY_TIMEOUT.into_response()
+        }
+        Reply::OkBare => bare(StatusCode::OK, None, "ok"),
+        Reply::Limited(after, body) => {
+            let after = match after {
+                RetryAfter::Absent => None,
+                RetryAfter::Secs(s) => Some(s.to_string()),
+                RetryAfter::DateIn(s) => Some(httpdate::fmt_http_date(
+                    // Slack's clock is the wall clock, as the broker's is.
+                    std::time::UNIX_EPOCH
+                        + Duration::from_millis(fleet_broker::clock::Clock::system().now())
+                        + Duration::from_secs(s),
+                )),
+            };
+            match body {
+                LimitedBody::Empty => bare(StatusCode::TOO_MANY_REQUESTS, after, ""),
+                LimitedBody::Text => bare(StatusCode::TOO_MANY_REQUESTS, after, "rate_limited"),
+                LimitedBody::Json => {
+                    let mut r = (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        axum::Json(json!({"ok": false, "error": "ratelimited"})),
+                    )
+                        .into_response();
+                    if let Some(after) = after.and_then(|a| a.parse().ok()) {
+                        r.headers_mut().insert("retry-after", after);
+                    }
+                    r
+                }
+            }
         }
         Reply::Status(code, text) => (
             StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -178,6 +269,16 @@ async fn handle(
     }
 }
 
+/// A response with no Content-Type at all.
+fn bare(status: StatusCode, retry_after: Option<String>, body: &'static str) -> Response {
+    let mut r = Response::new(axum::body::Body::from(body));
+    *r.status_mut() = status;
+    if let Some(after) = retry_after.and_then(|a| a.parse().ok()) {
+        r.headers_mut().insert("retry-after", after);
+    }
+    r
+}
+
 impl FakeSlack {
     /// Listens on a free loopback port; everything is accepted until scripted otherwise.
     pub async fn start() -> FakeSlack {
@@ -200,6 +301,19 @@ impl FakeSlack {
         format!(
             "http://{}/services/T0FLEET/B0FLEET/secretwebhookpart",
             self.addr
+        )
+    }
+
+    /// `[slack]` lines that post through the fake's incoming webhook.
+    pub fn webhook_lines(&self) -> String {
+        format!("webhook_url = \"{}\"", self.webhook_url())
+    }
+
+    /// `[slack]` lines that post through the fake's Web API with a bot token.
+    pub fn bot_lines(&self) -> String {
+        format!(
+            "bot_token = \"xoxb-test-token\"\nchannel = \"C0FLEET\"\napi_url = \"{}\"",
+            self.api_url()
         )
     }
 
@@ -236,7 +350,7 @@ impl FakeSlack {
     pub fn delivered(&self) -> Vec<Request> {
         self.requests()
             .into_iter()
-            .filter(|r| r.is_post() && r.reply == Reply::Ok)
+            .filter(|r| r.is_post() && r.reply.accepted())
             .collect()
     }
 

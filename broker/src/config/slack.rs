@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use slack_morphism::prelude::SlackApiToken;
 
 use super::validate::Checker;
 use super::HumanDuration;
@@ -180,8 +179,8 @@ pub(super) fn settings(s: &SlackSection, k: &mut Checker) -> Option<SlackSetting
     let target = match (&s.webhook_url, &s.bot_token, &s.channel) {
         (Some(url), None, _) => Target::Webhook(url::Url::parse(url).ok()?),
         (None, Some(token), Some(channel)) => Target::Bot {
-            token: SlackApiToken::new(token.clone().into()),
-            channel: channel.clone().into(),
+            token: token.clone(),
+            channel: channel.clone(),
         },
         (None, None, Some(_)) => {
             tracing::warn!("[slack] channel is set but there is no bot token ([slack] bot_token or SLACK_BOT_TOKEN): notifications go to the log only");

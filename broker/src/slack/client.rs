@@ -1,31 +1,48 @@
-//! The two ways of posting, through slack-morphism: an incoming webhook, or a bot token
-//! with `chat.postMessage` (which can thread replies and update the original). Every
-//! answer is sorted into a policy [`Outcome`]; secrets never reach a log line (the webhook
-//! URL is the secret, so errors name only its host).
+//! The two ways of posting: an incoming webhook, or a bot token with the Web API
+//! (`chat.postMessage`, which can thread replies; `chat.update`; `conversations.history`
+//! to find a message posted before a crash). Plain HTTPS requests whose status, headers and
+//! body are read here, so every answer Slack gives is sorted right: any 429 is a rate limit
+//! whatever its body (its `Retry-After` in seconds or as an HTTP date), any 2xx from a
+//! webhook is a delivery whatever its body or content type. slack-morphism provides the
+//! Block Kit models only. Secrets never reach a log line (the webhook URL is the secret, so
+//! errors name only its host).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Method, Request, StatusCode};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use slack_morphism::prelude::*;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+use slack_morphism::prelude::SlackMessageContent;
 use url::Url;
 
-use super::policy::{Outcome, DEFAULT_RETRY_AFTER};
+use super::policy::{Outcome, DEFAULT_RETRY_AFTER, MAX_RETRY_AFTER};
+use crate::clock::Clock;
 
-type Connector = SlackClientHyperConnector<HttpsConnector<HttpConnector>>;
+type Https = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Largest answer read from Slack (a history page with metadata is well under this).
+const MAX_ANSWER: usize = 1024 * 1024;
+/// Messages of the channel's history searched for an idempotency key.
+const HISTORY_LIMIT: u32 = 200;
 
 /// Where messages go.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Target {
     /// An incoming webhook URL (a secret).
     Webhook(Url),
-    /// A bot token and a channel.
+    /// A bot token (a secret) and a channel id or name.
     Bot {
-        /// The token (a secret).
-        token: SlackApiToken,
+        /// `xoxb-…`
+        token: String,
         /// Channel id or name.
-        channel: SlackChannelId,
+        channel: String,
     },
 }
 
@@ -40,14 +57,23 @@ impl std::fmt::Debug for Target {
 
 /// A Slack client with a per-request time limit.
 pub struct Poster {
-    client: Arc<SlackClient<Connector>>,
+    http: Https,
     target: Target,
+    api_url: String,
     timeout: Duration,
+    clock: Clock,
 }
 
-/// Builds the HTTPS connector: rustls (ring) with the system's roots, plain HTTP allowed
-/// for a local endpoint.
-fn connector(api_url: &str) -> Result<Connector, rustls::Error> {
+/// An answer as received.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// The HTTPS connector: rustls (ring) with the system's roots, plain HTTP allowed for a
+/// local endpoint.
+fn connector() -> Result<HttpsConnector<HttpConnector>, rustls::Error> {
     use hyper_rustls::ConfigBuilderExt;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
@@ -63,22 +89,27 @@ fn connector(api_url: &str) -> Result<Connector, rustls::Error> {
                 .with_no_client_auth()
         }
     };
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config)
         .https_or_http()
         .enable_http1()
-        .build();
-    Ok(SlackClientHyperConnector::with_connector(https)
-        .with_slack_api_url(api_url.trim_end_matches('/')))
+        .build())
 }
 
 impl Poster {
-    /// A client for `target`, the Web API at `api_url`.
-    pub fn new(target: Target, api_url: &str, timeout: Duration) -> Result<Poster, rustls::Error> {
+    /// A client for `target`, the Web API at `api_url`; `clock` dates `Retry-After`.
+    pub fn new(
+        target: Target,
+        api_url: &str,
+        timeout: Duration,
+        clock: Clock,
+    ) -> Result<Poster, rustls::Error> {
         Ok(Poster {
-            client: Arc::new(SlackClient::new(connector(api_url)?)),
+            http: Client::builder(TokioExecutor::new()).build(connector()?),
             target,
+            api_url: api_url.trim_end_matches('/').to_owned(),
             timeout,
+            clock,
         })
     }
 
@@ -87,7 +118,8 @@ impl Poster {
         &self.target
     }
 
-    /// True with a bot token: replies can be threaded and originals updated.
+    /// True with a bot token: replies can be threaded, originals updated, and the
+    /// channel's history searched for a message whose delivery was not recorded.
     pub fn threads(&self) -> bool {
         matches!(self.target, Target::Bot { .. })
     }
@@ -95,26 +127,16 @@ impl Poster {
     /// Checks the bot token (`auth.test`); a webhook cannot be checked without posting.
     /// `Ok` names the workspace.
     pub async fn check(&self) -> Result<Option<String>, Outcome> {
-        let Target::Bot { token, .. } = &self.target else {
+        let Target::Bot { .. } = &self.target else {
             return Ok(None);
         };
-        let session = self.client.open_session(token);
-        match tokio::time::timeout(self.timeout, session.auth_test()).await {
-            Ok(Ok(r)) => Ok(Some(format!(
-                "{} as {}",
-                r.team,
-                r.user.unwrap_or_else(|| "the bot".to_owned())
-            ))),
-            Ok(Err(e)) => Err(classify(e)),
-            Err(_) => Err(self.timed_out()),
-        }
-    }
-
-    fn timed_out(&self) -> Outcome {
-        Outcome::Failed(format!(
-            "no answer within {}",
-            humantime::format_duration(self.timeout)
-        ))
+        let answer = self.api(Method::POST, "auth.test", json!({})).await?;
+        let v = api_json(&answer, self.clock)?;
+        Ok(Some(format!(
+            "{} as {}",
+            v["team"].as_str().unwrap_or("?"),
+            v["user"].as_str().unwrap_or("the bot")
+        )))
     }
 
     /// Posts a message (in a thread when `thread_ts` is given and a bot token is used).
@@ -125,61 +147,192 @@ impl Poster {
         thread_ts: Option<&str>,
         key: &str,
     ) -> Outcome {
-        let call = async {
-            match &self.target {
-                Target::Webhook(url) => {
-                    let req = SlackApiPostWebhookMessageRequest::new(content.clone());
-                    self.client
-                        .post_webhook_message(url, &req)
-                        .await
-                        .map(|_| None)
-                }
-                Target::Bot { token, channel } => {
-                    let mut content = content.clone();
-                    content.metadata = Some(SlackMessageMetadata {
-                        event_type: "fleet_notification".to_owned(),
-                        event_payload: Some(
-                            [("idempotency_key".to_owned(), key.to_owned())].into(),
-                        ),
-                    });
-                    let mut req = SlackApiChatPostMessageRequest::new(channel.clone(), content);
-                    req.thread_ts = thread_ts.map(|t| SlackTs(t.to_owned()));
-                    req.unfurl_links = Some(false);
-                    self.client
-                        .open_session(token)
-                        .chat_post_message(&req)
-                        .await
-                        .map(|r| Some(r.ts.0))
+        let mut body = serde_json::to_value(content).unwrap_or_default();
+        match &self.target {
+            Target::Webhook(url) => {
+                match self.send(Method::POST, url.as_str(), None, &body).await {
+                    Ok(a) if a.status.is_success() => Outcome::Sent { ts: None },
+                    Ok(a) => classify(&a, self.clock),
+                    Err(e) => e,
                 }
             }
-        };
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(ts)) => Outcome::Sent { ts },
-            Ok(Err(e)) => classify(e),
-            Err(_) => self.timed_out(),
+            Target::Bot { channel, .. } => {
+                body["channel"] = json!(channel);
+                body["unfurl_links"] = json!(false);
+                body["metadata"] = json!({
+                    "event_type": "fleet_notification",
+                    "event_payload": { "idempotency_key": key },
+                });
+                if let Some(ts) = thread_ts {
+                    body["thread_ts"] = json!(ts);
+                }
+                match self.api(Method::POST, "chat.postMessage", body).await {
+                    Ok(a) => match api_json(&a, self.clock) {
+                        Ok(v) => Outcome::Sent {
+                            ts: v["ts"].as_str().map(str::to_owned),
+                        },
+                        Err(o) => o,
+                    },
+                    Err(o) => o,
+                }
+            }
         }
     }
 
     /// Replaces the message at `ts` (bot token only; a webhook cannot).
     pub async fn update(&self, ts: &str, content: &SlackMessageContent) -> Outcome {
-        let Target::Bot { token, channel } = &self.target else {
+        let Target::Bot { channel, .. } = &self.target else {
             return Outcome::Invalid("a webhook cannot update a message".to_owned());
         };
-        let req = SlackApiChatUpdateRequest::new(
-            channel.clone(),
-            content.clone(),
-            SlackTs(ts.to_owned()),
-        );
-        let session = self.client.open_session(token);
-        let call = session.chat_update(&req);
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(_)) => Outcome::Sent {
-                ts: Some(ts.to_owned()),
+        let mut body = serde_json::to_value(content).unwrap_or_default();
+        body["channel"] = json!(channel);
+        body["ts"] = json!(ts);
+        match self.api(Method::POST, "chat.update", body).await {
+            Ok(a) => match api_json(&a, self.clock) {
+                Ok(_) => Outcome::Sent {
+                    ts: Some(ts.to_owned()),
+                },
+                Err(o) => o,
             },
-            Ok(Err(e)) => classify(e),
-            Err(_) => self.timed_out(),
+            Err(o) => o,
         }
     }
+
+    /// The ts of a message in the channel carrying idempotency key `key`, posted at or
+    /// after `since` (bot token only: a webhook's channel cannot be read).
+    pub async fn find_posted(
+        &self,
+        key: &str,
+        since: fleet_rules::UnixMs,
+    ) -> Result<Option<String>, Outcome> {
+        let Target::Bot { channel, .. } = &self.target else {
+            return Ok(None);
+        };
+        // Slack's ts are seconds with a fraction; a minute of margin for clock skew.
+        let oldest = since.saturating_sub(60_000) / 1000;
+        let query = format!(
+            "conversations.history?channel={}&oldest={oldest}&limit={HISTORY_LIMIT}&include_all_metadata=true",
+            encode(channel)
+        );
+        let answer = self.api(Method::GET, &query, Value::Null).await?;
+        let v = api_json(&answer, self.clock)?;
+        Ok(v["messages"].as_array().and_then(|messages| {
+            messages.iter().find_map(|m| {
+                (m["metadata"]["event_payload"]["idempotency_key"] == key)
+                    .then(|| m["ts"].as_str().map(str::to_owned))
+                    .flatten()
+            })
+        }))
+    }
+
+    /// A Web API call with the bot token.
+    async fn api(&self, method: Method, call: &str, body: Value) -> Result<Answer, Outcome> {
+        let Target::Bot { token, .. } = &self.target else {
+            return Err(Outcome::Invalid("the Web API needs a bot token".to_owned()));
+        };
+        let url = format!("{}/{call}", self.api_url);
+        self.send(method, &url, Some(token), &body).await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> Result<Answer, Outcome> {
+        let mut request = Request::builder().method(method.clone()).uri(url);
+        if let Some(token) = token {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let payload = if method == Method::GET {
+            Bytes::new()
+        } else {
+            request = request.header(CONTENT_TYPE, "application/json; charset=utf-8");
+            Bytes::from(body.to_string())
+        };
+        let request = request
+            .body(Full::new(payload))
+            .map_err(|e| Outcome::Invalid(format!("cannot build the request: {e}")))?;
+        let exchange = async {
+            let response = self.http.request(request).await.map_err(|e| {
+                // The request may have reached Slack: delivery is unknown.
+                Outcome::Unknown(redact(&format!("{e}")))
+            })?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(|e| Outcome::Unknown(format!("the answer broke off: {e}")))?
+                .to_bytes();
+            Ok(Answer {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(answer) => answer,
+            Err(_) => Err(Outcome::Unknown(format!(
+                "no answer within {}",
+                humantime::format_duration(self.timeout)
+            ))),
+        }
+    }
+}
+
+/// The JSON of a Web API answer that says `ok: true`, or how it failed.
+fn api_json(a: &Answer, clock: Clock) -> Result<Value, Outcome> {
+    if !a.status.is_success() {
+        return Err(classify(a, clock));
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(&a.body) else {
+        return Err(Outcome::Failed(format!(
+            "HTTP {} with an answer that is not JSON",
+            a.status.as_u16()
+        )));
+    };
+    if v["ok"] == true {
+        return Ok(v);
+    }
+    let code = v["error"].as_str().unwrap_or("unknown_error");
+    Err(match by_code(code, None) {
+        // `ratelimited` in a 200: honour a Retry-After if one came with it.
+        Outcome::RateLimited(_) => Outcome::RateLimited(retry_after(&a.headers, clock)),
+        other => other,
+    })
+}
+
+/// Sorts a failed answer: every 429 is a rate limit, whatever its body.
+fn classify(a: &Answer, clock: Clock) -> Outcome {
+    if a.status == StatusCode::TOO_MANY_REQUESTS {
+        return Outcome::RateLimited(retry_after(&a.headers, clock));
+    }
+    let text = String::from_utf8_lossy(&a.body);
+    let code = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| text.chars().take(200).collect());
+    by_code(&code, Some(a.status.as_u16()))
+}
+
+/// `Retry-After` in seconds or as an HTTP date; without a usable one, the default.
+fn retry_after(headers: &HeaderMap, clock: Clock) -> Duration {
+    let Some(value) = headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()) else {
+        return DEFAULT_RETRY_AFTER;
+    };
+    let value = value.trim();
+    let wait = if let Ok(secs) = value.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else if let Ok(at) = httpdate::parse_http_date(value) {
+        let at_ms = at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Duration::from_millis(at_ms.saturating_sub(clock.now()))
+    } else {
+        DEFAULT_RETRY_AFTER
+    };
+    wait.min(MAX_RETRY_AFTER)
 }
 
 /// Slack error codes that mean our token, webhook or channel is wrong.
@@ -222,7 +375,7 @@ fn by_code(code: &str, status: Option<u16>) -> Outcome {
         Outcome::Rejected(code.to_owned())
     } else if INVALID.iter().any(|c| code.contains(c)) {
         Outcome::Invalid(code.to_owned())
-    } else if code == "ratelimited" {
+    } else if code == "ratelimited" || code == "rate_limited" {
         Outcome::RateLimited(DEFAULT_RETRY_AFTER)
     } else {
         match status {
@@ -235,25 +388,6 @@ fn by_code(code: &str, status: Option<u16>) -> Outcome {
     }
 }
 
-fn classify(e: slack_morphism::errors::SlackClientError) -> Outcome {
-    match e {
-        slack_morphism::errors::SlackClientError::RateLimitError(r) => {
-            Outcome::RateLimited(r.retry_after.unwrap_or(DEFAULT_RETRY_AFTER))
-        }
-        slack_morphism::errors::SlackClientError::ApiError(a) => by_code(&a.code, None),
-        slack_morphism::errors::SlackClientError::HttpError(h) => {
-            let body: String = h
-                .http_response_body
-                .unwrap_or_default()
-                .chars()
-                .take(200)
-                .collect();
-            by_code(&body, Some(h.status_code.as_u16()))
-        }
-        other => Outcome::Failed(redact(&other.to_string())),
-    }
-}
-
 /// Error texts may quote the URL: cut anything that looks like one.
 fn redact(text: &str) -> String {
     text.split_whitespace()
@@ -262,9 +396,38 @@ fn redact(text: &str) -> String {
         .join(" ")
 }
 
+/// Percent-encodes a query value.
+fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const T0: u64 = 1_795_000_000_000;
+
+    fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> Answer {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.insert(
+                hyper::header::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                v.parse().expect("value"),
+            );
+        }
+        Answer {
+            status: StatusCode::from_u16(status).expect("status"),
+            headers: map,
+            body: Bytes::from(body.to_owned()),
+        }
+    }
 
     #[test]
     fn slack_answers_sort_into_retry_decisions() {
@@ -286,6 +449,78 @@ mod tests {
             Outcome::Failed(_)
         ));
         assert!(matches!(by_code("", Some(403)), Outcome::Rejected(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_429_is_a_rate_limit_whatever_its_body() {
+        let clock = Clock::starting_at(T0);
+        for body in [
+            "",
+            "rate_limited",
+            r#"{"ok":false,"error":"ratelimited"}"#,
+            "<html>",
+        ] {
+            let a = answer(429, &[("retry-after", "7")], body);
+            assert_eq!(
+                classify(&a, clock),
+                Outcome::RateLimited(Duration::from_secs(7)),
+                "{body:?}"
+            );
+        }
+        let a = answer(429, &[], "");
+        assert_eq!(
+            classify(&a, clock),
+            Outcome::RateLimited(DEFAULT_RETRY_AFTER)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_read_in_seconds_or_as_an_http_date() {
+        let clock = Clock::starting_at(T0);
+        let date = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_millis(T0 + 9_000));
+        let a = answer(429, &[("retry-after", &date)], "");
+        assert_eq!(
+            classify(&a, clock),
+            Outcome::RateLimited(Duration::from_secs(9))
+        );
+        let past = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_millis(T0 - 5_000));
+        let a = answer(429, &[("retry-after", &past)], "");
+        assert_eq!(classify(&a, clock), Outcome::RateLimited(Duration::ZERO));
+        let a = answer(429, &[("retry-after", "soon")], "");
+        assert_eq!(
+            classify(&a, clock),
+            Outcome::RateLimited(DEFAULT_RETRY_AFTER)
+        );
+        let a = answer(429, &[("retry-after", "999999")], "");
+        assert_eq!(classify(&a, clock), Outcome::RateLimited(MAX_RETRY_AFTER));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_web_api_answer_is_ok_only_when_it_says_so() {
+        let clock = Clock::starting_at(T0);
+        let ok = answer(200, &[], r#"{"ok":true,"ts":"1.2"}"#);
+        assert_eq!(
+            api_json(&ok, clock).map(|v| v["ts"].clone()),
+            Ok(json!("1.2"))
+        );
+        let limited = answer(
+            200,
+            &[("retry-after", "3")],
+            r#"{"ok":false,"error":"ratelimited"}"#,
+        );
+        assert_eq!(
+            api_json(&limited, clock),
+            Err(Outcome::RateLimited(Duration::from_secs(3)))
+        );
+        let refused = answer(200, &[], r#"{"ok":false,"error":"channel_not_found"}"#);
+        assert_eq!(
+            api_json(&refused, clock),
+            Err(Outcome::Rejected("channel_not_found".into()))
+        );
+        assert!(matches!(
+            api_json(&answer(200, &[], "ok"), clock),
+            Err(Outcome::Failed(_))
+        ));
     }
 
     #[test]

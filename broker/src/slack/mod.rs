@@ -56,6 +56,9 @@ pub struct SlackMetrics {
     pub last_success_ms: AtomicU64,
     /// 1 while the latest attempt failed.
     pub failing: AtomicU64,
+    /// Messages whose delivery was unknown and that were found in the channel (not posted
+    /// again).
+    pub found_posted: AtomicU64,
 }
 
 impl SlackMetrics {
@@ -114,6 +117,12 @@ impl SlackMetrics {
             Kind::Gauge,
             "Unix time of the last message Slack accepted (0: none since start).",
             load(&sl.last_success_ms) / 1e3,
+        );
+        w.single(
+            "fleet_slack_found_posted_total",
+            Kind::Counter,
+            "Messages whose delivery was unknown (timeout, crash) found already in the channel and not posted again (bot token).",
+            load(&sl.found_posted),
         );
         w.single(
             "fleet_slack_failing",

@@ -16,6 +16,9 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 pub const REJECTED_BACKOFF: Duration = Duration::from_secs(60);
 /// Wait after a 429 without a usable `Retry-After`.
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);
+/// Longest `Retry-After` obeyed (a longer one is cut to this; the give-up time still
+/// applies).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// What came of one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,8 +30,11 @@ pub enum Outcome {
     },
     /// 429: wait this long before any request.
     RateLimited(Duration),
-    /// 5xx, timeout, connection error: worth retrying.
+    /// 5xx or an unreadable answer: not delivered, worth retrying.
     Failed(String),
+    /// Timeout or broken connection after the request was sent: it may have been
+    /// delivered (a bot token can look it up before posting again).
+    Unknown(String),
     /// Slack refuses the token, webhook or channel: retried slowly until fixed.
     Rejected(String),
     /// This message can never be accepted (malformed, too long).
@@ -73,7 +79,7 @@ impl RetryPolicy {
             Outcome::Invalid(why) => return Next::GiveUp(format!("Slack cannot accept it: {why}")),
             Outcome::RateLimited(after) => ms(*after),
             Outcome::Rejected(_) => ms(REJECTED_BACKOFF),
-            Outcome::Failed(_) => {
+            Outcome::Failed(_) | Outcome::Unknown(_) => {
                 let exp = attempts.saturating_sub(1).min(20);
                 let full = ms(FIRST_BACKOFF)
                     .saturating_mul(1 << exp)
@@ -86,7 +92,10 @@ impl RetryPolicy {
         if now >= deadline {
             let why = match outcome {
                 Outcome::RateLimited(_) => "still rate limited".to_owned(),
-                Outcome::Failed(e) | Outcome::Rejected(e) | Outcome::Invalid(e) => e.clone(),
+                Outcome::Failed(e)
+                | Outcome::Unknown(e)
+                | Outcome::Rejected(e)
+                | Outcome::Invalid(e) => e.clone(),
                 Outcome::Sent { .. } => String::new(),
             };
             return Next::GiveUp(format!(

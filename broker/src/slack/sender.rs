@@ -43,6 +43,9 @@ struct Queued {
     content: SlackMessageContent,
     attempts: u32,
     next_at: UnixMs,
+    /// An earlier attempt may have been delivered (it timed out, or a crash came before
+    /// its outcome was stored): with a bot token the channel is searched first.
+    uncertain: bool,
 }
 
 /// The running sender.
@@ -130,6 +133,7 @@ pub async fn spawn<M: Send + 'static>(
         settings.target.clone(),
         &settings.api_url,
         settings.request_timeout,
+        clock,
     )?;
     let (reader, depth) = tokio::task::spawn_blocking(move || {
         let reader = StoreReader::open(&path)?;
@@ -279,11 +283,13 @@ impl<M: Send + 'static> Sender<M> {
             let content = serde_json::from_str(&p.row.content).unwrap_or_else(|_| {
                 SlackMessageContent::new().with_text(format!("(unreadable message {})", p.row.key))
             });
+            // Composed before the restart: the broker may have died with a post in flight.
             self.queue.push_back(Queued {
                 row: p.row,
                 content,
                 attempts: p.attempts,
                 next_at: now,
+                uncertain: true,
             });
         }
         if !self.queue.is_empty() {
@@ -362,6 +368,7 @@ impl<M: Send + 'static> Sender<M> {
                 content: d.content,
                 attempts: 0,
                 next_at: now,
+                uncertain: false,
             });
         }
         // Stored before the first attempt: a restart sends these same messages.
@@ -390,10 +397,11 @@ impl<M: Send + 'static> Sender<M> {
             return;
         };
         let key = head.row.key.clone();
-        let (content, created_at, notices) = (
+        let (content, created_at, notices, uncertain) = (
             head.content.clone(),
             head.row.created_at,
             head.row.notices.len() as u64,
+            head.uncertain,
         );
         let thread = match (&head.row.resolves, self.poster.threads()) {
             (Some(t), true) => {
@@ -404,13 +412,41 @@ impl<M: Send + 'static> Sender<M> {
             }
             _ => None,
         };
+        let attempts = self.queue.front().map_or(1, |q| q.attempts + 1);
+        if uncertain && self.poster.threads() {
+            let found = self.poster.find_posted(&key, created_at).await;
+            let now = self.clock.now();
+            self.hold_until = now + self.settings.min_interval.as_millis() as UnixMs;
+            match found {
+                Ok(Some(ts)) => {
+                    info!(key = %key, ts = %ts, "Slack message found in the channel: it was delivered before; not posted again");
+                    self.metrics.found_posted.fetch_add(1, Ordering::Relaxed);
+                    self.delivered(key, Some(ts), attempts, notices, thread, now)
+                        .await;
+                    return;
+                }
+                Ok(None) => {}
+                Err(Outcome::RateLimited(wait)) => {
+                    self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    self.hold_until = self.hold_until.max(now + wait.as_millis() as UnixMs);
+                    return;
+                }
+                Err(other) => warn!(
+                    key = %key,
+                    "cannot search the Slack channel for an earlier delivery ({}): posting again, a duplicate is possible (give the bot the channels:history scope)",
+                    describe(&other)
+                ),
+            }
+            if let Some(q) = self.queue.front_mut() {
+                q.uncertain = false;
+            }
+        }
         let outcome = self
             .poster
             .post(&content, thread.as_ref().map(|(ts, _)| ts.as_str()), &key)
             .await;
         let now = self.clock.now();
         self.hold_until = now + self.settings.min_interval.as_millis() as UnixMs;
-        let attempts = self.queue.front().map_or(1, |q| q.attempts + 1);
         let jitter = self.jitter();
         let next = self
             .settings
@@ -424,26 +460,8 @@ impl<M: Send + 'static> Sender<M> {
                     Outcome::Sent { ts } => ts.clone(),
                     _ => None,
                 };
-                self.write(vec![Record::Outbox(OutboxRecord::Sent {
-                    key: key.clone(),
-                    ts,
-                    attempts,
-                    at: now,
-                })])
-                .await;
-                s.sent.fetch_add(1, Ordering::Relaxed);
-                s.last_success_ms.store(now, Ordering::Relaxed);
-                s.depth.fetch_sub(
-                    notices.min(s.depth.load(Ordering::Relaxed)),
-                    Ordering::Relaxed,
-                );
-                if s.failing.swap(0, Ordering::Relaxed) == 1 {
-                    info!(key = %key, attempts, "Slack accepts messages again");
-                }
-                self.queue.pop_front();
-                if let Some((ts, original)) = thread {
-                    self.mark_original_resolved(&ts, &original, now).await;
-                }
+                self.delivered(key, ts, attempts, notices, thread, now)
+                    .await;
             }
             Next::RetryAt(at) => {
                 let error = describe(&outcome);
@@ -471,6 +489,7 @@ impl<M: Send + 'static> Sender<M> {
                 if let Some(q) = self.queue.front_mut() {
                     q.attempts = attempts;
                     q.next_at = at;
+                    q.uncertain = matches!(outcome, Outcome::Unknown(_));
                 }
             }
             Next::GiveUp(why) => {
@@ -499,20 +518,66 @@ impl<M: Send + 'static> Sender<M> {
             .store(self.queue.len() as u64, Ordering::Relaxed);
     }
 
+    /// Records the head message as delivered (with Slack's ts) and, for a resolution,
+    /// marks the message it answers resolved.
+    async fn delivered(
+        &mut self,
+        key: String,
+        ts: Option<String>,
+        attempts: u32,
+        notices: u64,
+        thread: Option<(String, String)>,
+        now: UnixMs,
+    ) {
+        self.write(vec![Record::Outbox(OutboxRecord::Sent {
+            key: key.clone(),
+            ts,
+            attempts,
+            at: now,
+        })])
+        .await;
+        let s = &self.metrics;
+        s.sent.fetch_add(1, Ordering::Relaxed);
+        s.last_success_ms.store(now, Ordering::Relaxed);
+        s.depth.fetch_sub(
+            notices.min(s.depth.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        if s.failing.swap(0, Ordering::Relaxed) == 1 {
+            info!(key = %key, attempts, "Slack accepts messages again");
+        }
+        self.queue.pop_front();
+        if let Some((ts, original)) = thread {
+            self.mark_original_resolved(&ts, &original, now).await;
+        }
+    }
+
     /// Best effort: the resolution is in the thread either way.
     async fn mark_original_resolved(&mut self, ts: &str, original: &str, at: UnixMs) {
         let Ok(original) = serde_json::from_str::<SlackMessageContent>(original) else {
             return;
         };
         let updated = render::mark_resolved(&original, at, &self.settings.style);
-        match self.poster.update(ts, &updated).await {
+        let outcome = self.poster.update(ts, &updated).await;
+        let now = self.clock.now();
+        self.hold_until = now + self.settings.min_interval.as_millis() as UnixMs;
+        match outcome {
             Outcome::Sent { .. } => {}
+            // The pause holds the whole channel, whichever request met it.
+            Outcome::RateLimited(wait) => {
+                self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+                self.hold_until = self.hold_until.max(now + wait.as_millis() as UnixMs);
+                warn!(
+                    ts,
+                    "could not mark the original Slack message resolved: rate limited"
+                );
+            }
             other => warn!(
                 ts,
-                "could not mark the original Slack message resolved: {other:?}"
+                "could not mark the original Slack message resolved: {}",
+                describe(&other)
             ),
         }
-        self.hold_until = self.clock.now() + self.settings.min_interval.as_millis() as UnixMs;
     }
 
     async fn digest_if_due(&mut self, now: UnixMs) {
@@ -564,6 +629,7 @@ fn describe(o: &Outcome) -> String {
         Outcome::Sent { .. } => "sent".to_owned(),
         Outcome::RateLimited(d) => format!("rate limited (429), Retry-After {}s", d.as_secs()),
         Outcome::Failed(e) => e.clone(),
+        Outcome::Unknown(e) => format!("{e} (delivery unknown)"),
         Outcome::Rejected(e) => format!("rejected: {e}"),
         Outcome::Invalid(e) => format!("invalid: {e}"),
     }
