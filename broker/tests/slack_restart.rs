@@ -1,6 +1,8 @@
 //! The Slack outbox across a crash of the real binary: notifications decided while Slack
 //! fails are stored with the transitions behind them; after SIGKILL and a restart each is
-//! delivered exactly once, in the message composed before the crash.
+//! delivered exactly once, in the message composed before the crash. A post Slack accepted
+//! just before the kill (its answer never recorded) is found in the channel after the
+//! restart, not posted twice (bot token).
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -35,7 +37,8 @@ struct Setup {
 }
 
 impl Setup {
-    fn new(webhook: &str) -> Setup {
+    /// `slack`: the `[slack]` lines that name the target.
+    fn new(slack: &str, request_timeout: &str) -> Setup {
         let dir = tempfile::tempdir().expect("tempdir");
         let mqtt = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -44,8 +47,8 @@ impl Setup {
              [store]\npath = \"{}\"\nsynchronous = \"normal\"\n\
              [heartbeat]\ntimeout = \"1h\"\n\
              [faults.default]\nthreshold = 1\nwindow = \"1m\"\n\
-             [slack]\nwebhook_url = \"{webhook}\"\ngroup_window = \"200ms\"\n\
-             min_interval = \"20ms\"\nrequest_timeout = \"500ms\"\n",
+             [slack]\n{slack}\ngroup_window = \"200ms\"\n\
+             min_interval = \"20ms\"\nrequest_timeout = \"{request_timeout}\"\n",
             dir.path().join("fleet.db").display()
         );
         std::fs::write(dir.path().join("broker.toml"), config).expect("config written");
@@ -123,7 +126,7 @@ async fn report_faults(addr: SocketAddr, ids: &[String]) {
 async fn a_pending_outbox_is_delivered_exactly_once_after_a_kill_and_restart() {
     let fake = FakeSlack::start().await;
     fake.set_default(Reply::Status(500, "internal_error"));
-    let setup = Setup::new(&fake.webhook_url());
+    let setup = Setup::new(&fake.webhook_lines(), "500ms");
     let ids: Vec<String> = (0..VEHICLES).map(|i| format!("crash-{i:02}")).collect();
 
     let mut first = setup.start(1);
@@ -168,6 +171,51 @@ async fn a_pending_outbox_is_delivered_exactly_once_after_a_kill_and_restart() {
         tried_keys.is_subset(&unique),
         "the message composed before the crash is the one delivered: {tried_keys:?} vs {unique:?}"
     );
+    second.kill().expect("stop");
+    let _ = second.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_accepted_just_before_a_kill_is_found_in_the_channel_not_posted_again() {
+    let fake = FakeSlack::start().await;
+    // Slack takes the message and the broker dies before the answer arrives.
+    fake.script([Reply::AcceptThenHang]);
+    let setup = Setup::new(&fake.bot_lines(), "30s");
+    let ids = vec!["crash-window".to_owned()];
+
+    let mut first = setup.start(1);
+    report_faults(setup.mqtt, &ids).await;
+    let posted = fake
+        .wait_until("the post in flight", WAIT, |r| {
+            r.iter().any(Request::is_post)
+        })
+        .await;
+    let key = posted.iter().find_map(Request::key).expect("a key");
+    first.kill().expect("SIGKILL");
+    let _ = first.wait();
+
+    let mut second = setup.start(2);
+    let deadline = Instant::now() + WAIT;
+    while setup.metric("fleet_slack_found_posted_total") != Some(1.0)
+        || setup.metric("fleet_slack_outbox_depth") != Some(0.0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the delivered message was not found: {}",
+            setup.log(2)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let requests = fake.requests();
+    assert!(requests
+        .iter()
+        .any(|r| r.path == "/api/conversations.history"));
+    let posts: Vec<Option<String>> = requests
+        .iter()
+        .filter(|r| r.is_post())
+        .map(Request::key)
+        .collect();
+    assert_eq!(posts, vec![Some(key)], "posted again after the restart");
     second.kill().expect("stop");
     let _ = second.wait();
 }
