@@ -252,9 +252,8 @@ async fn five_hundred_faults_within_the_group_window_become_exactly_five_message
     );
     let keys: BTreeSet<String> = delivered.iter().filter_map(Request::key).collect();
     assert_eq!(keys.len(), 5, "a key per message: {keys:?}");
-    for v in vehicles {
-        v.disconnect().await;
-    }
+    // Dropped, not disconnected one by one (50 ms each: most of the test's time).
+    drop(vehicles);
     broker.shutdown().await;
 }
 
