@@ -88,6 +88,11 @@ pub enum ScenarioError {
     /// Not TOML of the expected shape.
     #[error("{0}")]
     Parse(#[from] toml::de::Error),
+    /// An inline value without a single table.
+    #[error(
+        "no injection given: write one or more inline tables, e.g. '{{action = \"silent\", at = \"1m\"}}'"
+    )]
+    NoInjection,
     /// Fields that do not fit the action.
     #[error("inject #{index} ({action:?}): {problem}")]
     Invalid {
@@ -108,14 +113,23 @@ impl Scenario {
         Ok(s)
     }
 
-    /// Parses one `--inject` value: the fields of one injection as an inline TOML table,
-    /// e.g. `{action = "silent", at = "30s", for = "1m", fraction = 0.05}`.
-    pub fn parse_inline(text: &str) -> Result<Injection, ScenarioError> {
-        let s = Scenario::parse(&format!("inject = [{text}]"))?;
-        Ok(s.inject
-            .into_iter()
-            .next()
-            .expect("one inline table parses to one entry"))
+    /// Parses one `--inject` value: one or more injections as inline TOML tables,
+    /// separated by commas and optionally in brackets, e.g.
+    /// `{action = "silent", at = "30s", for = "1m", fraction = 0.05}` or
+    /// `[{action = "silent", at = "1m"}, {action = "faults", code = "MOTOR"}]`. Every
+    /// table is kept, in order; a value with none is an error.
+    pub fn parse_inline(text: &str) -> Result<Vec<Injection>, ScenarioError> {
+        let text = text.trim();
+        let list = if text.starts_with('[') {
+            text.to_owned()
+        } else {
+            format!("[{text}]")
+        };
+        let s = Scenario::parse(&format!("inject = {list}"))?;
+        if s.inject.is_empty() {
+            return Err(ScenarioError::NoInjection);
+        }
+        Ok(s.inject)
     }
 
     /// Checks every injection's fields against its action.
@@ -330,10 +344,51 @@ mod tests {
     fn an_inline_injection_parses_like_a_table() {
         let i =
             Scenario::parse_inline(r#"{action = "silent", at = "5s", fraction = 0.1}"#).unwrap();
+        assert_eq!(i.len(), 1);
         assert_eq!(
-            (i.action, i.at, i.fraction),
+            (i[0].action, i[0].at, i[0].fraction),
             (Action::Silent, Duration::from_secs(5), Some(0.1))
         );
+    }
+
+    #[test]
+    fn an_empty_inject_value_is_an_error_not_a_panic() {
+        for empty in ["", "  ", "[]", " [ ] "] {
+            let err = Scenario::parse_inline(empty).expect_err("no injection");
+            assert!(
+                matches!(err, ScenarioError::NoInjection),
+                "{empty:?}: {err}"
+            );
+            assert!(err.to_string().contains("inline table"), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_inject_value_with_two_tables_keeps_the_second() {
+        let both = |text: &str| {
+            let i = Scenario::parse_inline(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            let got: Vec<(Action, Duration, Option<&str>)> = i
+                .iter()
+                .map(|i| (i.action, i.at, i.code.as_deref()))
+                .collect();
+            assert_eq!(
+                got,
+                [
+                    (Action::Silent, Duration::from_secs(60), None),
+                    (Action::Faults, Duration::ZERO, Some("X")),
+                ],
+                "{text}"
+            );
+        };
+        both(r#"{action = "silent", at = "1m"}, {action = "faults", code = "X"}"#);
+        both(r#"[{action = "silent", at = "1m"}, {action = "faults", code = "X"}]"#);
+    }
+
+    #[test]
+    fn the_second_inline_table_is_validated_too() {
+        let err = Scenario::parse_inline(r#"{action = "silent"}, {action = "faults"}"#)
+            .expect_err("the second lacks a code");
+        assert!(err.to_string().starts_with("inject #2 (Faults)"), "{err}");
     }
 
     #[test]

@@ -159,6 +159,34 @@ impl Observer {
         }
     }
 
+    /// Every message from now on up to and including the first that matches, so the caller
+    /// can inspect what came before it too; a panic naming `what` after [`WAIT`].
+    pub async fn collect_until(
+        &mut self,
+        what: &str,
+        mut matches: impl FnMut(&Seen) -> bool,
+    ) -> Vec<Seen> {
+        let mut out = Vec::new();
+        let found = tokio::time::timeout(WAIT, async {
+            while let Some(seen) = self.rx.recv().await {
+                let done = matches(&seen);
+                out.push(seen);
+                if done {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        match found {
+            Ok(true) => out,
+            _ => panic!(
+                "timed out waiting for {what}; received meanwhile: {:?}",
+                out.iter().map(|s| (&s.topic, &s.json)).collect::<Vec<_>>()
+            ),
+        }
+    }
+
     /// Every message received within `window` (for asserting that something did NOT
     /// happen; keep windows short).
     pub async fn collect_for(&mut self, window: Duration) -> Vec<Seen> {

@@ -245,13 +245,17 @@ async fn a_backend_subscribing_late_receives_every_vehicles_retained_state() {
     .expect("every vehicle registered");
 
     let mut backend = Observer::connect(broker.mqtt_addr(), &["vehicles/+/service"]).await;
+    let expected: std::collections::BTreeSet<String> = (0..N)
+        .map(|i| format!("vehicles/r-{i:03}/service"))
+        .collect();
     let mut seen = std::collections::BTreeSet::new();
     while seen.len() < N {
         let s = backend
             .wait_for("one retained state per vehicle", |s| s.retain)
             .await;
+        assert_eq!(s.json["state"], "in_service", "{}: {}", s.topic, s.json);
         seen.insert(s.topic);
     }
-    assert_eq!(seen.len(), N);
+    assert_eq!(seen, expected);
     broker.shutdown().await;
 }

@@ -422,10 +422,22 @@ fn a_write_failing_on_a_full_disk_holds_its_announcements_until_it_is_stored() {
             })],
         })
         .expect("queued");
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(metrics.write_errors.load(Ordering::Relaxed) >= 1);
-    assert_eq!(metrics.failing.load(Ordering::Relaxed), 1);
-    assert_eq!(metrics.held.load(Ordering::Relaxed), 2);
+    // The writer has tried and failed (it retries with backoff until the disk frees up):
+    // from here on, anything announced would be announced before it was stored.
+    let failed_attempt = || {
+        metrics.write_errors.load(Ordering::Relaxed) >= 1
+            && metrics.failing.load(Ordering::Relaxed) == 1
+            && metrics.held.load(Ordering::Relaxed) == 2
+    };
+    let mut polls = 0;
+    while !failed_attempt() {
+        polls += 1;
+        assert!(
+            polls < 10_000,
+            "no failed write holding both announcements within 10 s: {metrics:?}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     assert!(out_rx.try_recv().is_err(), "announced before it was stored");
     assert!(
         replied_rx.try_recv().is_err(),

@@ -77,9 +77,11 @@ struct RunArgs {
     /// Failure injection scenario (TOML, `[[inject]]` tables; see README).
     #[arg(long, value_name = "FILE")]
     scenario: Option<PathBuf>,
-    /// One injection as an inline TOML table, e.g.
-    /// '{action = "silent", at = "1m", for = "2m", fraction = 0.05}' (repeatable).
-    #[arg(long, value_name = "TABLE")]
+    /// Injections as inline TOML tables: one, or several separated by commas (optionally
+    /// in brackets), e.g. '{action = "silent", at = "1m", for = "2m", fraction = 0.05}' or
+    /// '[{action = "silent", at = "1m"}, {action = "faults", code = "MOTOR"}]'. Repeatable;
+    /// adds to the --scenario file's.
+    #[arg(long, value_name = "TABLES")]
     inject: Vec<String>,
     /// Share of heartbeats sent as probes (measures heartbeat -> command round trips).
     #[arg(long, default_value_t = 0.0)]
@@ -256,10 +258,10 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         }
         None => Scenario::default(),
     };
-    for table in &a.inject {
-        scenario
-            .inject
-            .push(Scenario::parse_inline(table).with_context(|| format!("--inject {table}"))?);
+    for tables in &a.inject {
+        scenario.inject.extend(
+            Scenario::parse_inline(tables).with_context(|| format!("--inject '{tables}'"))?,
+        );
     }
     let mut opts = fleet_options(&a.fleet).await?;
     opts.probe_fraction = a.probe_fraction;
