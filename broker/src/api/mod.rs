@@ -266,10 +266,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_stop_lets_the_request_in_flight_finish_and_refuses_new_ones() {
+        // The handler says when it runs, then finishes once the stop has begun.
+        let started = Arc::new(tokio::sync::Notify::new());
+        let finish = Arc::new(tokio::sync::Notify::new());
+        let (started_tx, finish_rx) = (started.clone(), finish.clone());
         let router = Router::new().route(
             "/work",
-            get(|| async {
-                tokio::time::sleep(Duration::from_millis(300)).await;
+            get(move || async move {
+                started_tx.notify_one();
+                finish_rx.notified().await;
                 "done"
             }),
         );
@@ -278,8 +283,21 @@ mod tests {
             let client = client.clone();
             tokio::spawn(async move { client.get("/work").await })
         };
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        server.shutdown().await;
+        tokio::time::timeout(Duration::from_secs(10), started.notified())
+            .await
+            .expect("the request reached the handler");
+        let addr = server.local_addr();
+        let stopping = tokio::spawn(server.shutdown());
+        // Release the handler only once the server refuses new connections.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while tokio::net::TcpStream::connect(addr).await.is_ok() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the listener closed");
+        finish.notify_one();
+        stopping.await.expect("stopped");
         let r = in_flight.await.expect("joined").expect("answered");
         assert_eq!((r.status, r.text().as_str()), (200, "done"));
         assert!(client.get("/work").await.is_err(), "still accepting");
