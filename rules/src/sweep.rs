@@ -26,7 +26,7 @@ impl Fleet {
             if v.silence != Silence::Talking {
                 continue;
             }
-            let real = self.timeouts.deadline(v);
+            let real = self.timeouts.deadline(v.model, v.last_seen);
             if real > due {
                 // It talked since the entry was made: check again at its real deadline.
                 self.deadlines.push(real, slot);
@@ -157,7 +157,7 @@ impl Fleet {
                 continue;
             };
             // Still silent since this very expiry, and not counted yet.
-            if v.wave_member || self.timeouts.deadline(v) != due {
+            if v.wave_member || self.timeouts.deadline(v.model, v.last_seen) != due {
                 continue;
             }
             let (silence, lost_since) = (v.silence, v.lost_since);
@@ -182,7 +182,8 @@ impl Fleet {
             let Some(v) = self.registry.get(slot) else {
                 continue;
             };
-            if v.silence == Silence::Pending && self.timeouts.deadline(v) == due {
+            if v.silence == Silence::Pending && self.timeouts.deadline(v.model, v.last_seen) == due
+            {
                 self.lose_heartbeat(slot, due, now, true);
             }
         }
@@ -211,7 +212,7 @@ impl Fleet {
                 continue;
             }
             if v.silence == Silence::Held {
-                let since = self.timeouts.deadline(v);
+                let since = self.timeouts.deadline(v.model, v.last_seen);
                 self.lose_heartbeat(slot, since, now, false);
             }
         }

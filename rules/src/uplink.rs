@@ -60,7 +60,7 @@ impl Fleet {
         if v.silence != Silence::Talking {
             return;
         }
-        let due = self.timeouts.deadline(v);
+        let due = self.timeouts.deadline(v.model, v.last_seen);
         if due < v.heap_at {
             self.deadlines.push(due, slot);
             v.heap_at = due;
@@ -87,7 +87,7 @@ impl Fleet {
         if v.silence == Silence::Lost {
             // A gap longer than the timeout between heartbeats restarts the count.
             let gap = now.saturating_sub(v.last_heartbeat);
-            v.streak = if v.streak == 0 || gap > self.timeouts.timeout(v) {
+            v.streak = if v.streak == 0 || gap > self.timeouts.timeout(v.model) {
                 1
             } else {
                 v.streak.saturating_add(1)
