@@ -289,6 +289,24 @@ impl Fleet {
         })
     }
 
+    /// Applies `change` to the vehicle in `slot` and re-counts it in the SLI as of `at` if
+    /// that moved it between good, bad and uncounted; `None`, and nothing done, for an empty
+    /// slot. Changes that can move a vehicle's class go through here, so none is missed.
+    pub(crate) fn reclassify<R>(
+        &mut self,
+        slot: u32,
+        at: UnixMs,
+        change: impl FnOnce(&mut Vehicle) -> R,
+    ) -> Option<R> {
+        let maintenance_bad = self.settings.maintenance_bad;
+        let v = self.registry.get_mut(slot)?;
+        let before = v.sli_class(maintenance_bad);
+        let out = change(v);
+        let after = v.sli_class(maintenance_bad);
+        self.recount(before, after, at);
+        Some(out)
+    }
+
     /// Re-counts a vehicle in the SLI, the counts having held until `at`. Integrating only
     /// on a change keeps heartbeats free of ledger work.
     pub(crate) fn recount(&mut self, before: SliClass, after: SliClass, at: UnixMs) {
@@ -399,6 +417,21 @@ mod tests {
         ));
         assert!(f.is_empty());
         assert_eq!(f.drain_effects().count(), 0);
+    }
+
+    #[test]
+    fn a_reclassified_vehicle_counts_in_its_new_class_from_the_given_time() {
+        let mut f = fleet();
+        f.heartbeat("v1", None, None, T0).unwrap();
+        let slot = f.registry.find("v1").unwrap();
+        // Held: bad in the SLI, no reason, so no transition either.
+        assert_eq!(
+            f.reclassify(slot, T0 + MIN, |v| v.silence = Silence::Held),
+            Some(())
+        );
+        assert_eq!(f.reclassify(slot + 1, T0 + MIN, |_| ()), None);
+        let sli = f.sli(T0 + 2 * MIN);
+        assert!((sli.window_sli - 0.5).abs() < 1e-9);
     }
 
     #[test]

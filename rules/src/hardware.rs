@@ -15,13 +15,9 @@ impl Fleet {
 
     fn on_error(&mut self, slot: u32, code: &str, count: u32, now: UnixMs) {
         let rule = self.settings.fault_rule(code).clone();
-        let before = self.class_of(slot);
         let Some(v) = self.registry.get_mut(slot) else {
             return;
         };
-        let from = v.state();
-        let model = self.timeouts.name(v.model).map(str::to_owned);
-        let battery = v.battery;
         let extra = v.extra_mut();
         extra.errors_mut().count(code, count);
         let FaultRule::Threshold { threshold, window } = rule else {
@@ -39,10 +35,14 @@ impl Fleet {
         else {
             return;
         };
-        extra.add_fault(code, now);
-        let vehicle = v.id.to_string();
-        let after = self.class_of(slot);
-        self.recount(before, after, now);
+        let Some((from, vehicle, model, battery)) = self.reclassify(slot, now, |v| {
+            let from = v.state();
+            v.extra_mut().add_fault(code, now);
+            (from, v.id.to_string(), v.model, v.battery)
+        }) else {
+            return;
+        };
+        let model = self.timeouts.name(model).map(str::to_owned);
         let set = ReasonChange::Set(Reason::HardwareFault {
             code: code.to_owned(),
             since: now,

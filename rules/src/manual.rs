@@ -16,18 +16,17 @@ impl Fleet {
         note: &str,
         now: UnixMs,
     ) -> ServiceState {
-        let before = self.class_of(slot);
-        let Some(v) = self.registry.get_mut(slot) else {
+        let Some(from) = self.reclassify(slot, now, |v| {
+            let from = v.state();
+            v.extra_mut().maintenance = Some(Box::new(Maintenance {
+                by: operator.to_owned(),
+                note: note.to_owned(),
+                since: now,
+            }));
+            from
+        }) else {
             return ServiceState::OutOfService;
         };
-        let from = v.state();
-        v.extra_mut().maintenance = Some(Box::new(Maintenance {
-            by: operator.to_owned(),
-            note: note.to_owned(),
-            since: now,
-        }));
-        let after = self.class_of(slot);
-        self.recount(before, after, now);
         let set = ReasonChange::Set(Reason::Maintenance {
             by: operator.to_owned(),
             note: note.to_owned(),
@@ -69,22 +68,23 @@ impl Fleet {
         note: &str,
         now: UnixMs,
     ) -> Option<Reason> {
-        let before = self.class_of(slot);
-        let v = self.registry.get_mut(slot)?;
-        let from = v.state();
-        let extra = v.extra.as_mut()?;
-        let reason = if extra.faults.is_empty() {
-            let Maintenance { by, note, since } = *extra.maintenance.take()?;
-            Reason::Maintenance { by, note, since }
-        } else {
-            let (code, since) = extra.faults.remove(0);
-            Reason::HardwareFault {
-                code: code.into(),
-                since,
-            }
-        };
-        let after = self.class_of(slot);
-        self.recount(before, after, now);
+        let (from, reason) = self
+            .reclassify(slot, now, |v| {
+                let from = v.state();
+                let extra = v.extra.as_mut()?;
+                let reason = if extra.faults.is_empty() {
+                    let Maintenance { by, note, since } = *extra.maintenance.take()?;
+                    Reason::Maintenance { by, note, since }
+                } else {
+                    let (code, since) = extra.faults.remove(0);
+                    Reason::HardwareFault {
+                        code: code.into(),
+                        since,
+                    }
+                };
+                Some((from, reason))
+            })
+            .flatten()?;
         let change = ReasonChange::Cleared(reason.clone());
         self.announce(slot, from, change, operator_cause(operator, note), now);
         Some(reason)
@@ -92,6 +92,7 @@ impl Fleet {
 
     /// Forgets the vehicle; its id is refused from now on.
     pub(crate) fn remove(&mut self, slot: u32, operator: &str, now: UnixMs) {
+        // Not `reclassify`: the vehicle leaves the registry, so it is counted out by hand.
         let before = self.class_of(slot);
         let Some(v) = self.registry.decommission(slot) else {
             return;

@@ -75,18 +75,17 @@ impl Fleet {
 
     /// Sets `heartbeat_lost{since}`. Losses caused by an incident do not count as flaps.
     fn lose_heartbeat(&mut self, slot: u32, since: UnixMs, now: UnixMs, count_flap: bool) {
-        let before = self.class_of(slot);
-        let Some(v) = self.registry.get_mut(slot) else {
-            return;
-        };
-        let from = v.state();
-        v.silence = Silence::Lost;
-        v.lost_since = since;
-        v.streak = 0;
-        let after = self.class_of(slot);
         // Bad from its deadline, not from when the tick noticed (unless the SLI was
         // integrated past it meanwhile).
-        self.recount(before, after, since);
+        let Some(from) = self.reclassify(slot, since, |v| {
+            let from = v.state();
+            v.silence = Silence::Lost;
+            v.lost_since = since;
+            v.streak = 0;
+            from
+        }) else {
+            return;
+        };
         let set = ReasonChange::Set(Reason::HeartbeatLost { since });
         self.announce(slot, from, set, Cause::Rule, now);
         if count_flap {
@@ -112,12 +111,7 @@ impl Fleet {
 
     /// A talking vehicle becomes pending or held: bad in the SLI from `at`, no transition.
     fn silence(&mut self, slot: u32, silence: Silence, at: UnixMs) {
-        let before = self.class_of(slot);
-        if let Some(v) = self.registry.get_mut(slot) {
-            v.silence = silence;
-        }
-        let after = self.class_of(slot);
-        self.recount(before, after, at);
+        self.reclassify(slot, at, |v| v.silence = silence);
     }
 
     fn join_incident(&mut self, slot: u32, due: UnixMs, now: UnixMs) {

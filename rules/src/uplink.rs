@@ -34,20 +34,18 @@ impl Fleet {
     /// Any uplink: the vehicle is talking. Its deadline moves, and a pending or held vehicle
     /// simply becomes normal again (it never had a transition).
     pub(crate) fn touch(&mut self, slot: u32, now: UnixMs) {
-        let before = self.class_of(slot);
-        let Some(v) = self.registry.get_mut(slot) else {
+        let Some(was_member) = self.reclassify(slot, now, |v| {
+            v.last_seen = v.last_seen.max(now);
+            if matches!(v.silence, Silence::Pending | Silence::Held) {
+                v.silence = Silence::Talking;
+            }
+            std::mem::take(&mut v.wave_member)
+        }) else {
             return;
         };
-        v.last_seen = v.last_seen.max(now);
-        let was_member = std::mem::take(&mut v.wave_member);
-        if matches!(v.silence, Silence::Pending | Silence::Held) {
-            v.silence = Silence::Talking;
-        }
         if was_member {
             self.guard.member_recovered(now);
         }
-        let after = self.class_of(slot);
-        self.recount(before, after, now);
         self.arm(slot);
     }
 
@@ -108,16 +106,14 @@ impl Fleet {
     }
 
     fn clear_heartbeat_lost(&mut self, slot: u32, now: UnixMs) {
-        let before = self.class_of(slot);
-        let Some(v) = self.registry.get_mut(slot) else {
+        let Some((from, since)) = self.reclassify(slot, now, |v| {
+            let before = (v.state(), v.lost_since);
+            v.silence = Silence::Talking;
+            v.streak = 0;
+            before
+        }) else {
             return;
         };
-        let from = v.state();
-        let since = v.lost_since;
-        v.silence = Silence::Talking;
-        v.streak = 0;
-        let after = self.class_of(slot);
-        self.recount(before, after, now);
         self.arm(slot);
         let cleared = ReasonChange::Cleared(Reason::HeartbeatLost { since });
         self.announce(slot, from, cleared, Cause::Rule, now);
