@@ -11,7 +11,7 @@ use crate::settings::Settings;
 use crate::timeouts::Timeouts;
 use crate::vehicle::{Silence, SliClass, Vehicle};
 use crate::{
-    Cause, Command, CommandKind, Effect, Reason, ReasonChange, RulesConfig, RulesError,
+    Cause, Command, CommandKind, Effect, Heartbeat, Reason, ReasonChange, RulesConfig, RulesError,
     ServiceInOutcome, ServiceState, SliReport, Transition, UnixMs, VehicleSnapshot,
 };
 
@@ -98,31 +98,18 @@ impl Fleet {
         }
     }
 
-    /// A heartbeat. Registers an unknown vehicle. `model` selects the timeout;
-    /// `reported` is the state the vehicle says it applies (for command reconciliation).
+    /// A heartbeat, with what it says about the vehicle (see [`Heartbeat`]). Registers an
+    /// unknown vehicle.
     pub fn heartbeat(
         &mut self,
         id: &str,
-        model: Option<&str>,
-        reported: Option<ServiceState>,
+        heartbeat: Heartbeat<'_>,
         now: UnixMs,
     ) -> Result<(), RulesError> {
         let now = self.observe(now);
         let slot = self.resolve(id, now)?;
-        self.on_heartbeat(slot, model, reported, now);
+        self.on_heartbeat(slot, heartbeat, now);
         Ok(())
-    }
-
-    /// Remembers the battery level a known vehicle reported (shown to the people who go
-    /// and check it). Unknown vehicles are ignored: call it after [`Fleet::heartbeat`].
-    pub fn note_battery(&mut self, id: &str, percent: u8) {
-        if let Some(v) = self
-            .registry
-            .find(id)
-            .and_then(|s| self.registry.get_mut(s))
-        {
-            v.battery = Some(percent);
-        }
     }
 
     /// An error report: `(code, count)` pairs. Any uplink proves connectivity.
@@ -390,7 +377,7 @@ mod tests {
     fn vehicles_are_listed_in_id_order_and_filtered_by_state() {
         let mut f = fleet();
         for id in ["c", "a", "b"] {
-            f.heartbeat(id, None, None, T0).unwrap();
+            f.heartbeat(id, BARE, T0).unwrap();
         }
         f.service_out("b", "ana", "", T0).unwrap();
         let ids = |views: Vec<VehicleView>| views.into_iter().map(|v| v.id).collect::<Vec<_>>();
@@ -422,7 +409,7 @@ mod tests {
     #[test]
     fn a_reclassified_vehicle_counts_in_its_new_class_from_the_given_time() {
         let mut f = fleet();
-        f.heartbeat("v1", None, None, T0).unwrap();
+        f.heartbeat("v1", BARE, T0).unwrap();
         let slot = f.registry.find("v1").unwrap();
         // Held: bad in the SLI, no reason, so no transition either.
         assert_eq!(
@@ -437,8 +424,8 @@ mod tests {
     #[test]
     fn an_older_now_is_taken_as_the_latest_time_seen() {
         let mut f = fleet();
-        f.heartbeat("v1", None, None, T0 + 10).unwrap();
-        f.heartbeat("v1", None, None, T0).unwrap();
+        f.heartbeat("v1", BARE, T0 + 10).unwrap();
+        f.heartbeat("v1", BARE, T0).unwrap();
         assert_eq!(f.vehicle("v1").map(|v| v.last_seen), Some(T0 + 10));
     }
 }

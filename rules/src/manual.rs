@@ -129,7 +129,7 @@ mod tests {
     #[test]
     fn service_out_sets_maintenance_and_sends_a_service_out() {
         let mut f = fleet();
-        f.heartbeat("v1", None, None, T0).unwrap();
+        f.heartbeat("v1", BARE, T0).unwrap();
         drain(&mut f);
         let state = f.service_out("v1", "ana", "wobbly bell", T0 + 1).unwrap();
         assert_eq!(state, ServiceState::OutOfService);
@@ -148,7 +148,7 @@ mod tests {
     #[test]
     fn service_out_again_replaces_the_operator_and_note_without_a_command() {
         let mut f = fleet();
-        f.heartbeat("v1", None, None, T0).unwrap();
+        f.heartbeat("v1", BARE, T0).unwrap();
         f.service_out("v1", "ana", "first", T0).unwrap();
         drain(&mut f);
         f.service_out("v1", "bo", "second", T0 + 1).unwrap();
@@ -212,14 +212,14 @@ mod tests {
         assert_eq!(transitions(&effects).len(), 1);
         assert!(commands(&effects).is_empty());
         // When it talks again it comes back by itself.
-        f.heartbeat("v1", None, None, T0 + TIMEOUT + 2).unwrap();
+        f.heartbeat("v1", BARE, T0 + TIMEOUT + 2).unwrap();
         assert_eq!(state(&f, "v1"), ServiceState::InService);
     }
 
     #[test]
     fn service_in_with_nothing_to_clear_changes_nothing() {
         let mut f = fleet();
-        f.heartbeat("v1", None, None, T0).unwrap();
+        f.heartbeat("v1", BARE, T0).unwrap();
         drain(&mut f);
         let outcome = f.service_in("v1", "ana", "", T0 + 1).unwrap();
         assert_eq!(outcome.state, ServiceState::InService);
@@ -230,7 +230,7 @@ mod tests {
     #[test]
     fn decommissioning_removes_the_vehicle_from_the_fleet_and_the_sli_and_refuses_it_later() {
         let mut f = fleet();
-        f.heartbeat("v1", None, None, T0).unwrap();
+        f.heartbeat("v1", BARE, T0).unwrap();
         f.error_report("v2", &[("BRAKE_SENSOR", 1)], T0).unwrap();
         assert_eq!((f.sli(T0).in_service, f.sli(T0).fleet), (1, 2));
         drain(&mut f);
@@ -245,7 +245,7 @@ mod tests {
         let sli = f.sli(T0 + 1);
         assert_eq!((sli.in_service, sli.fleet, sli.fraction), (1, 1, 1.0));
         let refused = Err(RulesError::Decommissioned("v2".into()));
-        assert_eq!(f.heartbeat("v2", None, None, T0 + 2), refused);
+        assert_eq!(f.heartbeat("v2", BARE, T0 + 2), refused);
         assert_eq!(f.seen("v2", T0 + 2), refused);
         assert_eq!(f.error_report("v2", &[], T0 + 2), refused);
         assert_eq!(f.service_in("v2", "ana", "", T0 + 2).map(|_| ()), refused);
@@ -260,7 +260,7 @@ mod tests {
         let mut f = Fleet::restore(config(), Vec::new(), T0);
         f.restore_decommissioned(["v9"]);
         assert_eq!(
-            f.heartbeat("v9", None, None, T0),
+            f.heartbeat("v9", BARE, T0),
             Err(RulesError::Decommissioned("v9".into()))
         );
     }

@@ -163,8 +163,7 @@ mod tests {
         f.tick(restart + 10 * TIMEOUT);
         assert_eq!(reasons(&f, "v1"), [lost]);
         assert!(drain(&mut f).iter().all(|e| matches!(e, Effect::Notify(_))));
-        f.heartbeat("v1", None, None, restart + 10 * TIMEOUT)
-            .unwrap();
+        f.heartbeat("v1", BARE, restart + 10 * TIMEOUT).unwrap();
         assert_eq!(state(&f, "v1"), ServiceState::InService);
     }
 
@@ -172,7 +171,7 @@ mod tests {
     fn the_sli_history_continues_across_a_restart_and_the_downtime_is_counted_bad() {
         let mut before = Fleet::new(config(), T0);
         for id in ["a", "b"] {
-            before.heartbeat(id, None, None, T0).unwrap();
+            before.heartbeat(id, BARE, T0).unwrap();
         }
         let saved = before.sli_minutes(Fleet::minute_of(T0), T0 + 10 * MIN);
         let stored = vec![snapshot("a", vec![], T0), snapshot("b", vec![], T0)];

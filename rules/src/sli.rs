@@ -169,7 +169,7 @@ mod tests {
     fn fleet_of(n: usize, config: RulesConfig) -> Fleet {
         let mut f = Fleet::new(config, T0);
         for i in 0..n {
-            f.heartbeat(&format!("v{i:03}"), None, None, T0).unwrap();
+            f.heartbeat(&format!("v{i:03}"), BARE, T0).unwrap();
         }
         f
     }

@@ -221,7 +221,7 @@ mod tests {
     #[test]
     fn an_idle_tick_does_nothing_and_the_same_tick_twice_is_harmless() {
         let mut f = fleet();
-        f.heartbeat("v1", None, None, T0).unwrap();
+        f.heartbeat("v1", BARE, T0).unwrap();
         drain(&mut f);
         f.tick(T0 + 1);
         f.tick(T0 + 1);
@@ -235,7 +235,7 @@ mod tests {
     fn poll_timeout_names_the_next_deadline_or_the_next_minute_boundary() {
         let mut f = fleet();
         assert_eq!(f.poll_timeout(), Some(T0 + MIN));
-        f.heartbeat("v1", None, None, T0 + 10).unwrap();
+        f.heartbeat("v1", BARE, T0 + 10).unwrap();
         f.tick(T0 + MIN);
         assert_eq!(f.poll_timeout(), Some(T0 + 2 * MIN));
         f.tick(T0 + 5 * MIN);
@@ -245,9 +245,9 @@ mod tests {
     #[test]
     fn a_heartbeat_moves_the_deadline_without_touching_the_heap() {
         let mut f = fleet();
-        f.heartbeat("v1", None, None, T0).unwrap();
+        f.heartbeat("v1", BARE, T0).unwrap();
         for i in 1..100 {
-            f.heartbeat("v1", None, None, T0 + i * 1_000).unwrap();
+            f.heartbeat("v1", BARE, T0 + i * 1_000).unwrap();
         }
         assert_eq!(f.deadlines.len(), 1);
         f.tick(T0 + TIMEOUT);
@@ -262,8 +262,8 @@ mod tests {
     #[test]
     fn a_switch_to_a_model_with_a_shorter_timeout_takes_effect() {
         let mut f = fleet();
-        f.heartbeat("v1", Some("e-bike"), None, T0).unwrap();
-        f.heartbeat("v1", Some("scooter"), None, T0 + 1).unwrap();
+        f.heartbeat("v1", of_model("e-bike"), T0).unwrap();
+        f.heartbeat("v1", of_model("scooter"), T0 + 1).unwrap();
         f.tick(T0 + 1 + TIMEOUT);
         assert_eq!(state(&f, "v1"), ServiceState::OutOfService);
     }
@@ -272,12 +272,11 @@ mod tests {
     fn a_late_tick_counts_the_vehicle_bad_from_its_deadline() {
         let mut f = fleet();
         for i in 0..10 {
-            f.heartbeat(&format!("v{i}"), None, None, T0).unwrap();
+            f.heartbeat(&format!("v{i}"), BARE, T0).unwrap();
         }
         for m in 1..60 {
             for i in 1..10 {
-                f.heartbeat(&format!("v{i}"), None, None, T0 + m * MIN)
-                    .unwrap();
+                f.heartbeat(&format!("v{i}"), BARE, T0 + m * MIN).unwrap();
             }
         }
         // v0 silent from T0 + 5m; the tick comes 55 minutes late.

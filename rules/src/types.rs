@@ -204,6 +204,20 @@ pub enum Effect {
     Notify(Notification),
 }
 
+/// What a heartbeat says besides "I am here". The default is a bare heartbeat; each
+/// field left `None` keeps what the vehicle said before.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Heartbeat<'a> {
+    /// The vehicle's model: selects its heartbeat timeout. An unknown name past the cap of
+    /// learned models is ignored.
+    pub model: Option<&'a str>,
+    /// The state the vehicle says it applies: when it is not the desired one, the command
+    /// is sent again (at most once per resend interval).
+    pub reported: Option<ServiceState>,
+    /// Its battery level in percent, shown to the people who go and check it.
+    pub battery: Option<u8>,
+}
+
 /// What a manual service-in did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServiceInOutcome {

@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use fleet_rules::{
-    Effect, FaultRule, Fleet, Reason, ReasonChange, RulesConfig, RulesError, ServiceState, UnixMs,
+    Effect, FaultRule, Fleet, Heartbeat, Reason, ReasonChange, RulesConfig, RulesError,
+    ServiceState, UnixMs,
 };
 use proptest::prelude::*;
 
@@ -20,20 +21,38 @@ const CODES: [&str; 3] = ["A", "INFO", "C"];
 
 #[derive(Debug, Clone)]
 enum Op {
-    Heartbeat { v: usize, model: Option<usize> },
-    Error { v: usize, code: usize, count: u32 },
-    Seen { v: usize },
-    ServiceOut { v: usize },
-    ServiceIn { v: usize },
-    Decommission { v: usize },
-    Advance { ms: u64 },
+    Heartbeat {
+        v: usize,
+        model: Option<usize>,
+        battery: Option<u8>,
+    },
+    Error {
+        v: usize,
+        code: usize,
+        count: u32,
+    },
+    Seen {
+        v: usize,
+    },
+    ServiceOut {
+        v: usize,
+    },
+    ServiceIn {
+        v: usize,
+    },
+    Decommission {
+        v: usize,
+    },
+    Advance {
+        ms: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
     let v = 0..IDS.len();
     prop_oneof![
-        6 => (v.clone(), proptest::option::of(0..MODELS.len()))
-            .prop_map(|(v, model)| Op::Heartbeat { v, model }),
+        6 => (v.clone(), proptest::option::of(0..MODELS.len()), proptest::option::of(0..=100u8))
+            .prop_map(|(v, model, battery)| Op::Heartbeat { v, model, battery }),
         3 => (v.clone(), 0..CODES.len(), 0u32..3)
             .prop_map(|(v, code, count)| Op::Error { v, code, count }),
         2 => v.clone().prop_map(|v| Op::Seen { v }),
@@ -88,6 +107,7 @@ struct ModelVehicle {
     last_heartbeat: UnixMs,
     lost: Option<UnixMs>,
     streak: u32,
+    battery: Option<u8>,
     faults: BTreeMap<String, UnixMs>,
     maintenance: Option<(String, String, UnixMs)>,
     reports: BTreeMap<String, Vec<(UnixMs, u32)>>,
@@ -163,10 +183,13 @@ impl Model {
         let now = self.now;
         let recover_after = self.recover_after;
         match *op {
-            Op::Heartbeat { v, model } => {
+            Op::Heartbeat { v, model, battery } => {
                 let v = self.uplink(IDS[v])?;
                 if let Some(m) = model {
                     v.slow = MODELS[m] == "slow";
+                }
+                if battery.is_some() {
+                    v.battery = battery;
                 }
                 if v.lost.is_some() {
                     let gap = now - v.last_heartbeat;
@@ -254,7 +277,14 @@ impl Model {
 
 fn apply(fleet: &mut Fleet, op: &Op, now: UnixMs) -> Result<(), RulesError> {
     match *op {
-        Op::Heartbeat { v, model } => fleet.heartbeat(IDS[v], model.map(|m| MODELS[m]), None, now),
+        Op::Heartbeat { v, model, battery } => {
+            let heartbeat = Heartbeat {
+                model: model.map(|m| MODELS[m]),
+                reported: None,
+                battery,
+            };
+            fleet.heartbeat(IDS[v], heartbeat, now)
+        }
         Op::Error { v, code, count } => fleet.error_report(IDS[v], &[(CODES[code], count)], now),
         Op::Seen { v } => fleet.seen(IDS[v], now),
         Op::ServiceOut { v } => fleet.service_out(IDS[v], "ana", "note", now).map(|_| ()),
@@ -335,6 +365,7 @@ proptest! {
                 let view = view.ok_or_else(|| TestCaseError::fail(format!("{id} missing")))?;
                 prop_assert_eq!(&view.reasons, &mv.reasons(), "reasons of {} after {:?}", id, op);
                 prop_assert_eq!(view.state == ServiceState::InService, view.reasons.is_empty());
+                prop_assert_eq!(view.battery, mv.battery, "battery of {} after {:?}", id, op);
                 // A hardware fault is only ever cleared by a person's service-in.
                 let cleared_by_person = matches!(*op, Op::ServiceIn { v } if v == i);
                 if !cleared_by_person {
