@@ -12,7 +12,7 @@ use crate::timeouts::Timeouts;
 use crate::vehicle::{Silence, SliClass, Vehicle};
 use crate::{
     Cause, Command, CommandKind, Effect, Heartbeat, Reason, ReasonChange, RulesConfig, RulesError,
-    ServiceInOutcome, ServiceState, SliReport, Transition, UnixMs, VehicleSnapshot,
+    ServiceInOutcome, ServiceState, SliReport, Transition, UnixMs,
 };
 
 /// Capacity of the effect buffer kept between calls (a few MB); more is freed once drained.
@@ -39,7 +39,7 @@ pub struct VehicleView {
     /// possible incident is recognised).
     pub held: bool,
     /// Per error code: total reports since registration (kept across restarts by an owner
-    /// that checkpoints them: [`Fleet::restore_error_counts`]), sorted by code.
+    /// that checkpoints them: [`crate::VehicleSnapshot::error_counts`]), sorted by code.
     /// Past 64 distinct codes the rest are summed under `"other"`.
     pub error_counts: Vec<(String, u64)>,
 }
@@ -75,26 +75,6 @@ impl Fleet {
             clock: now,
             evaluated_minute: now / MINUTE,
             settings,
-        }
-    }
-
-    /// A fleet rebuilt from stored vehicles after a restart. Faults and maintenance come
-    /// back as they were; in-service vehicles get the restart grace counted from `now`.
-    pub fn restore(config: RulesConfig, vehicles: Vec<VehicleSnapshot>, now: UnixMs) -> Fleet {
-        let mut fleet = Fleet::new(config, now);
-        fleet.load(vehicles, now);
-        fleet
-    }
-
-    /// Refuses these ids from now on, as if decommissioned (the ones decommissioned before a
-    /// restart). Ids still in the fleet are not affected.
-    pub fn restore_decommissioned<I>(&mut self, ids: I)
-    where
-        I: IntoIterator,
-        I::Item: AsRef<str>,
-    {
-        for id in ids {
-            self.registry.forbid(id.as_ref());
         }
     }
 

@@ -257,8 +257,11 @@ mod tests {
 
     #[test]
     fn ids_decommissioned_before_a_restart_stay_refused() {
-        let mut f = Fleet::restore(config(), Vec::new(), T0);
-        f.restore_decommissioned(["v9"]);
+        let stored = Restore {
+            decommissioned: vec!["v9".into()],
+            ..Restore::default()
+        };
+        let mut f = Fleet::restore(config(), stored, T0).fleet;
         assert_eq!(
             f.heartbeat("v9", BARE, T0),
             Err(RulesError::Decommissioned("v9".into()))

@@ -88,7 +88,7 @@ pub struct SliReport {
     /// Alerts currently firing.
     pub alerts_firing: Vec<AlertSeverity>,
     /// How long the broker itself was down within the SLO window (from the stored
-    /// history: see [`crate::Fleet::restore_sli`]).
+    /// history: see [`crate::SliHistory`]).
     pub downtime_ms: u64,
 }
 

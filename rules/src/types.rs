@@ -229,7 +229,7 @@ pub struct ServiceInOutcome {
     pub cleared: Vec<Reason>,
 }
 
-/// What the owner persisted of a vehicle, for [`crate::Fleet::restore`].
+/// What the owner persisted of a vehicle, for [`crate::Restore`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VehicleSnapshot {
     /// The vehicle.
@@ -240,6 +240,9 @@ pub struct VehicleSnapshot {
     pub reasons: Vec<Reason>,
     /// Last uplink.
     pub last_seen: UnixMs,
+    /// Its error counters, as [`crate::VehicleView::error_counts`] gave them (empty when
+    /// none were stored).
+    pub error_counts: Vec<(String, u64)>,
 }
 
 /// Why a call was refused. Nothing changed.
