@@ -154,10 +154,14 @@ impl Fleet {
         Ok(())
     }
 
-    /// The next instant at which [`Fleet::tick`] has work (a heartbeat deadline, a held
-    /// vehicle's release, a minute boundary for the SLI buckets and alerts).
+    /// The next instant at which [`Fleet::tick`] has work: a heartbeat deadline, a held or
+    /// pending vehicle's release, the end of a mass-loss incident, or a minute boundary for
+    /// the SLO alerts. `None` when nothing is due until another call changes the fleet: in
+    /// practice only an empty fleet whose SLI history has left the burn-rate windows and
+    /// with no alert firing, since a tracked vehicle has a deadline or counts in the SLI.
+    /// An earlier instant than needed may be named (waking early is harmless).
     pub fn poll_timeout(&self) -> Option<UnixMs> {
-        Some(self.next_wakeup())
+        self.next_wakeup()
     }
 
     /// Processes every deadline up to `now`.

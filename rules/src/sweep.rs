@@ -7,10 +7,12 @@ use crate::deadlines::NOT_QUEUED;
 use crate::ledger::MINUTE;
 use crate::mass_loss::Verdict;
 use crate::vehicle::Silence;
-use crate::{Cause, Effect, Fleet, Notification, Reason, ReasonChange, UnixMs};
+use crate::{Cause, Effect, Fleet, Notification, Reason, ReasonChange, UnixMs, BURN_WINDOWS};
 
 /// Ids in a `MassLossStarted` sample.
 const SAMPLE: usize = 10;
+/// The longest burn-rate window (the windows are listed shortest first).
+const LONGEST_BURN_MS: u64 = BURN_WINDOWS[BURN_WINDOWS.len() - 1].1;
 
 impl Fleet {
     pub(crate) fn sweep(&mut self, now: UnixMs) {
@@ -47,15 +49,25 @@ impl Fleet {
         }
     }
 
-    pub(crate) fn next_wakeup(&self) -> UnixMs {
-        let mut next = (self.evaluated_minute + 1) * MINUTE;
-        if let Some(due) = self.deadlines.next() {
-            next = next.min(due);
-        }
-        if let Some(check) = self.guard.next_check() {
-            next = next.min(check);
-        }
-        next
+    /// The next instant a tick has work, or `None` when no tick could change anything
+    /// before some other call does.
+    pub(crate) fn next_wakeup(&self) -> Option<UnixMs> {
+        let minute = self
+            .alerts_may_change()
+            .then_some((self.evaluated_minute + 1) * MINUTE);
+        [self.deadlines.next(), self.guard.next_check(), minute]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Whether the minute's alert evaluation could change an alert. Not when no vehicle is
+    /// counted, none was within the longest burn window and no alert fires: every burn
+    /// rate is 0 then and stays 0 until a call counts a vehicle again. The window is only
+    /// summed when nobody is counted, so a live fleet pays nothing for the question.
+    fn alerts_may_change(&self) -> bool {
+        let (_, valid) = self.ledger.counts();
+        valid > 0 || self.alerts.any_firing() || self.ledger.window(LONGEST_BURN_MS).valid > 0
     }
 
     /// The vehicle's deadline `due` passed (decided at `now`).
@@ -234,12 +246,74 @@ mod tests {
     #[test]
     fn poll_timeout_names_the_next_deadline_or_the_next_minute_boundary() {
         let mut f = fleet();
-        assert_eq!(f.poll_timeout(), Some(T0 + MIN));
         f.heartbeat("v1", BARE, T0 + 10).unwrap();
+        assert_eq!(f.poll_timeout(), Some(T0 + MIN));
         f.tick(T0 + MIN);
         assert_eq!(f.poll_timeout(), Some(T0 + 2 * MIN));
         f.tick(T0 + 5 * MIN);
         assert_eq!(f.poll_timeout(), Some(T0 + 10 + TIMEOUT));
+    }
+
+    #[test]
+    fn an_empty_fleet_has_nothing_due() {
+        let mut f = fleet();
+        assert_eq!(f.poll_timeout(), None);
+        f.tick(T0 + 10 * MIN);
+        assert_eq!(f.poll_timeout(), None);
+        assert!(drain(&mut f).is_empty());
+    }
+
+    #[test]
+    fn a_fleet_emptied_by_decommissioning_stays_due_until_its_history_leaves_the_burn_windows() {
+        let mut f = fleet();
+        f.heartbeat("v1", BARE, T0).unwrap();
+        f.decommission("v1", "ana", T0 + MIN).unwrap();
+        // Its stale deadline first, then the minutes while its SLI time is in a window.
+        assert_eq!(f.poll_timeout(), Some(T0 + MIN));
+        f.tick(T0 + TIMEOUT);
+        assert_eq!(f.poll_timeout(), Some(T0 + TIMEOUT + MIN));
+        let three_days = 3 * 24 * 60 * MIN;
+        f.tick(T0 + three_days);
+        assert_eq!(f.poll_timeout(), Some(T0 + three_days + MIN));
+        f.tick(T0 + three_days + 2 * MIN);
+        assert_eq!(f.poll_timeout(), None);
+        // A vehicle coming makes the minutes due again.
+        f.heartbeat("v2", BARE, T0 + three_days + 3 * MIN).unwrap();
+        assert_eq!(f.poll_timeout(), Some(T0 + three_days + 3 * MIN));
+    }
+
+    #[test]
+    fn a_firing_alert_is_resolved_before_an_empty_fleet_has_nothing_due() {
+        let mut f = fleet();
+        f.heartbeat("v1", BARE, T0).unwrap();
+        for m in 5..=15 {
+            f.tick(T0 + m * MIN);
+        }
+        let fired = notifications(&drain(&mut f));
+        assert!(fired.iter().any(|n| matches!(
+            n,
+            Notification::SloAlert {
+                severity: AlertSeverity::Page,
+                state: AlertState::Firing,
+                ..
+            }
+        )));
+        f.decommission("v1", "ana", T0 + 15 * MIN).unwrap();
+        // A report far later integrates past every window without evaluating the alerts.
+        let later = T0 + 10 * 24 * 60 * MIN;
+        f.sli(later);
+        assert!(f.poll_timeout().is_some());
+        f.tick(later);
+        let resolved = notifications(&drain(&mut f));
+        assert!(resolved.iter().any(|n| matches!(
+            n,
+            Notification::SloAlert {
+                severity: AlertSeverity::Page,
+                state: AlertState::Resolved,
+                ..
+            }
+        )));
+        assert_eq!(f.poll_timeout(), None);
     }
 
     #[test]
