@@ -88,7 +88,7 @@ impl Fleet {
     ) -> Result<(), RulesError> {
         let now = self.observe(now);
         let slot = self.resolve(id, now)?;
-        self.on_heartbeat(slot, heartbeat, now);
+        self.on_heartbeat(slot, &heartbeat, now);
         Ok(())
     }
 
