@@ -336,6 +336,78 @@ fn check_effect_order(effects: &[Effect]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Runs `ops` through the fleet and the model, checking after every step.
+fn agrees_with_model(recover_after: u32, ops: &[Op]) -> Result<(), TestCaseError> {
+    let mut fleet = Fleet::new(config(recover_after), T0);
+    let mut model = Model {
+        now: T0,
+        recover_after,
+        vehicles: BTreeMap::new(),
+        gone: HashSet::new(),
+    };
+    for op in ops {
+        let faults_before: Vec<(usize, Vec<String>)> = IDS
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (i, faults(&fleet, id)))
+            .collect();
+        let expected = model.apply(op);
+        let got = apply(&mut fleet, op, model.now);
+        prop_assert_eq!(&got, &expected, "result of {:?}", op);
+        let effects: Vec<Effect> = fleet.drain_effects().collect();
+        check_effect_order(&effects)?;
+
+        prop_assert_eq!(fleet.len(), model.vehicles.len());
+        for (i, id) in IDS.iter().enumerate() {
+            let view = fleet.vehicle(id);
+            let Some(mv) = model.vehicles.get(*id) else {
+                prop_assert!(view.is_none(), "{} should not be tracked", id);
+                continue;
+            };
+            let view = view.ok_or_else(|| TestCaseError::fail(format!("{id} missing")))?;
+            prop_assert_eq!(
+                &view.reasons,
+                &mv.reasons(),
+                "reasons of {} after {:?}",
+                id,
+                op
+            );
+            prop_assert_eq!(
+                view.state == ServiceState::InService,
+                view.reasons.is_empty()
+            );
+            prop_assert_eq!(view.battery, mv.battery, "battery of {} after {:?}", id, op);
+            // A hardware fault is only ever cleared by a person's service-in.
+            let cleared_by_person = matches!(*op, Op::ServiceIn { v } if v == i);
+            if !cleared_by_person {
+                let now_faults = faults(&fleet, id);
+                for code in &faults_before[i].1 {
+                    prop_assert!(
+                        now_faults.contains(code),
+                        "{} lost fault {} on {:?}",
+                        id,
+                        code,
+                        op
+                    );
+                }
+            }
+        }
+
+        let sli = fleet.sli(model.now);
+        let (good, valid) = model.sli_counts();
+        prop_assert_eq!((sli.in_service, sli.fleet), (good, valid));
+        prop_assert!((0.0..=1.0).contains(&sli.fraction));
+        let expected_fraction = if valid == 0 {
+            1.0
+        } else {
+            good as f64 / valid as f64
+        };
+        prop_assert!((sli.fraction - expected_fraction).abs() < 1e-12);
+        prop_assert!((0.0..=1.0).contains(&sli.window_sli));
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -344,45 +416,35 @@ proptest! {
         recover_after in 1u32..=3,
         ops in proptest::collection::vec(op(), 1..80),
     ) {
-        let mut fleet = Fleet::new(config(recover_after), T0);
-        let mut model = Model { now: T0, recover_after, vehicles: BTreeMap::new(), gone: HashSet::new() };
-        for op in &ops {
-            let faults_before: Vec<(usize, Vec<String>)> =
-                IDS.iter().enumerate().map(|(i, id)| (i, faults(&fleet, id))).collect();
-            let expected = model.apply(op);
-            let got = apply(&mut fleet, op, model.now);
-            prop_assert_eq!(&got, &expected, "result of {:?}", op);
-            let effects: Vec<Effect> = fleet.drain_effects().collect();
-            check_effect_order(&effects)?;
-
-            prop_assert_eq!(fleet.len(), model.vehicles.len());
-            for (i, id) in IDS.iter().enumerate() {
-                let view = fleet.vehicle(id);
-                let Some(mv) = model.vehicles.get(*id) else {
-                    prop_assert!(view.is_none(), "{} should not be tracked", id);
-                    continue;
-                };
-                let view = view.ok_or_else(|| TestCaseError::fail(format!("{id} missing")))?;
-                prop_assert_eq!(&view.reasons, &mv.reasons(), "reasons of {} after {:?}", id, op);
-                prop_assert_eq!(view.state == ServiceState::InService, view.reasons.is_empty());
-                prop_assert_eq!(view.battery, mv.battery, "battery of {} after {:?}", id, op);
-                // A hardware fault is only ever cleared by a person's service-in.
-                let cleared_by_person = matches!(*op, Op::ServiceIn { v } if v == i);
-                if !cleared_by_person {
-                    let now_faults = faults(&fleet, id);
-                    for code in &faults_before[i].1 {
-                        prop_assert!(now_faults.contains(code), "{} lost fault {} on {:?}", id, code, op);
-                    }
-                }
-            }
-
-            let sli = fleet.sli(model.now);
-            let (good, valid) = model.sli_counts();
-            prop_assert_eq!((sli.in_service, sli.fleet), (good, valid));
-            prop_assert!((0.0..=1.0).contains(&sli.fraction));
-            let expected_fraction = if valid == 0 { 1.0 } else { good as f64 / valid as f64 };
-            prop_assert!((sli.fraction - expected_fraction).abs() < 1e-12);
-            prop_assert!((0.0..=1.0).contains(&sli.window_sli));
-        }
+        agrees_with_model(recover_after, &ops)?;
     }
+}
+
+/// The shrunk cases in model.proptest-regressions, spelled out: their seeds no longer
+/// generate them since heartbeats draw a battery level too.
+#[test]
+fn the_cases_the_model_once_disagreed_on_still_agree() -> Result<(), TestCaseError> {
+    let heartbeat = |v| Op::Heartbeat {
+        v,
+        model: None,
+        battery: None,
+    };
+    let error = |v| Op::Error {
+        v,
+        code: 0,
+        count: 1,
+    };
+    let advance = |ms| Op::Advance { ms };
+    agrees_with_model(1, &[error(0), advance(3001), error(0)])?;
+    agrees_with_model(2, &[Op::Seen { v: 3 }, advance(60_000), heartbeat(3)])?;
+    agrees_with_model(
+        2,
+        &[
+            heartbeat(4),
+            advance(60_000),
+            heartbeat(4),
+            advance(60_000),
+            heartbeat(4),
+        ],
+    )
 }
