@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput};
-use fleet_rules::{Fleet, RulesConfig, ServiceState, UnixMs};
+use fleet_rules::{Fleet, Heartbeat, RulesConfig, ServiceState, UnixMs};
 
 /// Counts live heap bytes so the fleet's footprint can be measured, not guessed.
 struct Counting;
@@ -69,11 +69,20 @@ fn model(i: usize) -> &'static str {
     }
 }
 
+/// A heartbeat naming the model and the state applied, as a real scooter sends.
+fn reporting(model: &str, battery: Option<u8>) -> Heartbeat<'_> {
+    Heartbeat {
+        model: Some(model),
+        reported: Some(ServiceState::InService),
+        battery,
+    }
+}
+
 /// The fleet, every vehicle registered at `T0` with its model.
 fn fleet(ids: &[String]) -> Fleet {
     let mut f = Fleet::new(config(), T0);
     for (i, id) in ids.iter().enumerate() {
-        let _ = f.heartbeat(id, Some(model(i)), Some(ServiceState::InService), T0);
+        let _ = f.heartbeat(id, reporting(model(i), None), T0);
         if i.is_multiple_of(4096) {
             f.drain_effects();
         }
@@ -133,19 +142,25 @@ fn heartbeats(c: &mut Criterion, f: &RefCell<Fleet>, ids: &[String], now: &mut U
             *now += 1;
             let _ = f
                 .borrow_mut()
-                .heartbeat(black_box(&ids[i]), None, None, *now);
+                .heartbeat(black_box(&ids[i]), Heartbeat::default(), *now);
         })
     });
     g.bench_function("with model and reported state", |b| {
         b.iter(|| {
             i = (i + 1) % N;
             *now += 1;
-            let _ = f.borrow_mut().heartbeat(
-                black_box(&ids[i]),
-                Some(model(i)),
-                Some(ServiceState::InService),
-                *now,
-            );
+            let _ = f
+                .borrow_mut()
+                .heartbeat(black_box(&ids[i]), reporting(model(i), None), *now);
+        })
+    });
+    g.bench_function("with model, reported state and battery", |b| {
+        b.iter(|| {
+            i = (i + 1) % N;
+            *now += 1;
+            let _ =
+                f.borrow_mut()
+                    .heartbeat(black_box(&ids[i]), reporting(model(i), Some(80)), *now);
         })
     });
     let mut baseline: HashMap<String, UnixMs> = ids.iter().map(|id| (id.clone(), T0)).collect();
@@ -186,7 +201,7 @@ fn ticks(c: &mut Criterion, f: &RefCell<Fleet>, ids: &[String], now: &mut UnixMs
                 *at += TIMEOUT + MIN;
                 let mut f = f.borrow_mut();
                 for id in &swept {
-                    let _ = f.heartbeat(id, None, None, *at);
+                    let _ = f.heartbeat(id, Heartbeat::default(), *at);
                 }
                 f.drain_effects();
                 *at + TIMEOUT
@@ -203,7 +218,7 @@ fn ticks(c: &mut Criterion, f: &RefCell<Fleet>, ids: &[String], now: &mut UnixMs
         let mut f = f.borrow_mut();
         let at = *due.borrow() - TIMEOUT;
         for id in &swept {
-            let _ = f.heartbeat(id, None, None, at);
+            let _ = f.heartbeat(id, Heartbeat::default(), at);
         }
         f.drain_effects();
     }
@@ -213,7 +228,7 @@ fn ticks(c: &mut Criterion, f: &RefCell<Fleet>, ids: &[String], now: &mut UnixMs
                 let mut due = due.borrow_mut();
                 let mut f = f.borrow_mut();
                 for id in &swept {
-                    let _ = f.heartbeat(id, None, None, *due - 1);
+                    let _ = f.heartbeat(id, Heartbeat::default(), *due - 1);
                 }
                 let this = *due;
                 *due += TIMEOUT - 1;

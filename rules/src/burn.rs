@@ -73,6 +73,10 @@ impl Alerts {
         changes
     }
 
+    pub(crate) fn any_firing(&self) -> bool {
+        self.page || self.ticket
+    }
+
     pub(crate) fn firing(&self) -> Vec<AlertSeverity> {
         let mut firing = Vec::new();
         if self.page {

@@ -85,7 +85,7 @@ mod tests {
     fn a_chunked_scan_visits_every_vehicle_once() {
         let mut f = fleet();
         for i in 0..10 {
-            f.heartbeat(&format!("v{i}"), None, None, T0).unwrap();
+            f.heartbeat(&format!("v{i}"), BARE, T0).unwrap();
         }
         f.decommission("v3", "ana", T0).unwrap();
         let mut seen = Vec::new();
@@ -106,8 +106,8 @@ mod tests {
     #[test]
     fn a_scan_returns_only_vehicles_seen_since_the_given_time() {
         let mut f = fleet();
-        f.heartbeat("old", None, None, T0).unwrap();
-        f.heartbeat("new", Some("e-bike"), None, T0 + MIN).unwrap();
+        f.heartbeat("old", BARE, T0).unwrap();
+        f.heartbeat("new", of_model("e-bike"), T0 + MIN).unwrap();
         f.error_report("new", &[("LOW_TIRE_PRESSURE", 2)], T0 + 2 * MIN)
             .unwrap();
         let (views, next) = f.scan(ScanCursor::default(), 100, T0 + 1);
@@ -125,7 +125,7 @@ mod tests {
     #[test]
     fn sli_minutes_cover_the_current_partial_minute() {
         let mut f = fleet();
-        f.heartbeat("v1", None, None, T0).unwrap();
+        f.heartbeat("v1", BARE, T0).unwrap();
         let minutes = f.sli_minutes(Fleet::minute_of(T0), T0 + MIN + 1_000);
         assert_eq!(minutes.len(), 2);
         let last = minutes.last().copied().unwrap_or_default();

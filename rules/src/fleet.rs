@@ -11,8 +11,8 @@ use crate::settings::Settings;
 use crate::timeouts::Timeouts;
 use crate::vehicle::{Silence, SliClass, Vehicle};
 use crate::{
-    Cause, Command, CommandKind, Effect, Reason, ReasonChange, RulesConfig, RulesError,
-    ServiceInOutcome, ServiceState, SliReport, Transition, UnixMs, VehicleSnapshot,
+    Cause, Command, CommandKind, Effect, Heartbeat, Reason, ReasonChange, RulesConfig, RulesError,
+    ServiceInOutcome, ServiceState, SliReport, Transition, UnixMs,
 };
 
 /// Capacity of the effect buffer kept between calls (a few MB); more is freed once drained.
@@ -39,7 +39,7 @@ pub struct VehicleView {
     /// possible incident is recognised).
     pub held: bool,
     /// Per error code: total reports since registration (kept across restarts by an owner
-    /// that checkpoints them: [`Fleet::restore_error_counts`]), sorted by code.
+    /// that checkpoints them: [`crate::VehicleSnapshot::error_counts`]), sorted by code.
     /// Past 64 distinct codes the rest are summed under `"other"`.
     pub error_counts: Vec<(String, u64)>,
 }
@@ -78,51 +78,18 @@ impl Fleet {
         }
     }
 
-    /// A fleet rebuilt from stored vehicles after a restart. Faults and maintenance come
-    /// back as they were; in-service vehicles get the restart grace counted from `now`.
-    pub fn restore(config: RulesConfig, vehicles: Vec<VehicleSnapshot>, now: UnixMs) -> Fleet {
-        let mut fleet = Fleet::new(config, now);
-        fleet.load(vehicles, now);
-        fleet
-    }
-
-    /// Refuses these ids from now on, as if decommissioned (the ones decommissioned before a
-    /// restart). Ids still in the fleet are not affected.
-    pub fn restore_decommissioned<I>(&mut self, ids: I)
-    where
-        I: IntoIterator,
-        I::Item: AsRef<str>,
-    {
-        for id in ids {
-            self.registry.forbid(id.as_ref());
-        }
-    }
-
-    /// A heartbeat. Registers an unknown vehicle. `model` selects the timeout;
-    /// `reported` is the state the vehicle says it applies (for command reconciliation).
+    /// A heartbeat, with what it says about the vehicle (see [`Heartbeat`]). Registers an
+    /// unknown vehicle.
     pub fn heartbeat(
         &mut self,
         id: &str,
-        model: Option<&str>,
-        reported: Option<ServiceState>,
+        heartbeat: Heartbeat<'_>,
         now: UnixMs,
     ) -> Result<(), RulesError> {
         let now = self.observe(now);
         let slot = self.resolve(id, now)?;
-        self.on_heartbeat(slot, model, reported, now);
+        self.on_heartbeat(slot, &heartbeat, now);
         Ok(())
-    }
-
-    /// Remembers the battery level a known vehicle reported (shown to the people who go
-    /// and check it). Unknown vehicles are ignored: call it after [`Fleet::heartbeat`].
-    pub fn note_battery(&mut self, id: &str, percent: u8) {
-        if let Some(v) = self
-            .registry
-            .find(id)
-            .and_then(|s| self.registry.get_mut(s))
-        {
-            v.battery = Some(percent);
-        }
     }
 
     /// An error report: `(code, count)` pairs. Any uplink proves connectivity.
@@ -187,10 +154,14 @@ impl Fleet {
         Ok(())
     }
 
-    /// The next instant at which [`Fleet::tick`] has work (a heartbeat deadline, a held
-    /// vehicle's release, a minute boundary for the SLI buckets and alerts).
+    /// The next instant at which [`Fleet::tick`] has work: a heartbeat deadline, a held or
+    /// pending vehicle's release, the end of a mass-loss incident, or a minute boundary for
+    /// the SLO alerts. `None` when nothing is due until another call changes the fleet: in
+    /// practice only an empty fleet whose SLI history has left the burn-rate windows and
+    /// with no alert firing, since a tracked vehicle has a deadline or counts in the SLI.
+    /// An earlier instant than needed may be named (waking early is harmless).
     pub fn poll_timeout(&self) -> Option<UnixMs> {
-        Some(self.next_wakeup())
+        self.next_wakeup()
     }
 
     /// Processes every deadline up to `now`.
@@ -289,6 +260,24 @@ impl Fleet {
         })
     }
 
+    /// Applies `change` to the vehicle in `slot` and re-counts it in the SLI as of `at` if
+    /// that moved it between good, bad and uncounted; `None`, and nothing done, for an empty
+    /// slot. Changes that can move a vehicle's class go through here, so none is missed.
+    pub(crate) fn reclassify<R>(
+        &mut self,
+        slot: u32,
+        at: UnixMs,
+        change: impl FnOnce(&mut Vehicle) -> R,
+    ) -> Option<R> {
+        let maintenance_bad = self.settings.maintenance_bad;
+        let v = self.registry.get_mut(slot)?;
+        let before = v.sli_class(maintenance_bad);
+        let out = change(v);
+        let after = v.sli_class(maintenance_bad);
+        self.recount(before, after, at);
+        Some(out)
+    }
+
     /// Re-counts a vehicle in the SLI, the counts having held until `at`. Integrating only
     /// on a change keeps heartbeats free of ledger work.
     pub(crate) fn recount(&mut self, before: SliClass, after: SliClass, at: UnixMs) {
@@ -372,7 +361,7 @@ mod tests {
     fn vehicles_are_listed_in_id_order_and_filtered_by_state() {
         let mut f = fleet();
         for id in ["c", "a", "b"] {
-            f.heartbeat(id, None, None, T0).unwrap();
+            f.heartbeat(id, BARE, T0).unwrap();
         }
         f.service_out("b", "ana", "", T0).unwrap();
         let ids = |views: Vec<VehicleView>| views.into_iter().map(|v| v.id).collect::<Vec<_>>();
@@ -402,10 +391,25 @@ mod tests {
     }
 
     #[test]
+    fn a_reclassified_vehicle_counts_in_its_new_class_from_the_given_time() {
+        let mut f = fleet();
+        f.heartbeat("v1", BARE, T0).unwrap();
+        let slot = f.registry.find("v1").unwrap();
+        // Held: bad in the SLI, no reason, so no transition either.
+        assert_eq!(
+            f.reclassify(slot, T0 + MIN, |v| v.silence = Silence::Held),
+            Some(())
+        );
+        assert_eq!(f.reclassify(slot + 1, T0 + MIN, |_| ()), None);
+        let sli = f.sli(T0 + 2 * MIN);
+        assert!((sli.window_sli - 0.5).abs() < 1e-9);
+    }
+
+    #[test]
     fn an_older_now_is_taken_as_the_latest_time_seen() {
         let mut f = fleet();
-        f.heartbeat("v1", None, None, T0 + 10).unwrap();
-        f.heartbeat("v1", None, None, T0).unwrap();
+        f.heartbeat("v1", BARE, T0 + 10).unwrap();
+        f.heartbeat("v1", BARE, T0).unwrap();
         assert_eq!(f.vehicle("v1").map(|v| v.last_seen), Some(T0 + 10));
     }
 }

@@ -15,13 +15,9 @@ impl Fleet {
 
     fn on_error(&mut self, slot: u32, code: &str, count: u32, now: UnixMs) {
         let rule = self.settings.fault_rule(code).clone();
-        let before = self.class_of(slot);
         let Some(v) = self.registry.get_mut(slot) else {
             return;
         };
-        let from = v.state();
-        let model = self.timeouts.name(v.model).map(str::to_owned);
-        let battery = v.battery;
         let extra = v.extra_mut();
         extra.errors_mut().count(code, count);
         let FaultRule::Threshold { threshold, window } = rule else {
@@ -39,10 +35,14 @@ impl Fleet {
         else {
             return;
         };
-        extra.add_fault(code, now);
-        let vehicle = v.id.to_string();
-        let after = self.class_of(slot);
-        self.recount(before, after, now);
+        let Some((from, vehicle, model, battery)) = self.reclassify(slot, now, |v| {
+            let from = v.state();
+            v.extra_mut().add_fault(code, now);
+            (from, v.id.to_string(), v.model, v.battery)
+        }) else {
+            return;
+        };
+        let model = self.timeouts.name(model).map(str::to_owned);
         let set = ReasonChange::Set(Reason::HardwareFault {
             code: code.to_owned(),
             since: now,
@@ -70,7 +70,7 @@ mod tests {
     #[test]
     fn fault_reports_reaching_the_threshold_within_the_window_take_the_vehicle_out_and_notify() {
         let mut f = fleet();
-        f.heartbeat("v1", Some("e-bike"), None, T0).unwrap();
+        f.heartbeat("v1", of_model("e-bike"), T0).unwrap();
         f.error_report("v1", &[("MOTOR", 1)], T0).unwrap();
         f.error_report("v1", &[("MOTOR", 1)], T0 + 4 * MIN).unwrap();
         assert_eq!(state(&f, "v1"), ServiceState::InService);
@@ -111,7 +111,7 @@ mod tests {
     fn fault_reports_spread_wider_than_the_window_do_not_take_the_vehicle_out() {
         let mut f = fleet();
         for i in 0..10 {
-            f.heartbeat("v1", None, None, T0 + i * 6 * MIN).unwrap();
+            f.heartbeat("v1", BARE, T0 + i * 6 * MIN).unwrap();
             f.error_report("v1", &[("MOTOR", 1)], T0 + i * 6 * MIN)
                 .unwrap();
         }
@@ -141,13 +141,8 @@ mod tests {
         let mut f = fleet();
         f.error_report("v1", &[("BRAKE_SENSOR", 1)], T0).unwrap();
         for i in 1..20 {
-            f.heartbeat(
-                "v1",
-                None,
-                Some(ServiceState::OutOfService),
-                T0 + i * 30_000,
-            )
-            .unwrap();
+            f.heartbeat("v1", reporting(ServiceState::OutOfService), T0 + i * 30_000)
+                .unwrap();
             f.tick(T0 + i * 30_000);
         }
         assert_eq!(state(&f, "v1"), ServiceState::OutOfService);

@@ -41,8 +41,9 @@ pub use event_sli::{EventSli, EventSliReport};
 pub use export::{ScanCursor, SliMinute};
 pub use fleet::{Fleet, VehicleView};
 pub use query::{Census, PageCursor, ReasonKind, VehicleFilter, VehiclePage};
+pub use restore::{Restore, RestoredFleet, SliHistory};
 pub use sli::{AlertSeverity, AlertState, BurnRates, SliReport, BURN_WINDOWS};
 pub use types::{
-    Cause, Command, CommandKind, Effect, Notification, Reason, ReasonChange, RulesError,
+    Cause, Command, CommandKind, Effect, Heartbeat, Notification, Reason, ReasonChange, RulesError,
     ServiceInOutcome, ServiceState, Transition, UnixMs, VehicleSnapshot,
 };

@@ -16,18 +16,17 @@ impl Fleet {
         note: &str,
         now: UnixMs,
     ) -> ServiceState {
-        let before = self.class_of(slot);
-        let Some(v) = self.registry.get_mut(slot) else {
+        let Some(from) = self.reclassify(slot, now, |v| {
+            let from = v.state();
+            v.extra_mut().maintenance = Some(Box::new(Maintenance {
+                by: operator.to_owned(),
+                note: note.to_owned(),
+                since: now,
+            }));
+            from
+        }) else {
             return ServiceState::OutOfService;
         };
-        let from = v.state();
-        v.extra_mut().maintenance = Some(Box::new(Maintenance {
-            by: operator.to_owned(),
-            note: note.to_owned(),
-            since: now,
-        }));
-        let after = self.class_of(slot);
-        self.recount(before, after, now);
         let set = ReasonChange::Set(Reason::Maintenance {
             by: operator.to_owned(),
             note: note.to_owned(),
@@ -69,22 +68,23 @@ impl Fleet {
         note: &str,
         now: UnixMs,
     ) -> Option<Reason> {
-        let before = self.class_of(slot);
-        let v = self.registry.get_mut(slot)?;
-        let from = v.state();
-        let extra = v.extra.as_mut()?;
-        let reason = if extra.faults.is_empty() {
-            let Maintenance { by, note, since } = *extra.maintenance.take()?;
-            Reason::Maintenance { by, note, since }
-        } else {
-            let (code, since) = extra.faults.remove(0);
-            Reason::HardwareFault {
-                code: code.into(),
-                since,
-            }
-        };
-        let after = self.class_of(slot);
-        self.recount(before, after, now);
+        let (from, reason) = self
+            .reclassify(slot, now, |v| {
+                let from = v.state();
+                let extra = v.extra.as_mut()?;
+                let reason = if extra.faults.is_empty() {
+                    let Maintenance { by, note, since } = *extra.maintenance.take()?;
+                    Reason::Maintenance { by, note, since }
+                } else {
+                    let (code, since) = extra.faults.remove(0);
+                    Reason::HardwareFault {
+                        code: code.into(),
+                        since,
+                    }
+                };
+                Some((from, reason))
+            })
+            .flatten()?;
         let change = ReasonChange::Cleared(reason.clone());
         self.announce(slot, from, change, operator_cause(operator, note), now);
         Some(reason)
@@ -92,6 +92,7 @@ impl Fleet {
 
     /// Forgets the vehicle; its id is refused from now on.
     pub(crate) fn remove(&mut self, slot: u32, operator: &str, now: UnixMs) {
+        // Not `reclassify`: the vehicle leaves the registry, so it is counted out by hand.
         let before = self.class_of(slot);
         let Some(v) = self.registry.decommission(slot) else {
             return;
@@ -128,7 +129,7 @@ mod tests {
     #[test]
     fn service_out_sets_maintenance_and_sends_a_service_out() {
         let mut f = fleet();
-        f.heartbeat("v1", None, None, T0).unwrap();
+        f.heartbeat("v1", BARE, T0).unwrap();
         drain(&mut f);
         let state = f.service_out("v1", "ana", "wobbly bell", T0 + 1).unwrap();
         assert_eq!(state, ServiceState::OutOfService);
@@ -147,7 +148,7 @@ mod tests {
     #[test]
     fn service_out_again_replaces_the_operator_and_note_without_a_command() {
         let mut f = fleet();
-        f.heartbeat("v1", None, None, T0).unwrap();
+        f.heartbeat("v1", BARE, T0).unwrap();
         f.service_out("v1", "ana", "first", T0).unwrap();
         drain(&mut f);
         f.service_out("v1", "bo", "second", T0 + 1).unwrap();
@@ -211,14 +212,14 @@ mod tests {
         assert_eq!(transitions(&effects).len(), 1);
         assert!(commands(&effects).is_empty());
         // When it talks again it comes back by itself.
-        f.heartbeat("v1", None, None, T0 + TIMEOUT + 2).unwrap();
+        f.heartbeat("v1", BARE, T0 + TIMEOUT + 2).unwrap();
         assert_eq!(state(&f, "v1"), ServiceState::InService);
     }
 
     #[test]
     fn service_in_with_nothing_to_clear_changes_nothing() {
         let mut f = fleet();
-        f.heartbeat("v1", None, None, T0).unwrap();
+        f.heartbeat("v1", BARE, T0).unwrap();
         drain(&mut f);
         let outcome = f.service_in("v1", "ana", "", T0 + 1).unwrap();
         assert_eq!(outcome.state, ServiceState::InService);
@@ -229,7 +230,7 @@ mod tests {
     #[test]
     fn decommissioning_removes_the_vehicle_from_the_fleet_and_the_sli_and_refuses_it_later() {
         let mut f = fleet();
-        f.heartbeat("v1", None, None, T0).unwrap();
+        f.heartbeat("v1", BARE, T0).unwrap();
         f.error_report("v2", &[("BRAKE_SENSOR", 1)], T0).unwrap();
         assert_eq!((f.sli(T0).in_service, f.sli(T0).fleet), (1, 2));
         drain(&mut f);
@@ -244,7 +245,7 @@ mod tests {
         let sli = f.sli(T0 + 1);
         assert_eq!((sli.in_service, sli.fleet, sli.fraction), (1, 1, 1.0));
         let refused = Err(RulesError::Decommissioned("v2".into()));
-        assert_eq!(f.heartbeat("v2", None, None, T0 + 2), refused);
+        assert_eq!(f.heartbeat("v2", BARE, T0 + 2), refused);
         assert_eq!(f.seen("v2", T0 + 2), refused);
         assert_eq!(f.error_report("v2", &[], T0 + 2), refused);
         assert_eq!(f.service_in("v2", "ana", "", T0 + 2).map(|_| ()), refused);
@@ -256,10 +257,13 @@ mod tests {
 
     #[test]
     fn ids_decommissioned_before_a_restart_stay_refused() {
-        let mut f = Fleet::restore(config(), Vec::new(), T0);
-        f.restore_decommissioned(["v9"]);
+        let stored = Restore {
+            decommissioned: vec!["v9".into()],
+            ..Restore::default()
+        };
+        let mut f = Fleet::restore(config(), stored, T0).fleet;
         assert_eq!(
-            f.heartbeat("v9", None, None, T0),
+            f.heartbeat("v9", BARE, T0),
             Err(RulesError::Decommissioned("v9".into()))
         );
     }

@@ -179,6 +179,7 @@ impl Fleet {
 mod tests {
     use super::*;
     use crate::testkit::*;
+    use crate::Heartbeat;
 
     fn ids(page: &VehiclePage) -> Vec<&str> {
         page.vehicles.iter().map(|v| v.id.as_str()).collect()
@@ -189,7 +190,8 @@ mod tests {
         let mut f = fleet();
         for i in 0..10 {
             let model = (i == 8).then_some("e-bike");
-            f.heartbeat(&format!("v{i}"), model, None, T0).unwrap();
+            let heartbeat = Heartbeat { model, ..BARE };
+            f.heartbeat(&format!("v{i}"), heartbeat, T0).unwrap();
         }
         f.error_report("v3", &[("BRAKE_SENSOR", 1)], T0).unwrap();
         f.error_report("v7", &[("BRAKE_SENSOR", 1)], T0).unwrap();
@@ -286,7 +288,7 @@ mod tests {
     fn the_census_counts_states_and_each_reason() {
         let mut f = ten();
         f.tick(T0 + TIMEOUT + 1);
-        f.heartbeat("v0", None, None, T0 + TIMEOUT + 2).unwrap();
+        f.heartbeat("v0", BARE, T0 + TIMEOUT + 2).unwrap();
         let c = f.census();
         assert_eq!(c.total, 10);
         // Everyone but v0 and the e-bike v8 (10 min timeout) went silent.

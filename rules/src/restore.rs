@@ -1,50 +1,70 @@
-//! Rebuilding the fleet after a restart: reasons come back exactly as stored, and every
-//! vehicle that was talking gets the restart grace counted from startup, so a broker
-//! restart never mass-evicts the fleet. Nothing is announced: nothing changed. The SLI
+//! Rebuilding the fleet after a restart from one stored value: reasons come back exactly as
+//! stored, every vehicle that was talking gets the restart grace counted from startup (so a
+//! restart never mass-evicts the fleet), and nothing is announced: nothing changed. The SLI
 //! history comes back too, with the broker's own downtime accounted for, not skipped.
 
 use crate::vehicle::{Maintenance, Silence, SliClass, Vehicle};
-use crate::{Fleet, Reason, SliMinute, UnixMs, VehicleSnapshot};
+use crate::{Fleet, Reason, RulesConfig, SliMinute, UnixMs, VehicleSnapshot};
+
+/// Everything the owner stored for [`Fleet::restore`]. The default restores nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Restore {
+    /// The vehicles with their reasons and error counters. Of two with the same id the
+    /// first wins, error counters included.
+    pub vehicles: Vec<VehicleSnapshot>,
+    /// Ids decommissioned before the restart: refused from now on. An id also among
+    /// `vehicles` stays tracked.
+    pub decommissioned: Vec<String>,
+    /// The SLI history, if one was stored; without it no downtime is accounted.
+    pub sli: Option<SliHistory>,
+}
+
+/// The stored SLI history and how to account the gap since it was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SliHistory {
+    /// Stored minutes; those outside the history kept are ignored.
+    pub minutes: Vec<SliMinute>,
+    /// Where the history was stored up to: the broker is taken as down from here until the
+    /// restore.
+    pub saved_to: UnixMs,
+    /// Count the downtime as valid but not good time for the fleet as restored (no vehicle
+    /// could reach the broker); otherwise it is only marked.
+    pub downtime_is_bad: bool,
+}
+
+/// What [`Fleet::restore`] gives back.
+pub struct RestoredFleet {
+    /// The fleet, ready for calls.
+    pub fleet: Fleet,
+    /// The broker's downtime accounted in the SLI history, in ms (cut to the history kept;
+    /// 0 without a stored history). Reported per minute as [`crate::SliReport::downtime_ms`].
+    pub downtime_ms: u64,
+}
 
 impl Fleet {
-    /// Puts back the stored SLI history after [`Fleet::restore`] (before any other call)
-    /// and accounts the gap from `saved_to` (the time the history was stored up to) to the
-    /// restore as the broker's downtime: marked in each minute it covers (reported as
-    /// [`crate::SliReport::downtime_ms`]) and, with `downtime_is_bad`, counted as valid but
-    /// not good time for the fleet as restored, since no vehicle could reach the broker.
-    /// Returns the downtime accounted (cut to the history kept).
-    pub fn restore_sli<I>(&mut self, minutes: I, saved_to: UnixMs, downtime_is_bad: bool) -> u64
-    where
-        I: IntoIterator<Item = SliMinute>,
-    {
-        for m in minutes {
-            self.ledger.import(m.minute, m.bucket());
+    /// A fleet rebuilt at `now` from what the owner stored. Faults and maintenance come back
+    /// as they were; if any vehicle was stored, the restart grace is counted from `now`
+    /// (with none stored there is nobody to protect: a fresh start, no grace).
+    pub fn restore(config: RulesConfig, stored: Restore, now: UnixMs) -> RestoredFleet {
+        let Restore {
+            vehicles,
+            decommissioned,
+            sli,
+        } = stored;
+        let mut fleet = Fleet::new(config, now);
+        fleet.load(vehicles, now);
+        for id in &decommissioned {
+            fleet.registry.forbid(id);
         }
-        let restored_at = self.ledger.clock();
-        self.ledger
-            .account_downtime(saved_to, restored_at, downtime_is_bad)
+        // After the vehicles: downtime counted bad is counted for the fleet as restored.
+        let downtime_ms = sli.map_or(0, |history| fleet.load_sli(history));
+        RestoredFleet { fleet, downtime_ms }
     }
 
-    /// Puts back a vehicle's stored error counters (see [`VehicleView::error_counts`]);
-    /// false when the vehicle is not in the fleet.
-    ///
-    /// [`VehicleView::error_counts`]: crate::VehicleView::error_counts
-    pub fn restore_error_counts(&mut self, id: &str, counts: &[(String, u64)]) -> bool {
-        let Some(v) = self
-            .registry
-            .find(id)
-            .and_then(|s| self.registry.get_mut(s))
-        else {
-            return false;
-        };
-        if !counts.is_empty() {
-            v.extra_mut().errors_mut().restore_counts(counts);
+    fn load(&mut self, snapshots: Vec<VehicleSnapshot>, now: UnixMs) {
+        if !snapshots.is_empty() {
+            self.timeouts.restored_at = Some(now);
         }
-        true
-    }
-
-    pub(crate) fn load(&mut self, snapshots: Vec<VehicleSnapshot>, now: UnixMs) {
-        self.timeouts.restored_at = Some(now);
         for s in snapshots {
             if self.registry.find(&s.id).is_some() {
                 continue; // a duplicate: the first copy wins
@@ -65,6 +85,10 @@ impl Fleet {
                     }
                 }
             }
+            // Only a vehicle with counters gets the boxed extras.
+            if !s.error_counts.is_empty() {
+                v.extra_mut().errors_mut().restore_counts(&s.error_counts);
+            }
             let class = v.sli_class(self.settings.maintenance_bad);
             let Some(slot) = self.registry.insert(v) else {
                 break;
@@ -72,6 +96,17 @@ impl Fleet {
             self.ledger.shift(SliClass::Uncounted, class);
             self.arm(slot);
         }
+    }
+
+    /// Imports the minutes, then accounts the gap from `saved_to` to the ledger's start (the
+    /// restore) as downtime. Only right before the ledger integrates past its start.
+    fn load_sli(&mut self, history: SliHistory) -> u64 {
+        for m in history.minutes {
+            self.ledger.import(m.minute, m.bucket());
+        }
+        let restored_at = self.ledger.clock();
+        self.ledger
+            .account_downtime(history.saved_to, restored_at, history.downtime_is_bad)
     }
 }
 
@@ -86,7 +121,38 @@ mod tests {
             model: None,
             reasons,
             last_seen,
+            error_counts: Vec::new(),
         }
+    }
+
+    /// A fleet restored from vehicles alone.
+    fn restored(config: RulesConfig, vehicles: Vec<VehicleSnapshot>, now: UnixMs) -> Fleet {
+        let stored = Restore {
+            vehicles,
+            ..Restore::default()
+        };
+        Fleet::restore(config, stored, now).fleet
+    }
+
+    /// A fleet restored from vehicles and an SLI history; the downtime accounted beside it.
+    fn restored_with_history(
+        vehicles: Vec<VehicleSnapshot>,
+        minutes: Vec<SliMinute>,
+        saved_to: UnixMs,
+        downtime_is_bad: bool,
+        now: UnixMs,
+    ) -> (Fleet, u64) {
+        let stored = Restore {
+            vehicles,
+            decommissioned: Vec::new(),
+            sli: Some(SliHistory {
+                minutes,
+                saved_to,
+                downtime_is_bad,
+            }),
+        };
+        let RestoredFleet { fleet, downtime_ms } = Fleet::restore(config(), stored, now);
+        (fleet, downtime_ms)
     }
 
     #[test]
@@ -108,7 +174,7 @@ mod tests {
         ];
         let mut stored = stored;
         stored[2].model = Some("e-bike".into());
-        let mut f = Fleet::restore(config(), stored, restart);
+        let mut f = restored(config(), stored, restart);
         assert!(drain(&mut f).is_empty());
         assert_eq!(reasons(&f, "faulty"), [fault, maintenance]);
         assert_eq!(state(&f, "fine"), ServiceState::InService);
@@ -136,7 +202,7 @@ mod tests {
         let mut cfg = config();
         cfg.heartbeat.restart_grace = Some(std::time::Duration::from_secs(60));
         let restart = T0 + 60 * MIN;
-        let mut f = Fleet::restore(cfg, vec![snapshot("v1", vec![], T0)], restart);
+        let mut f = restored(cfg, vec![snapshot("v1", vec![], T0)], restart);
         f.tick(restart + MIN - 1);
         assert_eq!(state(&f, "v1"), ServiceState::InService);
         f.tick(restart + MIN);
@@ -146,7 +212,7 @@ mod tests {
     #[test]
     fn a_vehicle_heard_recently_keeps_its_own_later_deadline() {
         let restart = T0 + MIN;
-        let mut f = Fleet::restore(config(), vec![snapshot("v1", vec![], restart)], restart);
+        let mut f = restored(config(), vec![snapshot("v1", vec![], restart)], restart);
         f.tick(restart + TIMEOUT - 1);
         assert_eq!(state(&f, "v1"), ServiceState::InService);
     }
@@ -155,7 +221,7 @@ mod tests {
     fn a_vehicle_silent_before_the_restart_stays_out_until_a_heartbeat() {
         let lost = Reason::HeartbeatLost { since: T0 };
         let restart = T0 + 60 * MIN;
-        let mut f = Fleet::restore(
+        let mut f = restored(
             config(),
             vec![snapshot("v1", vec![lost.clone()], T0)],
             restart,
@@ -163,8 +229,7 @@ mod tests {
         f.tick(restart + 10 * TIMEOUT);
         assert_eq!(reasons(&f, "v1"), [lost]);
         assert!(drain(&mut f).iter().all(|e| matches!(e, Effect::Notify(_))));
-        f.heartbeat("v1", None, None, restart + 10 * TIMEOUT)
-            .unwrap();
+        f.heartbeat("v1", BARE, restart + 10 * TIMEOUT).unwrap();
         assert_eq!(state(&f, "v1"), ServiceState::InService);
     }
 
@@ -172,13 +237,14 @@ mod tests {
     fn the_sli_history_continues_across_a_restart_and_the_downtime_is_counted_bad() {
         let mut before = Fleet::new(config(), T0);
         for id in ["a", "b"] {
-            before.heartbeat(id, None, None, T0).unwrap();
+            before.heartbeat(id, BARE, T0).unwrap();
         }
         let saved = before.sli_minutes(Fleet::minute_of(T0), T0 + 10 * MIN);
         let stored = vec![snapshot("a", vec![], T0), snapshot("b", vec![], T0)];
         let restart = T0 + 15 * MIN;
-        let mut f = Fleet::restore(config(), stored, restart);
-        assert_eq!(f.restore_sli(saved, T0 + 10 * MIN, true), 5 * MIN);
+        let (mut f, downtime_ms) =
+            restored_with_history(stored, saved, T0 + 10 * MIN, true, restart);
+        assert_eq!(downtime_ms, 5 * MIN);
         let sli = f.sli(restart + 5 * MIN);
         // 10 good minutes, 5 down (bad), 5 good, for both vehicles.
         assert!((sli.window_sli - 15.0 / 20.0).abs() < 1e-9);
@@ -189,8 +255,8 @@ mod tests {
     #[test]
     fn downtime_can_be_excluded_from_the_sli_and_is_still_reported() {
         let restart = T0 + 15 * MIN;
-        let mut f = Fleet::restore(config(), vec![snapshot("a", vec![], T0)], restart);
-        f.restore_sli(Vec::new(), T0 + 10 * MIN, false);
+        let stored = vec![snapshot("a", vec![], T0)];
+        let (mut f, _) = restored_with_history(stored, Vec::new(), T0 + 10 * MIN, false, restart);
         let sli = f.sli(restart + 5 * MIN);
         assert_eq!(sli.window_sli, 1.0);
         assert_eq!(sli.downtime_ms, 5 * MIN);
@@ -199,10 +265,9 @@ mod tests {
     #[test]
     fn stored_error_counters_come_back() {
         let restart = T0 + MIN;
-        let mut f = Fleet::restore(config(), vec![snapshot("a", vec![], T0)], restart);
-        let counts = vec![("MOTOR".to_string(), 7)];
-        assert!(f.restore_error_counts("a", &counts));
-        assert!(!f.restore_error_counts("ghost", &counts));
+        let mut a = snapshot("a", vec![], T0);
+        a.error_counts = vec![("MOTOR".to_string(), 7)];
+        let mut f = restored(config(), vec![a], restart);
         f.error_report("a", &[("MOTOR", 1)], restart).unwrap();
         let view = f.vehicle("a").unwrap();
         assert_eq!(view.error_counts, [("MOTOR".to_string(), 8)]);
@@ -212,12 +277,121 @@ mod tests {
     fn restored_vehicles_count_in_the_sli_as_they_stood() {
         let lost = Reason::HeartbeatLost { since: T0 };
         let restart = T0 + 60 * MIN;
-        let mut f = Fleet::restore(
+        let mut f = restored(
             config(),
             vec![snapshot("a", vec![], T0), snapshot("b", vec![lost], T0)],
             restart,
         );
         let sli = f.sli(restart);
         assert_eq!((sli.in_service, sli.fleet), (1, 2));
+    }
+
+    #[test]
+    fn a_whole_stored_value_comes_back_in_one_call() {
+        let fault = Reason::HardwareFault {
+            code: "BRAKE_SENSOR".into(),
+            since: T0 + MIN,
+        };
+        let mut faulty = snapshot("faulty", vec![fault.clone()], T0 + 9 * MIN);
+        faulty.error_counts = vec![("BRAKE_SENSOR".into(), 3), ("MOTOR".into(), 1)];
+        let fine = snapshot("fine", vec![], T0 + 9 * MIN);
+        let saved_to = T0 + 10 * MIN;
+        let history: Vec<SliMinute> = (0..10)
+            .map(|m| SliMinute {
+                minute: Fleet::minute_of(T0) + m,
+                good: MIN,
+                valid: 2 * MIN,
+                down_ms: 0,
+            })
+            .collect();
+        let restart = T0 + 12 * MIN;
+        let stored = Restore {
+            vehicles: vec![faulty, fine],
+            decommissioned: vec!["gone".into()],
+            sli: Some(SliHistory {
+                minutes: history,
+                saved_to,
+                downtime_is_bad: true,
+            }),
+        };
+        let RestoredFleet {
+            mut fleet,
+            downtime_ms,
+        } = Fleet::restore(config(), stored, restart);
+        assert!(drain(&mut fleet).is_empty());
+        assert_eq!(fleet.len(), 2);
+        assert_eq!(reasons(&fleet, "faulty"), [fault]);
+        assert_eq!(
+            fleet.vehicle("faulty").map(|v| v.error_counts),
+            Some(vec![("BRAKE_SENSOR".into(), 3), ("MOTOR".into(), 1)])
+        );
+        assert_eq!(
+            fleet.heartbeat("gone", BARE, restart),
+            Err(RulesError::Decommissioned("gone".into()))
+        );
+        assert_eq!(downtime_ms, 2 * MIN);
+        let sli = fleet.sli(restart);
+        assert_eq!(sli.downtime_ms, 2 * MIN);
+        // 10 stored minutes half good, then 2 down minutes counted bad for both vehicles.
+        assert!((sli.window_sli - 10.0 / 24.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn of_two_stored_copies_of_a_vehicle_the_first_wins_with_its_error_counts() {
+        let mut first = snapshot("a", vec![], T0);
+        first.error_counts = vec![("MOTOR".into(), 1)];
+        let mut second = snapshot("a", vec![Reason::HeartbeatLost { since: T0 }], T0);
+        second.error_counts = vec![("MOTOR".into(), 9)];
+        let f = restored(config(), vec![first, second], T0 + MIN);
+        assert_eq!(f.len(), 1);
+        let view = f.vehicle("a").unwrap();
+        assert_eq!(view.state, ServiceState::InService);
+        assert_eq!(view.error_counts, [("MOTOR".to_string(), 1)]);
+    }
+
+    #[test]
+    fn a_decommissioned_id_that_is_also_stored_as_a_vehicle_stays_tracked() {
+        let stored = Restore {
+            vehicles: vec![snapshot("a", vec![], T0)],
+            decommissioned: vec!["a".into()],
+            sli: None,
+        };
+        let mut f = Fleet::restore(config(), stored, T0 + MIN).fleet;
+        assert_eq!(f.heartbeat("a", BARE, T0 + MIN), Ok(()));
+        assert_eq!(f.len(), 1);
+    }
+
+    #[test]
+    fn without_a_stored_history_no_downtime_is_accounted() {
+        let stored = Restore {
+            vehicles: vec![snapshot("a", vec![], T0)],
+            ..Restore::default()
+        };
+        let RestoredFleet {
+            mut fleet,
+            downtime_ms,
+        } = Fleet::restore(config(), stored, T0 + 60 * MIN);
+        assert_eq!(downtime_ms, 0);
+        assert_eq!(fleet.sli(T0 + 61 * MIN).downtime_ms, 0);
+    }
+
+    #[test]
+    fn a_restore_without_vehicles_is_a_fresh_start_without_grace() {
+        let mut cfg = config();
+        cfg.heartbeat.restart_grace = Some(std::time::Duration::from_millis(3 * TIMEOUT));
+        let restart = T0 + 60 * MIN;
+        let stored = Restore {
+            decommissioned: vec!["gone".into()],
+            ..Restore::default()
+        };
+        let mut f = Fleet::restore(cfg.clone(), stored, restart).fleet;
+        f.heartbeat("new", BARE, restart).unwrap();
+        f.tick(restart + TIMEOUT);
+        assert_eq!(state(&f, "new"), ServiceState::OutOfService);
+        // With a vehicle stored, a newcomer shares the grace.
+        let mut f = restored(cfg, vec![snapshot("old", vec![], T0)], restart);
+        f.heartbeat("new", BARE, restart).unwrap();
+        f.tick(restart + TIMEOUT);
+        assert_eq!(state(&f, "new"), ServiceState::InService);
     }
 }

@@ -88,7 +88,7 @@ pub struct SliReport {
     /// Alerts currently firing.
     pub alerts_firing: Vec<AlertSeverity>,
     /// How long the broker itself was down within the SLO window (from the stored
-    /// history: see [`crate::Fleet::restore_sli`]).
+    /// history: see [`crate::SliHistory`]).
     pub downtime_ms: u64,
 }
 
@@ -169,7 +169,7 @@ mod tests {
     fn fleet_of(n: usize, config: RulesConfig) -> Fleet {
         let mut f = Fleet::new(config, T0);
         for i in 0..n {
-            f.heartbeat(&format!("v{i:03}"), None, None, T0).unwrap();
+            f.heartbeat(&format!("v{i:03}"), BARE, T0).unwrap();
         }
         f
     }

@@ -7,10 +7,12 @@ use crate::deadlines::NOT_QUEUED;
 use crate::ledger::MINUTE;
 use crate::mass_loss::Verdict;
 use crate::vehicle::Silence;
-use crate::{Cause, Effect, Fleet, Notification, Reason, ReasonChange, UnixMs};
+use crate::{Cause, Effect, Fleet, Notification, Reason, ReasonChange, UnixMs, BURN_WINDOWS};
 
 /// Ids in a `MassLossStarted` sample.
 const SAMPLE: usize = 10;
+/// The longest burn-rate window (the windows are listed shortest first).
+const LONGEST_BURN_MS: u64 = BURN_WINDOWS[BURN_WINDOWS.len() - 1].1;
 
 impl Fleet {
     pub(crate) fn sweep(&mut self, now: UnixMs) {
@@ -26,7 +28,7 @@ impl Fleet {
             if v.silence != Silence::Talking {
                 continue;
             }
-            let real = self.timeouts.deadline(v);
+            let real = self.timeouts.deadline(v.model, v.last_seen);
             if real > due {
                 // It talked since the entry was made: check again at its real deadline.
                 self.deadlines.push(real, slot);
@@ -47,15 +49,25 @@ impl Fleet {
         }
     }
 
-    pub(crate) fn next_wakeup(&self) -> UnixMs {
-        let mut next = (self.evaluated_minute + 1) * MINUTE;
-        if let Some(due) = self.deadlines.next() {
-            next = next.min(due);
-        }
-        if let Some(check) = self.guard.next_check() {
-            next = next.min(check);
-        }
-        next
+    /// The next instant a tick has work, or `None` when no tick could change anything
+    /// before some other call does.
+    pub(crate) fn next_wakeup(&self) -> Option<UnixMs> {
+        let minute = self
+            .alerts_may_change()
+            .then_some((self.evaluated_minute + 1) * MINUTE);
+        [self.deadlines.next(), self.guard.next_check(), minute]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Whether the minute's alert evaluation could change an alert. Not when no vehicle is
+    /// counted, none was within the longest burn window and no alert fires: every burn
+    /// rate is 0 then and stays 0 until a call counts a vehicle again. The window is only
+    /// summed when nobody is counted, so a live fleet pays nothing for the question.
+    fn alerts_may_change(&self) -> bool {
+        let (_, valid) = self.ledger.counts();
+        valid > 0 || self.alerts.any_firing() || self.ledger.window(LONGEST_BURN_MS).valid > 0
     }
 
     /// The vehicle's deadline `due` passed (decided at `now`).
@@ -75,18 +87,17 @@ impl Fleet {
 
     /// Sets `heartbeat_lost{since}`. Losses caused by an incident do not count as flaps.
     fn lose_heartbeat(&mut self, slot: u32, since: UnixMs, now: UnixMs, count_flap: bool) {
-        let before = self.class_of(slot);
-        let Some(v) = self.registry.get_mut(slot) else {
-            return;
-        };
-        let from = v.state();
-        v.silence = Silence::Lost;
-        v.lost_since = since;
-        v.streak = 0;
-        let after = self.class_of(slot);
         // Bad from its deadline, not from when the tick noticed (unless the SLI was
         // integrated past it meanwhile).
-        self.recount(before, after, since);
+        let Some(from) = self.reclassify(slot, since, |v| {
+            let from = v.state();
+            v.silence = Silence::Lost;
+            v.lost_since = since;
+            v.streak = 0;
+            from
+        }) else {
+            return;
+        };
         let set = ReasonChange::Set(Reason::HeartbeatLost { since });
         self.announce(slot, from, set, Cause::Rule, now);
         if count_flap {
@@ -112,12 +123,7 @@ impl Fleet {
 
     /// A talking vehicle becomes pending or held: bad in the SLI from `at`, no transition.
     fn silence(&mut self, slot: u32, silence: Silence, at: UnixMs) {
-        let before = self.class_of(slot);
-        if let Some(v) = self.registry.get_mut(slot) {
-            v.silence = silence;
-        }
-        let after = self.class_of(slot);
-        self.recount(before, after, at);
+        self.reclassify(slot, at, |v| v.silence = silence);
     }
 
     fn join_incident(&mut self, slot: u32, due: UnixMs, now: UnixMs) {
@@ -157,7 +163,7 @@ impl Fleet {
                 continue;
             };
             // Still silent since this very expiry, and not counted yet.
-            if v.wave_member || self.timeouts.deadline(v) != due {
+            if v.wave_member || self.timeouts.deadline(v.model, v.last_seen) != due {
                 continue;
             }
             let (silence, lost_since) = (v.silence, v.lost_since);
@@ -182,7 +188,8 @@ impl Fleet {
             let Some(v) = self.registry.get(slot) else {
                 continue;
             };
-            if v.silence == Silence::Pending && self.timeouts.deadline(v) == due {
+            if v.silence == Silence::Pending && self.timeouts.deadline(v.model, v.last_seen) == due
+            {
                 self.lose_heartbeat(slot, due, now, true);
             }
         }
@@ -211,7 +218,7 @@ impl Fleet {
                 continue;
             }
             if v.silence == Silence::Held {
-                let since = self.timeouts.deadline(v);
+                let since = self.timeouts.deadline(v.model, v.last_seen);
                 self.lose_heartbeat(slot, since, now, false);
             }
         }
@@ -226,7 +233,7 @@ mod tests {
     #[test]
     fn an_idle_tick_does_nothing_and_the_same_tick_twice_is_harmless() {
         let mut f = fleet();
-        f.heartbeat("v1", None, None, T0).unwrap();
+        f.heartbeat("v1", BARE, T0).unwrap();
         drain(&mut f);
         f.tick(T0 + 1);
         f.tick(T0 + 1);
@@ -239,8 +246,8 @@ mod tests {
     #[test]
     fn poll_timeout_names_the_next_deadline_or_the_next_minute_boundary() {
         let mut f = fleet();
+        f.heartbeat("v1", BARE, T0 + 10).unwrap();
         assert_eq!(f.poll_timeout(), Some(T0 + MIN));
-        f.heartbeat("v1", None, None, T0 + 10).unwrap();
         f.tick(T0 + MIN);
         assert_eq!(f.poll_timeout(), Some(T0 + 2 * MIN));
         f.tick(T0 + 5 * MIN);
@@ -248,11 +255,73 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_fleet_has_nothing_due() {
+        let mut f = fleet();
+        assert_eq!(f.poll_timeout(), None);
+        f.tick(T0 + 10 * MIN);
+        assert_eq!(f.poll_timeout(), None);
+        assert!(drain(&mut f).is_empty());
+    }
+
+    #[test]
+    fn a_fleet_emptied_by_decommissioning_stays_due_until_its_history_leaves_the_burn_windows() {
+        let mut f = fleet();
+        f.heartbeat("v1", BARE, T0).unwrap();
+        f.decommission("v1", "ana", T0 + MIN).unwrap();
+        // Its stale deadline first, then the minutes while its SLI time is in a window.
+        assert_eq!(f.poll_timeout(), Some(T0 + MIN));
+        f.tick(T0 + TIMEOUT);
+        assert_eq!(f.poll_timeout(), Some(T0 + TIMEOUT + MIN));
+        let three_days = 3 * 24 * 60 * MIN;
+        f.tick(T0 + three_days);
+        assert_eq!(f.poll_timeout(), Some(T0 + three_days + MIN));
+        f.tick(T0 + three_days + 2 * MIN);
+        assert_eq!(f.poll_timeout(), None);
+        // A vehicle coming makes the minutes due again.
+        f.heartbeat("v2", BARE, T0 + three_days + 3 * MIN).unwrap();
+        assert_eq!(f.poll_timeout(), Some(T0 + three_days + 3 * MIN));
+    }
+
+    #[test]
+    fn a_firing_alert_is_resolved_before_an_empty_fleet_has_nothing_due() {
+        let mut f = fleet();
+        f.heartbeat("v1", BARE, T0).unwrap();
+        for m in 5..=15 {
+            f.tick(T0 + m * MIN);
+        }
+        let fired = notifications(&drain(&mut f));
+        assert!(fired.iter().any(|n| matches!(
+            n,
+            Notification::SloAlert {
+                severity: AlertSeverity::Page,
+                state: AlertState::Firing,
+                ..
+            }
+        )));
+        f.decommission("v1", "ana", T0 + 15 * MIN).unwrap();
+        // A report far later integrates past every window without evaluating the alerts.
+        let later = T0 + 10 * 24 * 60 * MIN;
+        f.sli(later);
+        assert!(f.poll_timeout().is_some());
+        f.tick(later);
+        let resolved = notifications(&drain(&mut f));
+        assert!(resolved.iter().any(|n| matches!(
+            n,
+            Notification::SloAlert {
+                severity: AlertSeverity::Page,
+                state: AlertState::Resolved,
+                ..
+            }
+        )));
+        assert_eq!(f.poll_timeout(), None);
+    }
+
+    #[test]
     fn a_heartbeat_moves_the_deadline_without_touching_the_heap() {
         let mut f = fleet();
-        f.heartbeat("v1", None, None, T0).unwrap();
+        f.heartbeat("v1", BARE, T0).unwrap();
         for i in 1..100 {
-            f.heartbeat("v1", None, None, T0 + i * 1_000).unwrap();
+            f.heartbeat("v1", BARE, T0 + i * 1_000).unwrap();
         }
         assert_eq!(f.deadlines.len(), 1);
         f.tick(T0 + TIMEOUT);
@@ -267,8 +336,8 @@ mod tests {
     #[test]
     fn a_switch_to_a_model_with_a_shorter_timeout_takes_effect() {
         let mut f = fleet();
-        f.heartbeat("v1", Some("e-bike"), None, T0).unwrap();
-        f.heartbeat("v1", Some("scooter"), None, T0 + 1).unwrap();
+        f.heartbeat("v1", of_model("e-bike"), T0).unwrap();
+        f.heartbeat("v1", of_model("scooter"), T0 + 1).unwrap();
         f.tick(T0 + 1 + TIMEOUT);
         assert_eq!(state(&f, "v1"), ServiceState::OutOfService);
     }
@@ -277,12 +346,11 @@ mod tests {
     fn a_late_tick_counts_the_vehicle_bad_from_its_deadline() {
         let mut f = fleet();
         for i in 0..10 {
-            f.heartbeat(&format!("v{i}"), None, None, T0).unwrap();
+            f.heartbeat(&format!("v{i}"), BARE, T0).unwrap();
         }
         for m in 1..60 {
             for i in 1..10 {
-                f.heartbeat(&format!("v{i}"), None, None, T0 + m * MIN)
-                    .unwrap();
+                f.heartbeat(&format!("v{i}"), BARE, T0 + m * MIN).unwrap();
             }
         }
         // v0 silent from T0 + 5m; the tick comes 55 minutes late.

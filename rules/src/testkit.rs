@@ -39,6 +39,29 @@ pub(crate) fn recovering_after(n: u32) -> RulesConfig {
     c
 }
 
+/// A heartbeat that says nothing but "I am here".
+pub(crate) const BARE: Heartbeat<'static> = Heartbeat {
+    model: None,
+    reported: None,
+    battery: None,
+};
+
+/// A heartbeat naming the model.
+pub(crate) fn of_model(name: &str) -> Heartbeat<'_> {
+    Heartbeat {
+        model: Some(name),
+        ..BARE
+    }
+}
+
+/// A heartbeat reporting the state the vehicle applies.
+pub(crate) fn reporting(state: ServiceState) -> Heartbeat<'static> {
+    Heartbeat {
+        reported: Some(state),
+        ..BARE
+    }
+}
+
 pub(crate) fn fleet() -> Fleet {
     Fleet::new(config(), T0)
 }

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 
 use crate::config::millis;
-use crate::vehicle::Vehicle;
 use crate::{HeartbeatConfig, UnixMs};
 
 /// Index into the model table; [`NO_MODEL`] until a heartbeat names one.
@@ -75,19 +74,21 @@ impl Timeouts {
         self.names.get(usize::from(id)).map(|n| &**n)
     }
 
-    /// The vehicle's heartbeat timeout in ms.
-    pub(crate) fn timeout(&self, v: &Vehicle) -> u64 {
+    /// The heartbeat timeout of `model` in ms.
+    pub(crate) fn timeout(&self, model: ModelId) -> u64 {
         self.timeout_ms
-            .get(usize::from(v.model))
+            .get(usize::from(model))
             .copied()
             .unwrap_or(self.default_ms)
     }
 
-    /// When the vehicle is found silent: `last_seen + timeout`, but after a restore never
-    /// before the grace (its own timeout unless configured) counted from the restore.
-    pub(crate) fn deadline(&self, v: &Vehicle) -> UnixMs {
-        let timeout = self.timeout(v);
-        let due = v.last_seen.saturating_add(timeout);
+    /// When a vehicle of `model` last seen at `last_seen` is found silent: `last_seen +
+    /// timeout`, but after a restore never before the grace (its own timeout unless
+    /// configured) counted from the restore. Takes the two fields, not the vehicle, so the
+    /// table stays below the vehicle record in the module graph.
+    pub(crate) fn deadline(&self, model: ModelId, last_seen: UnixMs) -> UnixMs {
+        let timeout = self.timeout(model);
+        let due = last_seen.saturating_add(timeout);
         match self.restored_at {
             Some(at) => due.max(at.saturating_add(self.grace_ms.unwrap_or(timeout))),
             None => due,
@@ -112,13 +113,12 @@ mod tests {
     #[test]
     fn a_configured_model_has_its_own_timeout_and_others_the_default() {
         let mut t = Timeouts::new(&config());
-        let mut v = Vehicle::new("v".into(), 1_000);
-        assert_eq!(t.deadline(&v), 1_000 + 300_000);
-        v.model = t.intern("e-bike").unwrap_or(NO_MODEL);
-        assert_eq!(t.deadline(&v), 1_000 + 600_000);
-        v.model = t.intern("scooter-x").unwrap_or(NO_MODEL);
-        assert_eq!(t.name(v.model), Some("scooter-x"));
-        assert_eq!(t.deadline(&v), 1_000 + 300_000);
+        assert_eq!(t.deadline(NO_MODEL, 1_000), 1_000 + 300_000);
+        let ebike = t.intern("e-bike").unwrap_or(NO_MODEL);
+        assert_eq!(t.deadline(ebike, 1_000), 1_000 + 600_000);
+        let learned = t.intern("scooter-x").unwrap_or(NO_MODEL);
+        assert_eq!(t.name(learned), Some("scooter-x"));
+        assert_eq!(t.deadline(learned, 1_000), 1_000 + 300_000);
     }
 
     #[test]
@@ -136,7 +136,6 @@ mod tests {
     fn after_a_restore_the_deadline_is_never_before_the_grace_ends() {
         let mut t = Timeouts::new(&config());
         t.restored_at = Some(10_000_000);
-        let v = Vehicle::new("v".into(), 1_000);
-        assert_eq!(t.deadline(&v), 10_000_000 + 300_000);
+        assert_eq!(t.deadline(NO_MODEL, 1_000), 10_000_000 + 300_000);
     }
 }

@@ -204,6 +204,20 @@ pub enum Effect {
     Notify(Notification),
 }
 
+/// What a heartbeat says besides "I am here". The default is a bare heartbeat; each
+/// field left `None` keeps what the vehicle said before.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Heartbeat<'a> {
+    /// The vehicle's model: selects its heartbeat timeout. An unknown name past the cap of
+    /// learned models is ignored.
+    pub model: Option<&'a str>,
+    /// The state the vehicle says it applies: when it is not the desired one, the command
+    /// is sent again (at most once per resend interval).
+    pub reported: Option<ServiceState>,
+    /// Its battery level in percent, shown to the people who go and check it.
+    pub battery: Option<u8>,
+}
+
 /// What a manual service-in did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServiceInOutcome {
@@ -215,7 +229,7 @@ pub struct ServiceInOutcome {
     pub cleared: Vec<Reason>,
 }
 
-/// What the owner persisted of a vehicle, for [`crate::Fleet::restore`].
+/// What the owner persisted of a vehicle, for [`crate::Restore`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VehicleSnapshot {
     /// The vehicle.
@@ -226,6 +240,9 @@ pub struct VehicleSnapshot {
     pub reasons: Vec<Reason>,
     /// Last uplink.
     pub last_seen: UnixMs,
+    /// Its error counters, as [`crate::VehicleView::error_counts`] gave them (empty when
+    /// none were stored).
+    pub error_counts: Vec<(String, u64)>,
 }
 
 /// Why a call was refused. Nothing changed.

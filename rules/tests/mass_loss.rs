@@ -2,8 +2,8 @@
 //! 1000 vehicles, threshold max(50, 20 %) = 200, onset 20, window 2 minutes.
 
 use fleet_rules::{
-    CommandKind, Effect, Fleet, MassLossAction, Notification, Reason, ReasonChange, RulesConfig,
-    ServiceState, UnixMs,
+    CommandKind, Effect, Fleet, Heartbeat, MassLossAction, Notification, Reason, ReasonChange,
+    RulesConfig, ServiceState, UnixMs,
 };
 
 const MIN: u64 = 60_000;
@@ -26,7 +26,7 @@ fn config(action: MassLossAction) -> RulesConfig {
 fn outage(action: MassLossAction, silent: usize, until: UnixMs) -> (Fleet, Vec<Effect>) {
     let mut f = Fleet::new(config(action), T0);
     for i in 0..FLEET {
-        f.heartbeat(&id(i), None, None, T0).unwrap();
+        f.heartbeat(&id(i), Heartbeat::default(), T0).unwrap();
     }
     f.drain_effects();
     let effects = run(&mut f, 0..FLEET - silent, T0, until);
@@ -40,7 +40,7 @@ fn run(f: &mut Fleet, talking: std::ops::Range<usize>, from: UnixMs, until: Unix
     while now < until {
         now = (now + 30_000).min(until);
         for i in talking.clone() {
-            f.heartbeat(&id(i), None, None, now).unwrap();
+            f.heartbeat(&id(i), Heartbeat::default(), now).unwrap();
         }
         f.tick(now);
         effects.extend(f.drain_effects());
@@ -119,7 +119,7 @@ fn three_hundred_silent_together_start_one_incident_and_are_held_not_evicted() {
     // The network comes back: every held vehicle just becomes normal again.
     let back = T0 + TIMEOUT + 3 * MIN + 10_000;
     for i in FLEET - 300..FLEET {
-        f.heartbeat(&id(i), None, None, back).unwrap();
+        f.heartbeat(&id(i), Heartbeat::default(), back).unwrap();
     }
     f.tick(back);
     let effects: Vec<Effect> = f.drain_effects().collect();
@@ -219,7 +219,7 @@ fn a_pending_vehicle_that_talks_again_just_becomes_normal() {
     let (mut f, _) = outage(MassLossAction::Hold, 100, T0 + TIMEOUT + 30_000);
     let pending = id(FLEET - 1);
     assert!(f.vehicle(&pending).unwrap().held);
-    f.heartbeat(&pending, None, None, T0 + TIMEOUT + 40_000)
+    f.heartbeat(&pending, Heartbeat::default(), T0 + TIMEOUT + 40_000)
         .unwrap();
     let effects: Vec<Effect> = f.drain_effects().collect();
     assert!(effects.is_empty(), "{effects:?}");

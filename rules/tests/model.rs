@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use fleet_rules::{
-    Effect, FaultRule, Fleet, Reason, ReasonChange, RulesConfig, RulesError, ServiceState, UnixMs,
+    Effect, FaultRule, Fleet, Heartbeat, Reason, ReasonChange, RulesConfig, RulesError,
+    ServiceState, UnixMs,
 };
 use proptest::prelude::*;
 
@@ -20,20 +21,38 @@ const CODES: [&str; 3] = ["A", "INFO", "C"];
 
 #[derive(Debug, Clone)]
 enum Op {
-    Heartbeat { v: usize, model: Option<usize> },
-    Error { v: usize, code: usize, count: u32 },
-    Seen { v: usize },
-    ServiceOut { v: usize },
-    ServiceIn { v: usize },
-    Decommission { v: usize },
-    Advance { ms: u64 },
+    Heartbeat {
+        v: usize,
+        model: Option<usize>,
+        battery: Option<u8>,
+    },
+    Error {
+        v: usize,
+        code: usize,
+        count: u32,
+    },
+    Seen {
+        v: usize,
+    },
+    ServiceOut {
+        v: usize,
+    },
+    ServiceIn {
+        v: usize,
+    },
+    Decommission {
+        v: usize,
+    },
+    Advance {
+        ms: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
     let v = 0..IDS.len();
     prop_oneof![
-        6 => (v.clone(), proptest::option::of(0..MODELS.len()))
-            .prop_map(|(v, model)| Op::Heartbeat { v, model }),
+        6 => (v.clone(), proptest::option::of(0..MODELS.len()), proptest::option::of(0..=100u8))
+            .prop_map(|(v, model, battery)| Op::Heartbeat { v, model, battery }),
         3 => (v.clone(), 0..CODES.len(), 0u32..3)
             .prop_map(|(v, code, count)| Op::Error { v, code, count }),
         2 => v.clone().prop_map(|v| Op::Seen { v }),
@@ -88,6 +107,7 @@ struct ModelVehicle {
     last_heartbeat: UnixMs,
     lost: Option<UnixMs>,
     streak: u32,
+    battery: Option<u8>,
     faults: BTreeMap<String, UnixMs>,
     maintenance: Option<(String, String, UnixMs)>,
     reports: BTreeMap<String, Vec<(UnixMs, u32)>>,
@@ -163,10 +183,13 @@ impl Model {
         let now = self.now;
         let recover_after = self.recover_after;
         match *op {
-            Op::Heartbeat { v, model } => {
+            Op::Heartbeat { v, model, battery } => {
                 let v = self.uplink(IDS[v])?;
                 if let Some(m) = model {
                     v.slow = MODELS[m] == "slow";
+                }
+                if battery.is_some() {
+                    v.battery = battery;
                 }
                 if v.lost.is_some() {
                     let gap = now - v.last_heartbeat;
@@ -254,7 +277,14 @@ impl Model {
 
 fn apply(fleet: &mut Fleet, op: &Op, now: UnixMs) -> Result<(), RulesError> {
     match *op {
-        Op::Heartbeat { v, model } => fleet.heartbeat(IDS[v], model.map(|m| MODELS[m]), None, now),
+        Op::Heartbeat { v, model, battery } => {
+            let heartbeat = Heartbeat {
+                model: model.map(|m| MODELS[m]),
+                reported: None,
+                battery,
+            };
+            fleet.heartbeat(IDS[v], heartbeat, now)
+        }
         Op::Error { v, code, count } => fleet.error_report(IDS[v], &[(CODES[code], count)], now),
         Op::Seen { v } => fleet.seen(IDS[v], now),
         Op::ServiceOut { v } => fleet.service_out(IDS[v], "ana", "note", now).map(|_| ()),
@@ -306,6 +336,78 @@ fn check_effect_order(effects: &[Effect]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Runs `ops` through the fleet and the model, checking after every step.
+fn agrees_with_model(recover_after: u32, ops: &[Op]) -> Result<(), TestCaseError> {
+    let mut fleet = Fleet::new(config(recover_after), T0);
+    let mut model = Model {
+        now: T0,
+        recover_after,
+        vehicles: BTreeMap::new(),
+        gone: HashSet::new(),
+    };
+    for op in ops {
+        let faults_before: Vec<(usize, Vec<String>)> = IDS
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (i, faults(&fleet, id)))
+            .collect();
+        let expected = model.apply(op);
+        let got = apply(&mut fleet, op, model.now);
+        prop_assert_eq!(&got, &expected, "result of {:?}", op);
+        let effects: Vec<Effect> = fleet.drain_effects().collect();
+        check_effect_order(&effects)?;
+
+        prop_assert_eq!(fleet.len(), model.vehicles.len());
+        for (i, id) in IDS.iter().enumerate() {
+            let view = fleet.vehicle(id);
+            let Some(mv) = model.vehicles.get(*id) else {
+                prop_assert!(view.is_none(), "{} should not be tracked", id);
+                continue;
+            };
+            let view = view.ok_or_else(|| TestCaseError::fail(format!("{id} missing")))?;
+            prop_assert_eq!(
+                &view.reasons,
+                &mv.reasons(),
+                "reasons of {} after {:?}",
+                id,
+                op
+            );
+            prop_assert_eq!(
+                view.state == ServiceState::InService,
+                view.reasons.is_empty()
+            );
+            prop_assert_eq!(view.battery, mv.battery, "battery of {} after {:?}", id, op);
+            // A hardware fault is only ever cleared by a person's service-in.
+            let cleared_by_person = matches!(*op, Op::ServiceIn { v } if v == i);
+            if !cleared_by_person {
+                let now_faults = faults(&fleet, id);
+                for code in &faults_before[i].1 {
+                    prop_assert!(
+                        now_faults.contains(code),
+                        "{} lost fault {} on {:?}",
+                        id,
+                        code,
+                        op
+                    );
+                }
+            }
+        }
+
+        let sli = fleet.sli(model.now);
+        let (good, valid) = model.sli_counts();
+        prop_assert_eq!((sli.in_service, sli.fleet), (good, valid));
+        prop_assert!((0.0..=1.0).contains(&sli.fraction));
+        let expected_fraction = if valid == 0 {
+            1.0
+        } else {
+            good as f64 / valid as f64
+        };
+        prop_assert!((sli.fraction - expected_fraction).abs() < 1e-12);
+        prop_assert!((0.0..=1.0).contains(&sli.window_sli));
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -314,44 +416,35 @@ proptest! {
         recover_after in 1u32..=3,
         ops in proptest::collection::vec(op(), 1..80),
     ) {
-        let mut fleet = Fleet::new(config(recover_after), T0);
-        let mut model = Model { now: T0, recover_after, vehicles: BTreeMap::new(), gone: HashSet::new() };
-        for op in &ops {
-            let faults_before: Vec<(usize, Vec<String>)> =
-                IDS.iter().enumerate().map(|(i, id)| (i, faults(&fleet, id))).collect();
-            let expected = model.apply(op);
-            let got = apply(&mut fleet, op, model.now);
-            prop_assert_eq!(&got, &expected, "result of {:?}", op);
-            let effects: Vec<Effect> = fleet.drain_effects().collect();
-            check_effect_order(&effects)?;
-
-            prop_assert_eq!(fleet.len(), model.vehicles.len());
-            for (i, id) in IDS.iter().enumerate() {
-                let view = fleet.vehicle(id);
-                let Some(mv) = model.vehicles.get(*id) else {
-                    prop_assert!(view.is_none(), "{} should not be tracked", id);
-                    continue;
-                };
-                let view = view.ok_or_else(|| TestCaseError::fail(format!("{id} missing")))?;
-                prop_assert_eq!(&view.reasons, &mv.reasons(), "reasons of {} after {:?}", id, op);
-                prop_assert_eq!(view.state == ServiceState::InService, view.reasons.is_empty());
-                // A hardware fault is only ever cleared by a person's service-in.
-                let cleared_by_person = matches!(*op, Op::ServiceIn { v } if v == i);
-                if !cleared_by_person {
-                    let now_faults = faults(&fleet, id);
-                    for code in &faults_before[i].1 {
-                        prop_assert!(now_faults.contains(code), "{} lost fault {} on {:?}", id, code, op);
-                    }
-                }
-            }
-
-            let sli = fleet.sli(model.now);
-            let (good, valid) = model.sli_counts();
-            prop_assert_eq!((sli.in_service, sli.fleet), (good, valid));
-            prop_assert!((0.0..=1.0).contains(&sli.fraction));
-            let expected_fraction = if valid == 0 { 1.0 } else { good as f64 / valid as f64 };
-            prop_assert!((sli.fraction - expected_fraction).abs() < 1e-12);
-            prop_assert!((0.0..=1.0).contains(&sli.window_sli));
-        }
+        agrees_with_model(recover_after, &ops)?;
     }
+}
+
+/// The shrunk cases in model.proptest-regressions, spelled out: their seeds no longer
+/// generate them since heartbeats draw a battery level too.
+#[test]
+fn the_cases_the_model_once_disagreed_on_still_agree() -> Result<(), TestCaseError> {
+    let heartbeat = |v| Op::Heartbeat {
+        v,
+        model: None,
+        battery: None,
+    };
+    let error = |v| Op::Error {
+        v,
+        code: 0,
+        count: 1,
+    };
+    let advance = |ms| Op::Advance { ms };
+    agrees_with_model(1, &[error(0), advance(3001), error(0)])?;
+    agrees_with_model(2, &[Op::Seen { v: 3 }, advance(60_000), heartbeat(3)])?;
+    agrees_with_model(
+        2,
+        &[
+            heartbeat(4),
+            advance(60_000),
+            heartbeat(4),
+            advance(60_000),
+            heartbeat(4),
+        ],
+    )
 }

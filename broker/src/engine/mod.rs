@@ -232,16 +232,12 @@ impl Engine {
         let result = match message {
             Message::Heartbeat(hb) => {
                 inc(&self.metrics.heartbeats);
-                let result = self.fleet.heartbeat(
-                    vehicle,
-                    hb.model.as_deref(),
-                    hb.service.map(ServiceState::from),
-                    now,
-                );
-                if let (Ok(()), Some(b)) = (&result, hb.battery) {
-                    self.fleet.note_battery(vehicle, b);
-                }
-                result
+                let heartbeat = fleet_rules::Heartbeat {
+                    model: hb.model.as_deref(),
+                    reported: hb.service.map(ServiceState::from),
+                    battery: hb.battery,
+                };
+                self.fleet.heartbeat(vehicle, heartbeat, now)
             }
             Message::Error(report) => {
                 inc(&self.metrics.error_reports);

@@ -98,6 +98,8 @@ impl Store {
                 id,
                 model: r.get(1)?,
                 last_seen: r.get(2)?,
+                // Kept apart in `Restored::error_counts`; `recover` puts them in.
+                error_counts: Vec::new(),
             });
             out.changed_at.push(r.get(3)?);
         }
@@ -173,7 +175,7 @@ pub fn recover(
     downtime_is_bad: bool,
 ) -> Recovery {
     let Restored {
-        vehicles,
+        mut vehicles,
         changed_at,
         error_counts,
         decommissioned,
@@ -188,19 +190,22 @@ pub fn recover(
         .zip(changed_at)
         .collect();
     let count = vehicles.len();
-    let mut fleet = if vehicles.is_empty() {
-        fleet_rules::Fleet::new(rules, now)
-    } else {
-        fleet_rules::Fleet::restore(rules, vehicles, now)
-    };
-    fleet.restore_decommissioned(&decommissioned);
-    for (id, counts) in &error_counts {
-        fleet.restore_error_counts(id, counts);
+    let mut error_counts: HashMap<String, Vec<(String, u64)>> = error_counts.into_iter().collect();
+    for v in &mut vehicles {
+        v.error_counts = error_counts.remove(&v.id).unwrap_or_default();
     }
-    let downtime_ms = match sli_saved_to {
-        Some(saved_to) => fleet.restore_sli(sli, saved_to, downtime_is_bad),
-        None => 0,
+    let decommissioned_count = decommissioned.len();
+    let stored = fleet_rules::Restore {
+        vehicles,
+        decommissioned,
+        sli: sli_saved_to.map(|saved_to| fleet_rules::SliHistory {
+            minutes: sli,
+            saved_to,
+            downtime_is_bad,
+        }),
     };
+    let fleet_rules::RestoredFleet { fleet, downtime_ms } =
+        fleet_rules::Fleet::restore(rules, stored, now);
     Recovery {
         fleet,
         changed_at: ids,
@@ -208,7 +213,7 @@ pub fn recover(
         sli_saved_to,
         vehicles: count,
         out_of_service,
-        decommissioned: decommissioned.len(),
+        decommissioned: decommissioned_count,
         clean_stop: stopped_at.is_some() && stopped_at >= sli_saved_to,
     }
 }
