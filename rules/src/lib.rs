@@ -42,8 +42,9 @@ pub use export::{ScanCursor, SliMinute};
 pub use fleet::{Fleet, VehicleView};
 pub use query::{Census, PageCursor, ReasonKind, VehicleFilter, VehiclePage};
 pub use restore::{Restore, RestoredFleet, SliHistory};
-pub use sli::{AlertSeverity, AlertState, BurnRates, SliReport, BURN_WINDOWS};
+pub use sli::SliReport;
 pub use types::{
-    Cause, Command, CommandKind, Effect, Heartbeat, Notification, Reason, ReasonChange, RulesError,
-    ServiceInOutcome, ServiceState, Transition, UnixMs, VehicleSnapshot,
+    AlertSeverity, AlertState, BurnRates, Cause, Command, CommandKind, Effect, Heartbeat,
+    Notification, Reason, ReasonChange, RulesError, ServiceInOutcome, ServiceState, Transition,
+    UnixMs, VehicleSnapshot, BURN_WINDOWS,
 };

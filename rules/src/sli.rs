@@ -5,62 +5,7 @@ use serde::Serialize;
 
 use crate::burn::{budget, burn_rates, Alerts};
 use crate::ledger::SliLedger;
-use crate::UnixMs;
-
-/// The burn-rate windows, in ms: 5m, 30m, 1h, 6h, 1d, 3d.
-pub const BURN_WINDOWS: [(&str, u64); 6] = [
-    ("5m", 5 * 60_000),
-    ("30m", 30 * 60_000),
-    ("1h", 60 * 60_000),
-    ("6h", 6 * 60 * 60_000),
-    ("1d", 24 * 60 * 60_000),
-    ("3d", 3 * 24 * 60 * 60_000),
-];
-
-/// Burn rate per window: (1 - SLI over the window) / (1 - target). 1.0 spends the budget
-/// exactly over the SLO window. A window with no valid time burns 0. Serialized keyed by
-/// window name (`"5m"` ... `"3d"`), as the MQTT payloads and the API show it.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
-pub struct BurnRates {
-    /// Over 5 minutes.
-    #[serde(rename = "5m")]
-    pub m5: f64,
-    /// Over 30 minutes.
-    #[serde(rename = "30m")]
-    pub m30: f64,
-    /// Over 1 hour.
-    #[serde(rename = "1h")]
-    pub h1: f64,
-    /// Over 6 hours.
-    #[serde(rename = "6h")]
-    pub h6: f64,
-    /// Over 1 day.
-    #[serde(rename = "1d")]
-    pub d1: f64,
-    /// Over 3 days.
-    #[serde(rename = "3d")]
-    pub d3: f64,
-}
-
-/// Page (fast burn) or ticket (slow burn).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertSeverity {
-    /// 1h and 5m both above 14.4x, or 6h and 30m both above 6x.
-    Page,
-    /// 3d and 6h both above 1x.
-    Ticket,
-}
-
-/// An alert's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertState {
-    /// The condition holds.
-    Firing,
-    /// It held and no longer does.
-    Resolved,
-}
+use crate::{AlertSeverity, BurnRates, UnixMs};
 
 /// The SLI and SLO figures at one instant.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -175,11 +175,11 @@ pub enum Notification {
     /// A burn-rate alert fired or resolved.
     SloAlert {
         /// Page or ticket.
-        severity: crate::AlertSeverity,
+        severity: AlertSeverity,
         /// Firing or resolved.
-        state: crate::AlertState,
+        state: AlertState,
         /// The burn rates when it changed.
-        burn: crate::BurnRates,
+        burn: BurnRates,
         /// When.
         at: UnixMs,
     },
@@ -257,4 +257,59 @@ pub enum RulesError {
     /// Registration refused: the fleet is at `max_vehicles`.
     #[error("fleet is full ({0} vehicles): vehicle {1:?} not registered")]
     FleetFull(usize, String),
+}
+
+/// The burn-rate windows, in ms: 5m, 30m, 1h, 6h, 1d, 3d.
+pub const BURN_WINDOWS: [(&str, u64); 6] = [
+    ("5m", 5 * 60_000),
+    ("30m", 30 * 60_000),
+    ("1h", 60 * 60_000),
+    ("6h", 6 * 60 * 60_000),
+    ("1d", 24 * 60 * 60_000),
+    ("3d", 3 * 24 * 60 * 60_000),
+];
+
+/// Burn rate per window: (1 - SLI over the window) / (1 - target). 1.0 spends the budget
+/// exactly over the SLO window. A window with no valid time burns 0. Serialized keyed by
+/// window name (`"5m"` ... `"3d"`), as the MQTT payloads and the API show it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
+pub struct BurnRates {
+    /// Over 5 minutes.
+    #[serde(rename = "5m")]
+    pub m5: f64,
+    /// Over 30 minutes.
+    #[serde(rename = "30m")]
+    pub m30: f64,
+    /// Over 1 hour.
+    #[serde(rename = "1h")]
+    pub h1: f64,
+    /// Over 6 hours.
+    #[serde(rename = "6h")]
+    pub h6: f64,
+    /// Over 1 day.
+    #[serde(rename = "1d")]
+    pub d1: f64,
+    /// Over 3 days.
+    #[serde(rename = "3d")]
+    pub d3: f64,
+}
+
+/// Page (fast burn) or ticket (slow burn).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertSeverity {
+    /// 1h and 5m both above 14.4x, or 6h and 30m both above 6x.
+    Page,
+    /// 3d and 6h both above 1x.
+    Ticket,
+}
+
+/// An alert's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    /// The condition holds.
+    Firing,
+    /// It held and no longer does.
+    Resolved,
 }
