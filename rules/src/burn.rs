@@ -73,6 +73,12 @@ impl Alerts {
         changes
     }
 
+    /// The alerts that were firing before a restart fire again, without a notification.
+    pub(crate) fn restore(&mut self, firing: &[AlertSeverity]) {
+        self.page = firing.contains(&AlertSeverity::Page);
+        self.ticket = firing.contains(&AlertSeverity::Ticket);
+    }
+
     pub(crate) fn any_firing(&self) -> bool {
         self.page || self.ticket
     }

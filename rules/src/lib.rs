@@ -41,7 +41,7 @@ pub use event_sli::{EventSli, EventSliReport};
 pub use export::{ScanCursor, SliMinute};
 pub use fleet::{Fleet, VehicleView};
 pub use query::{Census, PageCursor, ReasonKind, VehicleFilter, VehiclePage};
-pub use restore::{Restore, RestoredFleet, SliHistory};
+pub use restore::{OpenIncident, Restore, RestoredFleet, SliHistory};
 pub use sli::SliReport;
 pub use types::{
     AlertSeverity, AlertState, BurnRates, Cause, Command, CommandKind, Effect, Heartbeat,

@@ -98,6 +98,10 @@ impl MassLossGuard {
         (t / 10).max(1)
     }
 
+    pub(crate) fn window_ms(&self) -> u64 {
+        self.window_ms
+    }
+
     pub(crate) fn holding(&self) -> bool {
         self.holding
     }

@@ -4,7 +4,7 @@
 //! history comes back too, with the broker's own downtime accounted for, not skipped.
 
 use crate::vehicle::{Maintenance, Silence, SliClass, Vehicle};
-use crate::{Fleet, Reason, RulesConfig, SliMinute, UnixMs, VehicleSnapshot};
+use crate::{AlertSeverity, Fleet, Reason, RulesConfig, SliMinute, UnixMs, VehicleSnapshot};
 
 /// Everything the owner stored for [`Fleet::restore`]. The default restores nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -17,6 +17,21 @@ pub struct Restore {
     pub decommissioned: Vec<String>,
     /// The SLI history, if one was stored; without it no downtime is accounted.
     pub sli: Option<SliHistory>,
+    /// The burn-rate alerts firing when the broker stopped: they stay firing (no second
+    /// "firing" notification) and resolve when the burn rates say so.
+    pub alerts_firing: Vec<AlertSeverity>,
+    /// The mass-loss incident open when the broker stopped, if any: it goes on, so its end
+    /// is one notification about the same incident.
+    pub mass_loss: Option<OpenIncident>,
+}
+
+/// A mass-loss incident that was open when the broker stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenIncident {
+    /// When it started.
+    pub started_at: UnixMs,
+    /// The threshold it crossed.
+    pub threshold: usize,
 }
 
 /// The stored SLI history and how to account the gap since it was stored.
@@ -50,6 +65,8 @@ impl Fleet {
             vehicles,
             decommissioned,
             sli,
+            alerts_firing,
+            mass_loss,
         } = stored;
         let mut fleet = Fleet::new(config, now);
         fleet.load(vehicles, now);
@@ -58,7 +75,46 @@ impl Fleet {
         }
         // After the vehicles: downtime counted bad is counted for the fleet as restored.
         let downtime_ms = sli.map_or(0, |history| fleet.load_sli(history));
+        fleet.alerts.restore(&alerts_firing);
+        if let Some(incident) = mass_loss {
+            fleet.reopen_incident(incident, now);
+        }
         RestoredFleet { fleet, downtime_ms }
+    }
+
+    /// Goes on with an incident open at the stop. Its wave is what the store shows: the
+    /// vehicles taken out for silence since the window before it started, and, when
+    /// service-outs are held, the in-service vehicles silent for longer than their timeout
+    /// (they were held: held again, not given the restart grace). Any uplink brings a
+    /// member back, as before the restart.
+    fn reopen_incident(&mut self, incident: OpenIncident, now: UnixMs) {
+        self.guard.start(incident.threshold, now);
+        let wave_from = incident.started_at.saturating_sub(self.guard.window_ms());
+        let holding = self.guard.holding();
+        let mut held = Vec::new();
+        for (slot, v) in self.registry.iter_from(0) {
+            let member = match v.silence {
+                Silence::Lost => v.lost_since >= wave_from,
+                Silence::Talking => {
+                    holding
+                        && v.state() == crate::ServiceState::InService
+                        && v.last_seen.saturating_add(self.timeouts.timeout(v.model)) <= now
+                }
+                _ => false,
+            };
+            if member {
+                held.push((slot, v.silence == Silence::Talking));
+            }
+        }
+        for (slot, talking) in held {
+            if let Some(v) = self.registry.get_mut(slot) {
+                v.wave_member = true;
+            }
+            self.guard.member_joined(slot);
+            if talking {
+                self.reclassify(slot, now, |v| v.silence = Silence::Held);
+            }
+        }
     }
 
     fn load(&mut self, snapshots: Vec<VehicleSnapshot>, now: UnixMs) {
@@ -150,9 +206,40 @@ mod tests {
                 saved_to,
                 downtime_is_bad,
             }),
+            ..Restore::default()
         };
         let RestoredFleet { fleet, downtime_ms } = Fleet::restore(config(), stored, now);
         (fleet, downtime_ms)
+    }
+
+    #[test]
+    fn an_alert_firing_at_the_stop_is_firing_after_the_restart_and_resolves_once() {
+        let stored = Restore {
+            alerts_firing: vec![AlertSeverity::Page],
+            ..Restore::default()
+        };
+        let mut f = Fleet::restore(config(), stored, T0).fleet;
+        assert_eq!(f.sli(T0).alerts_firing, [AlertSeverity::Page]);
+        // Nothing burns now: the first evaluation resolves it, and only that.
+        f.tick(T0 + MIN);
+        let notes: Vec<Notification> = drain(&mut f)
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::Notify(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            matches!(
+                notes.as_slice(),
+                [Notification::SloAlert {
+                    severity: AlertSeverity::Page,
+                    state: AlertState::Resolved,
+                    ..
+                }]
+            ),
+            "{notes:?}"
+        );
     }
 
     #[test]
@@ -313,6 +400,7 @@ mod tests {
                 saved_to,
                 downtime_is_bad: true,
             }),
+            ..Restore::default()
         };
         let RestoredFleet {
             mut fleet,
@@ -355,6 +443,7 @@ mod tests {
             vehicles: vec![snapshot("a", vec![], T0)],
             decommissioned: vec!["a".into()],
             sli: None,
+            ..Restore::default()
         };
         let mut f = Fleet::restore(config(), stored, T0 + MIN).fleet;
         assert_eq!(f.heartbeat("a", BARE, T0 + MIN), Ok(()));

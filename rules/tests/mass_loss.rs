@@ -2,8 +2,8 @@
 //! 1000 vehicles, threshold max(50, 20 %) = 200, onset 20, window 2 minutes.
 
 use fleet_rules::{
-    CommandKind, Effect, Fleet, Heartbeat, MassLossAction, Notification, Reason, ReasonChange,
-    RulesConfig, ServiceState, UnixMs,
+    CommandKind, Effect, Fleet, Heartbeat, MassLossAction, Notification, OpenIncident, Reason,
+    ReasonChange, Restore, RulesConfig, ServiceState, UnixMs, VehicleSnapshot,
 };
 
 const MIN: u64 = 60_000;
@@ -226,4 +226,89 @@ fn a_pending_vehicle_that_talks_again_just_becomes_normal() {
     let view = f.vehicle(&pending).unwrap();
     assert!(!view.held);
     assert_eq!(view.state, ServiceState::InService);
+}
+
+/// What a store would hold of `f`: each vehicle's reasons and last-seen time.
+fn stored(f: &Fleet) -> Vec<VehicleSnapshot> {
+    f.vehicles(None)
+        .into_iter()
+        .map(|v| VehicleSnapshot {
+            id: v.id,
+            model: v.model,
+            reasons: v.reasons,
+            last_seen: v.last_seen,
+            error_counts: v.error_counts,
+        })
+        .collect()
+}
+
+#[test]
+fn an_incident_open_at_a_restart_goes_on_and_ends_once_when_its_vehicles_come_back() {
+    let stop = T0 + TIMEOUT + 3 * MIN;
+    let (f, effects) = outage(MassLossAction::Hold, 300, stop);
+    let Some(Notification::MassLossStarted { at, threshold, .. }) =
+        notes(&effects).first().cloned()
+    else {
+        panic!("no incident");
+    };
+    // The broker is down a minute; it comes back with the incident it stopped with.
+    let restart = stop + MIN;
+    let restored = Fleet::restore(
+        config(MassLossAction::Hold),
+        Restore {
+            vehicles: stored(&f),
+            mass_loss: Some(OpenIncident {
+                started_at: at,
+                threshold,
+            }),
+            ..Restore::default()
+        },
+        restart,
+    );
+    let mut f = restored.fleet;
+    assert_eq!(
+        held(&f),
+        280,
+        "the held vehicles are held again, not given grace"
+    );
+    assert_eq!(f.sli(restart).in_service, 700);
+    // Well past the restart grace: nobody is evicted, no second incident.
+    let effects = run(&mut f, 0..FLEET - 300, restart, restart + TIMEOUT + 3 * MIN);
+    assert!(losses(&effects).is_empty(), "{:?}", losses(&effects));
+    assert!(notes(&effects).is_empty(), "{:?}", notes(&effects));
+    let back = restart + TIMEOUT + 3 * MIN + 10_000;
+    for i in FLEET - 300..FLEET {
+        f.heartbeat(&id(i), Heartbeat::default(), back).unwrap();
+    }
+    f.tick(back);
+    let effects: Vec<Effect> = f.drain_effects().collect();
+    assert_eq!(
+        notes(&effects),
+        [Notification::MassLossEnded {
+            recovered: 300,
+            still_silent: 0,
+            at: back
+        }]
+    );
+    assert_eq!(commands(&effects, CommandKind::ServiceIn), 20);
+}
+
+#[test]
+fn without_the_open_incident_a_restart_would_evict_or_announce_the_silent_wave_again() {
+    // The counterfactual of the test above: the same store, no incident restored.
+    let stop = T0 + TIMEOUT + 3 * MIN;
+    let (f, _) = outage(MassLossAction::Hold, 300, stop);
+    let restart = stop + MIN;
+    let mut f = Fleet::restore(
+        config(MassLossAction::Hold),
+        Restore {
+            vehicles: stored(&f),
+            ..Restore::default()
+        },
+        restart,
+    )
+    .fleet;
+    assert_eq!(held(&f), 0);
+    let effects = run(&mut f, 0..FLEET - 300, restart, restart + TIMEOUT + 3 * MIN);
+    assert!(!losses(&effects).is_empty() || !notes(&effects).is_empty());
 }
