@@ -331,6 +331,7 @@ impl Parts {
                 &slack_settings,
                 wake.clone(),
                 slack_metrics.clone(),
+                &recovery.open,
             ));
             let links = slack::SenderLinks {
                 path: store_path.clone(),
@@ -372,6 +373,7 @@ impl Parts {
         if let Some(saved_to) = recovery.sli_saved_to {
             engine.resume_sli_history(saved_to);
         }
+        engine.restate_alerts(&recovery.open);
         let (stop_engine, stopped) = oneshot::channel::<()>();
         let engine_task = tokio::spawn(engine.run(uplink_rx, ops_rx, async {
             let _ = stopped.await;

@@ -29,7 +29,7 @@ use crate::contract;
 use crate::ingest::{self, Message};
 use crate::metrics::inc;
 use crate::mqtt::Uplink;
-use crate::store::{Record, StoreBatch};
+use crate::store::{IncidentChange, Record, StoreBatch};
 
 /// What the engine hands the store writer: records, then these publishes.
 pub type Batch = StoreBatch<Outbound>;
@@ -101,6 +101,8 @@ pub struct Engine {
     slack: Option<crate::slack::EngineOutbox>,
     /// The latest SLI report, for readers that must not wait on the engine (the digest).
     sli_reports: watch::Sender<Option<SliReport>>,
+    /// Alerts firing since before a restart, published again (retained) at the start.
+    restated: Vec<(fleet_rules::AlertSeverity, UnixMs)>,
 }
 
 impl Engine {
@@ -129,7 +131,21 @@ impl Engine {
             last_sli: None,
             slack: None,
             sli_reports: watch::channel(None).0,
+            restated: Vec::new(),
         }
+    }
+
+    /// After a restart: the alerts that were firing are published again on the retained
+    /// alerts topic (the MQTT front keeps retained messages in memory only).
+    pub fn restate_alerts(&mut self, open: &crate::store::OpenIncidents) {
+        use fleet_rules::AlertSeverity;
+        self.restated = [
+            (AlertSeverity::Ticket, open.ticket_since),
+            (AlertSeverity::Page, open.page_since),
+        ]
+        .into_iter()
+        .filter_map(|(severity, since)| since.map(|at| (severity, at)))
+        .collect();
     }
 
     /// The latest SLI report the engine computed (at most a second or
@@ -155,6 +171,13 @@ impl Engine {
         tokio::pin!(shutdown);
         let mut ops_open = true;
         self.publish_sli(true).await;
+        for (severity, at) in std::mem::take(&mut self.restated) {
+            let report = self.fleet.sli(self.clock.now());
+            let state = fleet_rules::AlertState::Firing;
+            let payload = alerts::payload(severity, state, &report.burn, at, &report);
+            self.send(contract::FLEET_ALERTS.to_owned(), payload, true)
+                .await;
+        }
         loop {
             let wake = self.fleet.poll_timeout().map(|t| self.clock.instant_at(t));
             let sli_due = self.next_sli_instant();
@@ -357,6 +380,9 @@ impl Engine {
                     self.send(topic, payload, false).await;
                 }
                 Effect::Notify(n) => {
+                    if let Some(change) = incident_change(&n) {
+                        self.record(Record::Incident(change));
+                    }
                     if let Notification::SloAlert {
                         severity,
                         state,
@@ -442,6 +468,33 @@ impl Engine {
             retain,
         });
         self.commit_if_large().await;
+    }
+}
+
+/// What a notification opens or closes, for the store (a restart goes on with it).
+fn incident_change(n: &Notification) -> Option<IncidentChange> {
+    use fleet_rules::{AlertSeverity, AlertState};
+    match n {
+        Notification::MassLossStarted { at, threshold, .. } => {
+            Some(IncidentChange::MassLossOpened {
+                at: *at,
+                threshold: *threshold,
+            })
+        }
+        Notification::MassLossEnded { .. } => Some(IncidentChange::MassLossClosed),
+        Notification::SloAlert {
+            severity,
+            state,
+            at,
+            ..
+        } => {
+            let page = *severity == AlertSeverity::Page;
+            Some(match state {
+                AlertState::Firing => IncidentChange::AlertFiring { page, at: *at },
+                AlertState::Resolved => IncidentChange::AlertResolved { page },
+            })
+        }
+        _ => None,
     }
 }
 

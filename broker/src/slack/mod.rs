@@ -177,14 +177,16 @@ pub struct EngineOutbox {
 }
 
 impl EngineOutbox {
-    /// The engine side of a sender.
+    /// The engine side of a sender; `open` is what was open at the last stop (their ends
+    /// are threaded under their starts).
     pub fn new(
         settings: &SlackSettings,
         wake: Arc<Notify>,
         metrics: Arc<SlackMetrics>,
+        open: &crate::store::OpenIncidents,
     ) -> EngineOutbox {
         EngineOutbox {
-            threads: notice::Threads::default(),
+            threads: notice::Threads::reopened(open),
             wake,
             max: settings.max_outbox,
             notify_manual: settings.notify_manual,

@@ -186,7 +186,26 @@ pub struct Threads {
     ticket: Option<String>,
 }
 
+/// The thread key of the mass-loss incident that started at `at`.
+fn mass_loss_thread(at: UnixMs) -> String {
+    format!("mass_loss-{at}")
+}
+
+/// The thread key of the page (else ticket) alert that fired at `at`.
+fn alert_thread(page: bool, at: UnixMs) -> String {
+    format!("slo_{}-{at}", if page { "page" } else { "ticket" })
+}
+
 impl Threads {
+    /// The threads of what was open when the broker stopped: their ends answer them.
+    pub fn reopened(open: &crate::store::OpenIncidents) -> Threads {
+        Threads {
+            mass_loss: open.mass_loss.map(|(at, _)| mass_loss_thread(at)),
+            page: open.page_since.map(|at| alert_thread(true, at)),
+            ticket: open.ticket_since.map(|at| alert_thread(false, at)),
+        }
+    }
+
     /// The notice for a rules notification. `report` gives the SLI right after it (only
     /// an SLO alert asks).
     pub fn notice(&mut self, n: &Notification, report: impl FnOnce() -> SliReport) -> Notice {
@@ -227,7 +246,7 @@ impl Threads {
                 holding,
                 at,
             } => {
-                let incident = format!("mass_loss-{at}");
+                let incident = mass_loss_thread(*at);
                 self.mass_loss = Some(incident.clone());
                 Notice::MassLossStarted {
                     incident,
@@ -263,7 +282,7 @@ impl Threads {
                 };
                 let firing = *state == AlertState::Firing;
                 let thread = if firing {
-                    let key = format!("slo_{}-{at}", if page { "page" } else { "ticket" });
+                    let key = alert_thread(page, *at);
                     *slot = Some(key.clone());
                     key
                 } else {

@@ -6,7 +6,10 @@ use std::collections::HashMap;
 use fleet_rules::{Reason, SliMinute, UnixMs, VehicleSnapshot};
 use rusqlite::{params, OptionalExtension};
 
-use super::records::{SLI_SAVED_TO, STOPPED_AT};
+use super::records::{
+    OpenIncidents, MASS_LOSS_SINCE, MASS_LOSS_THRESHOLD, PAGE_SINCE, SLI_SAVED_TO, STOPPED_AT,
+    TICKET_SINCE,
+};
 use super::{classify, Store, StoreError};
 
 /// Everything a restart needs.
@@ -27,6 +30,8 @@ pub struct Restored {
     pub sli_saved_to: Option<UnixMs>,
     /// The last clean stop, if the broker stopped cleanly after its last save.
     pub stopped_at: Option<UnixMs>,
+    /// The incident and alerts open at the stop.
+    pub open: OpenIncidents,
 }
 
 impl Restored {
@@ -124,6 +129,14 @@ impl Store {
             .collect::<rusqlite::Result<_>>()?;
         out.sli_saved_to = self.meta(SLI_SAVED_TO)?;
         out.stopped_at = self.meta(STOPPED_AT)?;
+        out.open = OpenIncidents {
+            mass_loss: self.meta(MASS_LOSS_SINCE)?.zip(
+                self.meta(MASS_LOSS_THRESHOLD)?
+                    .map(|t| usize::try_from(t).unwrap_or(usize::MAX)),
+            ),
+            page_since: self.meta(PAGE_SINCE)?,
+            ticket_since: self.meta(TICKET_SINCE)?,
+        };
         Ok(out)
     }
 
@@ -165,6 +178,8 @@ pub struct Recovery {
     pub decommissioned: usize,
     /// The broker had stopped cleanly (else it crashed or was killed).
     pub clean_stop: bool,
+    /// The incident and alerts open at the stop, which go on.
+    pub open: OpenIncidents,
 }
 
 /// Rebuilds the fleet at `now` from `restored`.
@@ -182,6 +197,7 @@ pub fn recover(
         sli,
         sli_saved_to,
         stopped_at,
+        open,
     } = restored;
     let out_of_service = vehicles.iter().filter(|v| !v.reasons.is_empty()).count();
     let ids: Vec<(Box<str>, UnixMs)> = vehicles
@@ -203,6 +219,19 @@ pub fn recover(
             saved_to,
             downtime_is_bad,
         }),
+        alerts_firing: [
+            (open.page_since, fleet_rules::AlertSeverity::Page),
+            (open.ticket_since, fleet_rules::AlertSeverity::Ticket),
+        ]
+        .into_iter()
+        .filter_map(|(since, severity)| since.map(|_| severity))
+        .collect(),
+        mass_loss: open
+            .mass_loss
+            .map(|(started_at, threshold)| fleet_rules::OpenIncident {
+                started_at,
+                threshold,
+            }),
     };
     let fleet_rules::RestoredFleet { fleet, downtime_ms } =
         fleet_rules::Fleet::restore(rules, stored, now);
@@ -215,5 +244,6 @@ pub fn recover(
         out_of_service,
         decommissioned: decommissioned_count,
         clean_stop: stopped_at.is_some() && stopped_at >= sli_saved_to,
+        open,
     }
 }

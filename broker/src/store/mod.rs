@@ -23,7 +23,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 pub use load::{recover, Recovery, Restored};
 pub use outbox::{ComposedRow, OutboxRecord, PendingMessage};
 pub use reader::{StoreReader, StoredCommand, StoredTransition};
-pub use records::Record;
+pub use records::{IncidentChange, OpenIncidents, Record};
 pub use schema::{SchemaError, SCHEMA_VERSION};
 pub use writer::{spawn_writer, StoreBatch, StoreMetrics, WriterHandle};
 

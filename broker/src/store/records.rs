@@ -58,6 +58,9 @@ pub enum Record {
     },
     /// A change to the notification outbox.
     Outbox(super::OutboxRecord),
+    /// A mass-loss incident or a burn-rate alert opened or closed: kept so a restart goes
+    /// on with it (and the notifier threads its end under its start).
+    Incident(IncidentChange),
     /// The broker stopped cleanly at this time.
     Stopped {
         /// Unix ms.
@@ -65,9 +68,50 @@ pub enum Record {
     },
 }
 
+/// A change of what is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncidentChange {
+    /// A mass-loss incident started at `at`, over `threshold` silent vehicles.
+    MassLossOpened {
+        /// When.
+        at: UnixMs,
+        /// The threshold crossed.
+        threshold: usize,
+    },
+    /// The incident ended.
+    MassLossClosed,
+    /// The page (else ticket) alert fired at `at`.
+    AlertFiring {
+        /// Page, else ticket.
+        page: bool,
+        /// When.
+        at: UnixMs,
+    },
+    /// The page (else ticket) alert resolved.
+    AlertResolved {
+        /// Page, else ticket.
+        page: bool,
+    },
+}
+
+/// What was open when the broker stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenIncidents {
+    /// The mass-loss incident: when it started, its threshold.
+    pub mass_loss: Option<(UnixMs, usize)>,
+    /// When the page alert fired.
+    pub page_since: Option<UnixMs>,
+    /// When the ticket alert fired.
+    pub ticket_since: Option<UnixMs>,
+}
+
 /// Meta keys.
 pub(super) const SLI_SAVED_TO: &str = "sli_saved_to";
 pub(super) const STOPPED_AT: &str = "stopped_at";
+pub(super) const MASS_LOSS_SINCE: &str = "mass_loss_since";
+pub(super) const MASS_LOSS_THRESHOLD: &str = "mass_loss_threshold";
+pub(super) const PAGE_SINCE: &str = "alert_page_since";
+pub(super) const TICKET_SINCE: &str = "alert_ticket_since";
 
 pub(super) fn state_name(s: ServiceState) -> &'static str {
     match s {
@@ -161,8 +205,31 @@ pub(super) fn write(tx: &Transaction<'_>, record: &Record) -> rusqlite::Result<(
                 .execute(params![before])?;
         }
         Record::Outbox(r) => super::outbox::write(tx, r)?,
+        Record::Incident(change) => incident(tx, *change)?,
         Record::Stopped { at } => set_meta(tx, STOPPED_AT, *at)?,
     }
+    Ok(())
+}
+
+fn incident(tx: &Transaction<'_>, change: IncidentChange) -> rusqlite::Result<()> {
+    let alert_key = |page| if page { PAGE_SINCE } else { TICKET_SINCE };
+    match change {
+        IncidentChange::MassLossOpened { at, threshold } => {
+            set_meta(tx, MASS_LOSS_SINCE, at)?;
+            set_meta(tx, MASS_LOSS_THRESHOLD, threshold as u64)
+        }
+        IncidentChange::MassLossClosed => {
+            clear_meta(tx, MASS_LOSS_SINCE)?;
+            clear_meta(tx, MASS_LOSS_THRESHOLD)
+        }
+        IncidentChange::AlertFiring { page, at } => set_meta(tx, alert_key(page), at),
+        IncidentChange::AlertResolved { page } => clear_meta(tx, alert_key(page)),
+    }
+}
+
+fn clear_meta(tx: &Transaction<'_>, key: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM meta WHERE key = ?1")?
+        .execute(params![key])?;
     Ok(())
 }
 
