@@ -8,7 +8,7 @@ use fleet_rules::ServiceState;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::contract::{classify, is_error_code, is_vehicle_id, Topic, UplinkKind};
+use crate::contract::{is_error_code, is_vehicle_id, Topic, Topics, UplinkKind};
 
 /// Leading byte of a compact binary payload: postcard encoding, version 1. Never `{`.
 pub const POSTCARD_V1: u8 = 0x01;
@@ -27,6 +27,9 @@ pub enum Message {
     Error(ErrorReport),
     /// `vehicles/{id}/ack`
     Ack(Ack),
+    /// A message on one of the vehicle's liveness topics (`[topics] liveness`): it proves
+    /// the vehicle alive; its payload is the fleet's, not decoded.
+    Liveness,
 }
 
 /// A heartbeat. Every field is optional; an empty payload is a bare heartbeat.
@@ -106,7 +109,7 @@ pub enum Rejection {
     #[error("payload of {0} bytes exceeds the {1}-byte limit")]
     Oversize(usize, usize),
     /// Not a vehicle uplink topic.
-    #[error("unknown topic {0:?}: vehicles publish on vehicles/{{id}}/heartbeat|error|ack")]
+    #[error("unknown topic {0:?}: not an uplink or liveness topic of the configured layout")]
     UnknownTopic(String),
     /// The id in the topic is not a valid vehicle id.
     #[error("invalid vehicle id in topic {0:?}: ids are 1 to 64 of A-Z a-z 0-9 _ -")]
@@ -151,8 +154,10 @@ impl Rejection {
     ];
 }
 
-/// Decodes one uplink from `client_id`. Returns the vehicle id and the message.
+/// Decodes one uplink from `client_id` on the layout `topics`. Returns the vehicle id and
+/// the message.
 pub fn decode<'t>(
+    topics: &Topics,
     client_id: &str,
     topic: &'t str,
     payload: &[u8],
@@ -161,8 +166,10 @@ pub fn decode<'t>(
     if payload.len() > max_payload {
         return Err(Rejection::Oversize(payload.len(), max_payload));
     }
-    let Topic::Uplink { vehicle, kind } = classify(topic) else {
-        return Err(Rejection::UnknownTopic(topic.to_owned()));
+    let (vehicle, kind) = match topics.classify(topic) {
+        Topic::Uplink { vehicle, kind } => (vehicle, Some(kind)),
+        Topic::Liveness { vehicle } => (vehicle, None),
+        _ => return Err(Rejection::UnknownTopic(topic.to_owned())),
     };
     if !is_vehicle_id(vehicle) {
         return Err(Rejection::BadVehicleId(topic.to_owned()));
@@ -174,9 +181,10 @@ pub fn decode<'t>(
         });
     }
     let message = match kind {
-        UplinkKind::Heartbeat => Message::Heartbeat(decode_heartbeat(payload)?),
-        UplinkKind::Error => Message::Error(decode_error_report(payload)?),
-        UplinkKind::Ack => Message::Ack(decode_ack(payload)?),
+        Some(UplinkKind::Heartbeat) => Message::Heartbeat(decode_heartbeat(payload)?),
+        Some(UplinkKind::Error) => Message::Error(decode_error_report(payload)?),
+        Some(UplinkKind::Ack) => Message::Ack(decode_ack(payload)?),
+        None => Message::Liveness,
     };
     Ok((vehicle, message))
 }
@@ -268,13 +276,13 @@ mod tests {
     use super::*;
 
     fn ok(topic: &str, payload: &str) -> Message {
-        decode("v1", topic, payload.as_bytes(), 1024)
+        decode(&Topics::default(), "v1", topic, payload.as_bytes(), 1024)
             .expect("accepted")
             .1
     }
 
     fn rejected(topic: &str, payload: &str) -> &'static str {
-        decode("v1", topic, payload.as_bytes(), 1024)
+        decode(&Topics::default(), "v1", topic, payload.as_bytes(), 1024)
             .expect_err("rejected")
             .label()
     }
@@ -372,7 +380,14 @@ mod tests {
     #[test]
     fn oversize_payloads_are_rejected_before_parsing() {
         let big = vec![b' '; 2000];
-        let err = decode("v1", "vehicles/v1/heartbeat", &big, 1024).expect_err("too big");
+        let err = decode(
+            &Topics::default(),
+            "v1",
+            "vehicles/v1/heartbeat",
+            &big,
+            1024,
+        )
+        .expect_err("too big");
         assert_eq!(err, Rejection::Oversize(2000, 1024));
     }
 
@@ -388,6 +403,7 @@ mod tests {
             Message::Heartbeat(hb) => postcard::to_stdvec(hb),
             Message::Error(r) => postcard::to_stdvec(r),
             Message::Ack(a) => postcard::to_stdvec(a),
+            Message::Liveness => postcard::to_stdvec(&()),
         };
         let mut out = vec![POSTCARD_V1];
         out.extend(body.expect("encodes"));
@@ -405,10 +421,12 @@ mod tests {
             let topic = v["topic"].as_str().expect("topic").replace("{id}", "v1");
             let bytes = unhex(v["hex"].as_str().expect("hex"));
             let json = serde_json::to_vec(&v["json"]).expect("json");
-            let from_binary = decode("v1", &topic, &bytes, 1024)
+            let from_binary = decode(&Topics::default(), "v1", &topic, &bytes, 1024)
                 .expect("binary decodes")
                 .1;
-            let from_json = decode("v1", &topic, &json, 1024).expect("json decodes").1;
+            let from_json = decode(&Topics::default(), "v1", &topic, &json, 1024)
+                .expect("json decodes")
+                .1;
             assert_eq!(from_binary, from_json, "vector {}", v["hex"]);
             assert_eq!(encode(&from_json), bytes, "encoding of {}", v["json"]);
         }
@@ -436,7 +454,7 @@ mod tests {
     }
 
     fn rejected_bytes(topic: &str, payload: &[u8]) -> &'static str {
-        decode("v1", topic, payload, 1024)
+        decode(&Topics::default(), "v1", topic, payload, 1024)
             .expect_err("rejected")
             .label()
     }

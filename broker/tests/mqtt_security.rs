@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fleet_broker::mqtt::acl::{PublishDenied, SubscribeDenied};
+use fleet_broker::mqtt::acl::{PublishDenied, Role, SubscribeDenied};
 use fleet_broker::mqtt::auth::{AuthMode, AuthOptions, AuthRefused, ObserverUser};
 use fleet_broker::mqtt::limits::Limits;
 use fleet_broker::mqtt::secret::{mint_secret, vehicle_password, Secret, SecretHash};
@@ -38,6 +38,7 @@ fn ops_user() -> ObserverUser {
     ObserverUser {
         name: "ops".to_owned(),
         password: SecretHash::compute(OPS_PASSWORD.as_bytes(), b"test-salt", 10),
+        role: Role::Observer,
     }
 }
 

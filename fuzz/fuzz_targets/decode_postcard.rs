@@ -14,6 +14,6 @@ fuzz_target!(|data: &[u8]| {
         "vehicles/v1/error",
         "vehicles/v1/ack",
     ] {
-        let _ = decode("v1", topic, &payload, 16 * 1024);
+        let _ = decode(&Topics::default(), "v1", topic, &payload, 16 * 1024);
     }
 });

@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
         2 => "vehicles/v1/ack",
         _ => "vehicles/v2/heartbeat",
     };
-    if let Ok((vehicle, _)) = decode("v1", topic, payload, 16 * 1024) {
+    if let Ok((vehicle, _)) = decode(&Topics::default(), "v1", topic, payload, 16 * 1024) {
         assert_eq!(vehicle, "v1");
     }
 });

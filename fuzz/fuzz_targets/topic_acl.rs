@@ -3,14 +3,20 @@
 #![no_main]
 
 use fleet_broker::contract::{is_vehicle_id, UplinkKind};
-use fleet_broker::mqtt::acl::{check_publish_as, check_subscribe_as, Role};
+use fleet_broker::mqtt::acl::{Acl, Allowed, Client, Role};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let (client_id, topic) = text.split_once('\n').unwrap_or(("v1", &text));
+    let acl = Acl::default();
     for role in [Role::Anonymous, Role::Vehicle, Role::Observer] {
-        if let Ok(kind) = check_publish_as(role, client_id, topic, topic.len(), 1024) {
+        let client = Client {
+            role,
+            id: client_id,
+            username: None,
+        };
+        if let Ok(Allowed::Uplink(kind)) = acl.publish(&client, topic) {
             let expected = format!(
                 "vehicles/{client_id}/{}",
                 match kind {
@@ -23,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(is_vehicle_id(client_id));
             assert_ne!(role, Role::Observer);
         }
-        if check_subscribe_as(role, client_id, topic).is_ok() {
+        if acl.subscribe(&client, topic).is_ok() {
             assert!(!topic.starts_with('$'));
             assert!(!topic.contains('#') || topic == "fleet/#");
             if role == Role::Vehicle {

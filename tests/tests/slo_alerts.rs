@@ -51,6 +51,7 @@ async fn rig() -> Rig {
         Fleet::new(rules, T0),
         clock,
         EngineOptions {
+            topics: Default::default(),
             max_payload: 1024,
             sli_interval: Duration::from_secs(600),
             persist: PersistOptions::default(),

@@ -82,6 +82,8 @@ pub struct SloSettings {
     pub command_ack_target: f64,
     /// Command-ack threshold.
     pub command_ack_within: Duration,
+    /// Where the alerts are published.
+    pub alerts_topic: String,
 }
 
 /// Reads how full a queue is: `(queued, capacity)`.

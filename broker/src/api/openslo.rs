@@ -7,7 +7,6 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::{yaml, SloSettings};
-use crate::contract::FLEET_ALERTS;
 use crate::engine::alerts::{ACK_SLO, FLEET_SLO};
 
 /// The OpenSLO name of the command-ack SLO.
@@ -147,7 +146,8 @@ pub fn documents(slo: &SloSettings) -> Vec<Value> {
             "spec": {
                 "description": format!(
                     "The broker publishes each firing and resolved alert, retained, on the MQTT \
-                     topic {FLEET_ALERTS}."
+                     topic {}.",
+                    slo.alerts_topic
                 ),
                 "target": "mqtt",
             },
@@ -206,6 +206,7 @@ mod tests {
             maintenance_counts_as_bad: false,
             command_ack_target: 0.95,
             command_ack_within: Duration::from_secs(20),
+            alerts_topic: "fleet/alerts".into(),
         });
         let slos: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "SLO").collect();
         assert_eq!(slos.len(), 2);

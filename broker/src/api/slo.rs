@@ -58,7 +58,7 @@ pub async fn report(State(ctx): State<Arc<ApiContext>>) -> Result<Json<Value>, A
         "alert_policy": {
             "page": policy(AlertSeverity::Page),
             "ticket": policy(AlertSeverity::Ticket),
-            "topic": crate::contract::FLEET_ALERTS,
+            "topic": ctx.slo.alerts_topic,
         },
         "vehicles": {
             "total": c.total,

@@ -6,6 +6,7 @@ mod env;
 mod security;
 mod settings;
 mod slack;
+mod topics;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -17,11 +18,11 @@ use serde::Deserialize;
 pub use duration::HumanDuration;
 pub use env::{API_TOKEN_ENV, ENV_VARS};
 pub use security::{
-    AuthModeSection, AuthSection, LimitsSection, RoleSection, TlsSection, UserSection,
-    FLEET_KEY_ENV,
+    AuthModeSection, AuthSection, LimitsSection, TlsSection, UserSection, FLEET_KEY_ENV,
 };
 pub use settings::Settings;
 pub use slack::{SlackSection, BOT_TOKEN_ENV, WEBHOOK_ENV};
+pub use topics::{AccessSection, AclSection, Roles, TopicsSection};
 pub use validate::{ConfigErrors, Problem};
 
 /// The whole configuration file. Every section is optional; an empty file is valid.
@@ -58,6 +59,10 @@ pub struct Config {
     pub tls: Option<TlsSection>,
     /// MQTT publish and connect rates, handshake timeout.
     pub limits: LimitsSection,
+    /// The topic layout (contract v1 by default).
+    pub topics: TopicsSection,
+    /// Entries that open the fleet's own topics (`[[acl]]`).
+    pub acl: Vec<AclSection>,
     /// Keys whose value came from the environment, with the variable (for messages).
     #[serde(skip)]
     from_env: Vec<(&'static str, &'static str)>,

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::mqtt::acl::{Role, Who};
 use crate::mqtt::auth::{AuthMode, AuthOptions, ObserverUser};
 use crate::mqtt::limits::Limits;
 use crate::mqtt::secret::{Secret, SecretHash, MIN_FLEET_KEY_LEN};
@@ -63,16 +64,14 @@ pub struct UserSection {
     pub name: String,
     /// `$pbkdf2-sha256$...` (mint with `fleet-broker credentials --observer NAME`).
     pub password_hash: String,
-    /// What the user may do.
-    pub role: RoleSection,
+    /// `observer` (reads the fleet topics and every service state), or a name that
+    /// `[[acl]]` entries give more to (`who = "NAME"`).
+    #[serde(default = "observer")]
+    pub role: String,
 }
 
-/// `auth.users[].role`
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum RoleSection {
-    /// Reads `fleet/#` and `vehicles/+/service`; publishes nothing.
-    Observer,
+fn observer() -> String {
+    "observer".to_owned()
 }
 
 /// `[tls]`
@@ -167,8 +166,13 @@ impl LimitsSection {
 }
 
 /// `[auth]` checked and turned into the MQTT front's authentication settings (`None` when
-/// a problem was recorded).
-pub(super) fn auth(auth: &AuthSection, k: &mut Checker) -> Option<AuthOptions> {
+/// a problem was recorded); `roles` numbers the users' roles.
+pub(super) fn auth(
+    auth: &AuthSection,
+    roles: &super::topics::Roles,
+    named: &[Who],
+    k: &mut Checker,
+) -> Option<AuthOptions> {
     let mode = match auth.mode {
         AuthModeSection::None => Some(AuthMode::None),
         AuthModeSection::Hmac => match &auth.fleet_key {
@@ -226,12 +230,26 @@ pub(super) fn auth(auth: &AuthSection, k: &mut Checker) -> Option<AuthOptions> {
             format!("{key}.name"),
             format!("{:?} is listed twice", user.name),
         );
-        match SecretHash::parse(&user.password_hash) {
-            Ok(password) => users.push(ObserverUser {
+        super::topics::check_role(&user.role, format!("{key}.role"), k);
+        let role = roles.role(&user.role);
+        if let Some(Role::User(id)) = role {
+            k.check(
+                named.contains(&Who::Role(id)),
+                format!("{key}.role"),
+                format!(
+                    "{:?} is named by no [[acl]] entry's `who`: use \"observer\", or add entries for it",
+                    user.role
+                ),
+            );
+        }
+        match (SecretHash::parse(&user.password_hash), role) {
+            (Ok(password), Some(role)) => users.push(ObserverUser {
                 name: user.name.clone(),
                 password,
+                role,
             }),
-            Err(e) => k.check(false, format!("{key}.password_hash"), e.to_string()),
+            (Err(e), _) => k.check(false, format!("{key}.password_hash"), e.to_string()),
+            (Ok(_), None) => {}
         }
     }
     let users = (users.len() == auth.users.len()).then_some(users)?;
@@ -399,11 +417,17 @@ handshake_timeout = "0s"
             .expect_err("unknown key")
             .to_string();
         assert!(err.contains("mod"), "{err}");
-        let err = Config::parse(
-            "[[auth.users]]\nname = \"x\"\npassword_hash = \"h\"\nrole = \"admin\"\n",
-        )
-        .expect_err("unknown role")
-        .to_string();
+        // A role no [[acl]] entry names is a typo until proven otherwise.
+        let text =
+            format!("[[auth.users]]\nname = \"x\"\npassword_hash = \"{HASH}\"\nrole = \"admin\"\n");
+        assert_eq!(problems(&text), vec!["auth.users[0].role"]);
+        let err = Config::parse(&text)
+            .expect("parses")
+            .validate()
+            .expect_err("unknown role")
+            .to_string();
         assert!(err.contains("admin"), "{err}");
+        let named = format!("{text}[[acl]]\ntopic = \"a/b\"\naccess = \"read\"\nwho = \"admin\"\n");
+        assert_eq!(problems(&named), Vec::<String>::new());
     }
 }

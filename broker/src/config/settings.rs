@@ -6,9 +6,10 @@
 use std::time::Duration;
 
 use super::validate::{self, Checker, ConfigErrors, Problem};
-use super::{security, slack, Config};
+use super::{security, slack, topics, Config};
 use crate::api::{ApiSettings, SloSettings};
 use crate::engine::{CommandSlo, EngineOptions, PersistOptions};
+use crate::mqtt::acl::Acl;
 use crate::mqtt::MqttOptions;
 use crate::slack::SlackSettings;
 use crate::store::StoreOptions;
@@ -33,6 +34,8 @@ pub struct Settings {
     pub slack: Option<SlackSettings>,
     /// Count the broker's own downtime found at a restart as bad fleet-time.
     pub downtime_counts_as_bad: bool,
+    /// The role names of `[[auth.users]]` (for `check-config`'s table).
+    pub roles: topics::Roles,
 }
 
 impl Config {
@@ -41,11 +44,15 @@ impl Config {
         let mut k = Checker::default();
         validate::ranges(self, &mut k);
         let slack = slack::settings(&self.slack, &mut k);
-        let auth = security::auth(&self.auth, &mut k);
+        let layout = topics::topics(&self.topics, &mut k);
+        let user_roles: Vec<&str> = self.auth.users.iter().map(|u| u.role.as_str()).collect();
+        let (roles, rules) = topics::acl(&self.acl, &user_roles, &mut k);
+        let named: Vec<_> = rules.iter().map(|r| r.who).collect();
+        let auth = security::auth(&self.auth, &roles, &named, &mut k);
         security::tls_and_limits(self.tls.as_ref(), &self.limits, &mut k);
         k.finish(&self.from_env)?;
-        let Some(auth) = auth else {
-            // Only reachable if `auth` failed without recording why: say so.
+        let (Some(auth), Some(layout)) = (auth, layout) else {
+            // Only reachable if a section failed without recording why: say so.
             return Err(ConfigErrors(vec![Problem {
                 key: "auth".to_owned(),
                 message: "could not be read".to_owned(),
@@ -62,6 +69,7 @@ impl Config {
                 auth,
                 tls: self.tls.as_ref().map(super::TlsSection::options),
                 limits: self.limits.options(),
+                acl: Acl::new(layout.clone(), rules),
                 ..MqttOptions::default()
             },
             api: ApiSettings {
@@ -73,6 +81,7 @@ impl Config {
                     maintenance_counts_as_bad: self.slo.maintenance_counts_as_bad,
                     command_ack_target: self.slo.command_ack_target,
                     command_ack_within: self.slo.command_ack_within.0,
+                    alerts_topic: layout.alerts().to_owned(),
                 },
                 mds_provider_id: self
                     .mds
@@ -85,6 +94,7 @@ impl Config {
                 synchronous: self.store.synchronous,
             },
             engine: EngineOptions {
+                topics: layout,
                 max_payload: self.mqtt.max_payload,
                 sli_interval: self.slo.publish_interval.0,
                 persist: PersistOptions {
@@ -101,6 +111,7 @@ impl Config {
             rules: self.rules(),
             slack,
             downtime_counts_as_bad: self.slo.downtime_counts_as_bad,
+            roles,
         })
     }
 }

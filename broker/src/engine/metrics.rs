@@ -91,6 +91,8 @@ pub struct EngineMetrics {
     pub error_reports: AtomicU64,
     /// Acks applied.
     pub acks: AtomicU64,
+    /// Messages on liveness topics applied.
+    pub liveness: AtomicU64,
     /// Rejected uplinks, by [`Rejection::LABELS`] index.
     rejected: [AtomicU64; Rejection::LABELS.len()],
     /// Uplinks refused by the rules (decommissioned vehicle, fleet full).
@@ -127,6 +129,7 @@ impl Default for EngineMetrics {
             heartbeats: AtomicU64::new(0),
             error_reports: AtomicU64::new(0),
             acks: AtomicU64::new(0),
+            liveness: AtomicU64::new(0),
             rejected: Default::default(),
             refused_by_rules: AtomicU64::new(0),
             commands_sent: AtomicU64::new(0),
@@ -463,6 +466,7 @@ fn ingest(w: &mut TextWriter, m: &EngineMetrics) {
             ("heartbeat", get(&m.heartbeats) as f64),
             ("error", get(&m.error_reports) as f64),
             ("ack", get(&m.acks) as f64),
+            ("liveness", get(&m.liveness) as f64),
         ],
     );
     w.family(

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
-use crate::contract;
+use crate::contract::Topics;
 use crate::ingest::{self, Message};
 use crate::metrics::inc;
 use crate::mqtt::Uplink;
@@ -70,6 +70,8 @@ pub struct Outbound {
 /// Engine settings that are not rules.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
+    /// The topic layout uplinks arrive on and announcements go to.
+    pub topics: Topics,
     /// Largest uplink payload.
     pub max_payload: usize,
     /// How often `fleet/sli` is published at the least.
@@ -175,8 +177,8 @@ impl Engine {
             let report = self.fleet.sli(self.clock.now());
             let state = fleet_rules::AlertState::Firing;
             let payload = alerts::payload(severity, state, &report.burn, at, &report);
-            self.send(contract::FLEET_ALERTS.to_owned(), payload, true)
-                .await;
+            let topic = self.opts.topics.alerts().to_owned();
+            self.send(topic, payload, true).await;
         }
         loop {
             let wake = self.fleet.poll_timeout().map(|t| self.clock.instant_at(t));
@@ -235,23 +237,28 @@ impl Engine {
 
     fn handle_uplink(&mut self, up: Uplink) {
         let now = self.clock.now();
-        let (vehicle, message) =
-            match ingest::decode(&up.client_id, &up.topic, &up.payload, self.opts.max_payload) {
-                Ok(decoded) => decoded,
-                Err(rejection) => {
-                    self.metrics.reject(&rejection);
-                    if self.rejections.allow(now) {
-                        warn!(
-                            client = %up.client_id,
-                            topic = %up.topic,
-                            reason = rejection.label(),
-                            suppressed = self.rejections.take_suppressed(),
-                            "uplink rejected: {rejection}"
-                        );
-                    }
-                    return;
+        let (vehicle, message) = match ingest::decode(
+            &self.opts.topics,
+            &up.client_id,
+            &up.topic,
+            &up.payload,
+            self.opts.max_payload,
+        ) {
+            Ok(decoded) => decoded,
+            Err(rejection) => {
+                self.metrics.reject(&rejection);
+                if self.rejections.allow(now) {
+                    warn!(
+                        client = %up.client_id,
+                        topic = %up.topic,
+                        reason = rejection.label(),
+                        suppressed = self.rejections.take_suppressed(),
+                        "uplink rejected: {rejection}"
+                    );
                 }
-            };
+                return;
+            }
+        };
         let result = match message {
             Message::Heartbeat(hb) => {
                 inc(&self.metrics.heartbeats);
@@ -274,6 +281,10 @@ impl Engine {
             Message::Ack(ack) => {
                 inc(&self.metrics.acks);
                 self.record_ack(vehicle, &ack, now);
+                self.fleet.seen(vehicle, now)
+            }
+            Message::Liveness => {
+                inc(&self.metrics.liveness);
                 self.fleet.seen(vehicle, now)
             }
         };
@@ -332,7 +343,7 @@ impl Engine {
                 Effect::Registered { vehicle, at } => {
                     info!(vehicle = %vehicle, "vehicle registered");
                     let payload = payloads::service(ServiceState::InService, &[], at);
-                    let topic = contract::service_topic(&vehicle);
+                    let topic = self.opts.topics.service(&vehicle);
                     self.record(Record::Registered { vehicle, at });
                     self.send(topic, payload, true).await;
                 }
@@ -346,13 +357,13 @@ impl Engine {
                         payloads::service(t.to, &t.reasons, t.at)
                     };
                     let event = payloads::event(&t);
-                    let topic = contract::service_topic(&t.vehicle);
+                    let topic = self.opts.topics.service(&t.vehicle);
                     let manual = self.slack.as_mut().and_then(|s| s.transition(&t));
                     self.record(Record::Transition(t));
                     self.outbox(manual);
                     self.send(topic, service, true).await;
-                    self.send(contract::FLEET_EVENTS.to_owned(), event, false)
-                        .await;
+                    let events = self.opts.topics.events().to_owned();
+                    self.send(events, event, false).await;
                 }
                 Effect::Command(c) => {
                     self.command_seq += 1;
@@ -374,7 +385,7 @@ impl Engine {
                     );
                     inc(&self.metrics.commands_sent);
                     info!(vehicle = %c.vehicle, command = ?c.command, id = %id, resend = c.resend, "command");
-                    let topic = contract::command_topic(&c.vehicle);
+                    let topic = self.opts.topics.command(&c.vehicle);
                     let payload = payloads::command(&id, &c);
                     self.record(Record::CommandSent { id, command: c });
                     self.send(topic, payload, false).await;
@@ -393,8 +404,8 @@ impl Engine {
                         self.metrics.alert_change(*severity, *state);
                         let report = self.fleet.sli(self.clock.now());
                         let payload = alerts::payload(*severity, *state, burn, *at, &report);
-                        self.send(contract::FLEET_ALERTS.to_owned(), payload, true)
-                            .await;
+                        let topic = self.opts.topics.alerts().to_owned();
+                        self.send(topic, payload, true).await;
                     }
                     let (fleet, clock) = (&mut self.fleet, self.clock);
                     let record = self
@@ -454,8 +465,8 @@ impl Engine {
         };
         if force || due {
             self.last_sli = Some((report.in_service, report.fleet, now));
-            self.send(contract::FLEET_SLI.to_owned(), payloads::sli(&report), true)
-                .await;
+            let topic = self.opts.topics.sli().to_owned();
+            self.send(topic, payloads::sli(&report), true).await;
         }
     }
 

@@ -10,7 +10,6 @@ use std::time::Duration;
 use fleet_rules::{Fleet, ScanCursor, UnixMs};
 
 use super::{payloads, Engine, Outbound};
-use crate::contract::service_topic;
 use crate::store::Record;
 
 /// Vehicles looked at per engine wake by a checkpoint or the retained-state republish, so
@@ -174,7 +173,7 @@ impl Engine {
                 .binary_search_by(|(id, _)| (**id).cmp(v.id.as_str()))
                 .map_or(v.last_seen, |i| changed_at[i].1);
             self.batch.outbound.push(Outbound {
-                topic: service_topic(&v.id),
+                topic: self.opts.topics.service(&v.id),
                 payload: payloads::service(v.state, &v.reasons, at),
                 qos1: true,
                 retain: true,

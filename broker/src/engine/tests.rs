@@ -51,6 +51,7 @@ fn engine(metrics: Arc<EngineMetrics>) -> (Engine, mpsc::Receiver<Batch>) {
         fleet,
         clock,
         EngineOptions {
+            topics: Default::default(),
             max_payload: 1024,
             sli_interval: Duration::from_secs(10),
             persist: PersistOptions::default(),

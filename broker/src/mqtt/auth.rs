@@ -32,13 +32,16 @@ pub enum AuthMode {
     },
 }
 
-/// A backend or ops user.
+/// A backend or ops user: it reads what observers read, and what `[[acl]]` entries for
+/// its role allow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObserverUser {
     /// The MQTT username. Its client id must be the name or start with `NAME:`.
     pub name: String,
     /// The password's hash.
     pub password: SecretHash,
+    /// `Role::Observer`, or `Role::User` for a named role of `[[acl]]` entries.
+    pub role: Role,
 }
 
 /// Authentication settings.
@@ -156,7 +159,7 @@ enum Vehicles {
 /// Decides CONNECTs and tells the ACL each session's role.
 pub struct Authenticator {
     vehicles: Vehicles,
-    users: HashMap<String, SecretHash>,
+    users: HashMap<String, (SecretHash, Role)>,
     accept_client_certs: bool,
 }
 
@@ -207,7 +210,7 @@ impl Authenticator {
             users: opts
                 .users
                 .iter()
-                .map(|u| (u.name.clone(), u.password.clone()))
+                .map(|u| (u.name.clone(), (u.password.clone(), u.role)))
                 .collect(),
             accept_client_certs,
         })
@@ -223,7 +226,7 @@ impl Authenticator {
         if self.is_open() {
             return Ok(Role::Anonymous);
         }
-        if let Some(hash) = claim.username.and_then(|u| self.users.get(u)) {
+        if let Some((hash, role)) = claim.username.and_then(|u| self.users.get(u)) {
             let name = claim.username.unwrap_or_default();
             let password = claim.password.ok_or(AuthRefused::NoPassword)?;
             if !hash.verify(password) {
@@ -237,7 +240,7 @@ impl Authenticator {
                     .strip_prefix(name)
                     .is_some_and(|rest| rest.starts_with(':'));
             return if own_id {
-                Ok(Role::Observer)
+                Ok(*role)
             } else {
                 Err(AuthRefused::ObserverClientId)
             };
@@ -282,10 +285,10 @@ impl Authenticator {
     pub fn role_of(&self, username: Option<&str>) -> Role {
         if self.is_open() {
             Role::Anonymous
-        } else if username.is_some_and(|u| self.users.contains_key(u)) {
-            Role::Observer
         } else {
-            Role::Vehicle
+            username
+                .and_then(|u| self.users.get(u))
+                .map_or(Role::Vehicle, |(_, role)| *role)
         }
     }
 }
@@ -339,6 +342,7 @@ mod tests {
         ObserverUser {
             name: name.to_owned(),
             password: SecretHash::compute(password.as_bytes(), b"saltsalt", 10),
+            role: Role::Observer,
         }
     }
 

@@ -22,7 +22,7 @@ use rmqtt::types::{
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::acl::{self, PublishDenied, Role, SubscribeDenied};
+use super::acl::{Acl, Allowed, Client, Granted, PublishDenied, Role, SubscribeDenied};
 use super::auth::{Authenticator, ConnectClaim};
 use super::limits::{ConnectLimiter, PublishLimiter, Verdict};
 use super::stats::{log_loudly, Counters};
@@ -34,6 +34,8 @@ pub(crate) struct ContractHooks {
     pub uplink: mpsc::Sender<Uplink>,
     pub counters: Arc<Counters>,
     pub max_payload: usize,
+    /// The topic layout and the `[[acl]]` entries.
+    pub acl: Arc<Acl>,
     /// Becomes `true` when the front shuts down, to release a publish waiting for room.
     pub shutdown: watch::Receiver<bool>,
     pub auth: Arc<Authenticator>,
@@ -61,6 +63,27 @@ impl ContractHooks {
     fn role(&self, session: &Session) -> Role {
         self.auth
             .role_of(session.id.username.as_ref().map(|u| u.as_ref()))
+    }
+
+    /// The ACL's verdict on a publish of `len` bytes to `topic` by `client`.
+    fn may_publish(
+        &self,
+        client: &Client<'_>,
+        topic: &str,
+        len: usize,
+    ) -> Result<Allowed, PublishDenied> {
+        if len > self.max_payload {
+            return Err(PublishDenied::Oversize);
+        }
+        self.acl.publish(client, topic)
+    }
+
+    fn client<'s>(&self, session: &'s Session) -> Client<'s> {
+        Client {
+            role: self.role(session),
+            id: &session.id.client_id,
+            username: session.id.username.as_ref().map(|u| u.as_ref()),
+        }
     }
 
     async fn authenticate(&self, connect_info: &ConnectInfo) -> AuthResult {
@@ -107,9 +130,12 @@ impl ContractHooks {
                 LastWill::V5(lw) => (lw.topic.clone(), lw.message.len()),
             };
             // rmqtt publishes a will without asking the publish ACL, so refuse it up front.
-            if let Err(reason) =
-                acl::check_publish_as(role, client_id, &topic, payload_len, self.max_payload)
-            {
+            let client = Client {
+                role,
+                id: client_id,
+                username: claim.username,
+            };
+            if let Err(reason) = self.may_publish(&client, &topic, payload_len) {
                 let n = self
                     .counters
                     .connects_refused_will
@@ -160,16 +186,14 @@ impl ContractHooks {
             // The ACL hook that runs next refuses it on the limiter's pending verdict.
             Verdict::Drop | Verdict::Disconnect => return,
         }
-        if acl::check_publish_as(
-            self.role(session),
-            client_id,
-            &publish.topic,
-            publish.payload.len(),
-            self.max_payload,
-        )
-        .is_err()
-        {
-            return; // the ACL hook that runs next denies and counts it
+        match self.may_publish(&self.client(session), &publish.topic, publish.payload.len()) {
+            Ok(Allowed::Uplink(_) | Allowed::Liveness) => {}
+            // Routed to its readers by the broker; the engine has no business with it.
+            Ok(Allowed::PassThrough(rule)) => {
+                self.counters.passed_through(rule);
+                return;
+            }
+            Err(_) => return, // the ACL hook that runs next denies and counts it
         }
         let uplink = Uplink {
             client_id: client_id.to_string(),
@@ -248,14 +272,9 @@ impl ContractHooks {
 
     fn check_publish_acl(&self, session: &Session, publish: &Publish) -> Option<PublishDenied> {
         let client_id = &session.id.client_id;
-        let reason = acl::check_publish_as(
-            self.role(session),
-            client_id,
-            &publish.topic,
-            publish.payload.len(),
-            self.max_payload,
-        )
-        .err()?;
+        let reason = self
+            .may_publish(&self.client(session), &publish.topic, publish.payload.len())
+            .err()?;
         let n = self.counters.publish_denied(reason);
         if log_loudly(n) {
             tracing::warn!(%client_id, topic = %publish.topic, %reason, denied_so_far = n, "MQTT publish denied and dropped; the client stays connected");
@@ -265,16 +284,23 @@ impl ContractHooks {
         Some(reason)
     }
 
-    fn check_subscribe_acl(&self, session: &Session, filter: &str) -> Option<SubscribeDenied> {
+    fn check_subscribe_acl(
+        &self,
+        session: &Session,
+        filter: &str,
+    ) -> Result<Granted, SubscribeDenied> {
         let client_id = &session.id.client_id;
-        let reason = acl::check_subscribe_as(self.role(session), client_id, filter).err()?;
+        let verdict = self.acl.subscribe(&self.client(session), filter);
+        let Err(reason) = verdict else {
+            return verdict;
+        };
         let n = self.counters.subscribe_denied(reason);
         if log_loudly(n) {
             tracing::warn!(%client_id, topic_filter = %filter, %reason, denied_so_far = n, "MQTT subscription refused");
         } else {
             tracing::debug!(%client_id, topic_filter = %filter, %reason, "MQTT subscription refused");
         }
-        Some(reason)
+        Err(reason)
     }
 }
 
@@ -325,10 +351,14 @@ impl Handler for ContractHooks {
                 }
             }
             Parameter::ClientSubscribeCheckAcl(session, subscribe) => {
+                let asked = subscribe.opts.qos();
                 let result = match self.check_subscribe_acl(session, &subscribe.topic_filter) {
-                    Some(_) => SubscribeAclResult::new_failure(SubscribeAckReason::NotAuthorized),
-                    // Grant at most QoS 1: the contract uses nothing higher.
-                    None => SubscribeAclResult::new_success(QoS::AtLeastOnce, None),
+                    Err(_) => SubscribeAclResult::new_failure(SubscribeAckReason::NotAuthorized),
+                    // At most QoS 1 on contract topics: the contract uses nothing higher.
+                    Ok(Granted::Contract) => {
+                        SubscribeAclResult::new_success(asked.min(QoS::AtLeastOnce), None)
+                    }
+                    Ok(Granted::PassThrough(_)) => SubscribeAclResult::new_success(asked, None),
                 };
                 (false, Some(HookResult::SubscribeAclResult(result)))
             }

@@ -80,6 +80,8 @@ pub struct MqttOptions {
     pub tls: Option<TlsOptions>,
     /// Publish and connect rates.
     pub limits: Limits,
+    /// The topic layout and the `[[acl]]` entries.
+    pub acl: acl::Acl,
 }
 
 /// The TLS listener (rustls).
@@ -116,6 +118,7 @@ impl Default for MqttOptions {
             auth: AuthOptions::default(),
             tls: None,
             limits: Limits::default(),
+            acl: acl::Acl::default(),
         }
     }
 }
@@ -250,8 +253,12 @@ impl MqttFront {
             .build()
             .await;
 
-        let counters = Arc::new(Counters::default());
-        *scx.extends.retain_mut().await = Box::new(BrokerRetainStore::new(counters.clone()));
+        let names = opts.acl.rules().iter().map(|r| r.name.clone()).collect();
+        let counters = Arc::new(Counters::for_rules(names));
+        *scx.extends.retain_mut().await = Box::new(BrokerRetainStore::new(
+            counters.clone(),
+            opts.acl.topics().clone(),
+        ));
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         log_auth_mode(&auth, &opts);
@@ -259,6 +266,7 @@ impl MqttFront {
             uplink,
             counters: counters.clone(),
             max_payload: opts.max_payload,
+            acl: Arc::new(opts.acl.clone()),
             shutdown: shutdown_rx,
             auth: Arc::new(auth),
             publish_limits: Arc::new(PublishLimiter::new(opts.limits.clone())),

@@ -24,9 +24,28 @@ pub(crate) struct Counters {
     pub flooders_disconnected: AtomicU64,
     pub retained_messages: AtomicU64,
     pub retained_ignored: AtomicU64,
+    /// Pass-through publishes per `[[acl]]` entry, with the entries' names.
+    passthrough: Box<[AtomicU64]>,
+    passthrough_names: Vec<String>,
 }
 
 impl Counters {
+    /// Counters with one pass-through counter per `[[acl]]` entry name.
+    pub fn for_rules(names: Vec<String>) -> Counters {
+        Counters {
+            passthrough: names.iter().map(|_| AtomicU64::new(0)).collect(),
+            passthrough_names: names,
+            ..Counters::default()
+        }
+    }
+
+    /// Counts a publish routed through `[[acl]]` entry number `rule`.
+    pub fn passed_through(&self, rule: usize) {
+        if let Some(c) = self.passthrough.get(rule) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Counts one denied publish; returns the new count for this reason.
     pub fn publish_denied(&self, reason: PublishDenied) -> u64 {
         self.publishes_denied[reason.index()].fetch_add(1, Ordering::Relaxed) + 1
@@ -74,6 +93,12 @@ impl Counters {
             flooders_disconnected: load(&self.flooders_disconnected),
             retained_messages: load(&self.retained_messages),
             retained_ignored: load(&self.retained_ignored),
+            passthrough_by_rule: self
+                .passthrough_names
+                .iter()
+                .zip(self.passthrough.iter())
+                .map(|(name, n)| (name.clone(), load(n)))
+                .collect(),
         }
     }
 }
@@ -116,8 +141,11 @@ pub struct MqttStats {
     pub flooders_disconnected: u64,
     /// Retained messages stored now.
     pub retained_messages: u64,
-    /// Retain requests not stored because they did not come from the broker itself.
+    /// Retain requests not stored (a client's on a contract topic, or past the limit of
+    /// clients' retained messages).
     pub retained_ignored: u64,
+    /// Publishes on the fleet's own topics, per `[[acl]]` entry (by name).
+    pub passthrough_by_rule: Vec<(String, u64)>,
 }
 
 impl MqttStats {
@@ -157,6 +185,15 @@ impl MqttStats {
     /// Writes the MQTT front's families.
     pub fn render(&self, w: &mut TextWriter) {
         let q = self;
+        w.by_label(
+            "fleet_mqtt_passthrough_messages_total",
+            Kind::Counter,
+            "Client publishes on the fleet's own topics, by the [[acl]] entry that allowed them.",
+            "rule",
+            q.passthrough_by_rule
+                .iter()
+                .map(|(r, n)| (r.as_str(), *n as f64)),
+        );
         w.single(
             "fleet_mqtt_connected_clients",
             Kind::Gauge,

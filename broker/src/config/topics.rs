@@ -1,0 +1,309 @@
+//! `[topics]` and `[[acl]]`: the topic layout (contract v1 by default) and the entries that
+//! open the fleet's own topics, checked and turned into the ACL the MQTT front enforces.
+
+use serde::Deserialize;
+
+use super::validate::Checker;
+use crate::contract::{Template, TemplateKind, Topics};
+use crate::mqtt::acl::{Access, Role, RoleId, Rule, Who};
+
+/// `[topics]`: where each contract topic lives. `{id}` fills the vehicle's level.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsSection {
+    /// Heartbeats.
+    pub heartbeat: String,
+    /// Error reports.
+    pub error: String,
+    /// Command acks.
+    pub ack: String,
+    /// Commands to the vehicle.
+    pub command: String,
+    /// The vehicle's retained desired state.
+    pub service: String,
+    /// One event per change of a vehicle's reasons.
+    pub events: String,
+    /// The retained CMC SLI.
+    pub sli: String,
+    /// The retained SLO alert state.
+    pub alerts: String,
+    /// Further topics (filters with `{id}`, `+` and a last `#`) whose messages prove the
+    /// vehicle alive without being decoded: routed to their readers like any message.
+    pub liveness: Vec<String>,
+}
+
+impl Default for TopicsSection {
+    fn default() -> Self {
+        TopicsSection {
+            heartbeat: "vehicles/{id}/heartbeat".into(),
+            error: "vehicles/{id}/error".into(),
+            ack: "vehicles/{id}/ack".into(),
+            command: "vehicles/{id}/command".into(),
+            service: "vehicles/{id}/service".into(),
+            events: "fleet/events".into(),
+            sli: "fleet/sli".into(),
+            alerts: "fleet/alerts".into(),
+            liveness: Vec::new(),
+        }
+    }
+}
+
+/// `[[acl]]`: one entry for the fleet's own topics.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AclSection {
+    /// A name for metrics and `check-config` (default `acl[N]`).
+    pub name: Option<String>,
+    /// An MQTT filter; a level `%c` is the client id, `%u` the username.
+    pub topic: String,
+    /// `read`, `write` or `readwrite`.
+    pub access: AccessSection,
+    /// `vehicles`, `observers` (every user), `anyone`, or the `role` of some `[[auth.users]]`.
+    pub who: String,
+}
+
+/// `acl[].access`
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessSection {
+    /// Subscribe.
+    Read,
+    /// Publish.
+    Write,
+    /// Both.
+    ReadWrite,
+}
+
+/// The role names of `[[auth.users]]` other than `observer`, numbered for [`RoleId`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Roles(Vec<String>);
+
+impl Roles {
+    /// The role of a user named `role` in the config.
+    pub fn role(&self, role: &str) -> Option<Role> {
+        if role == "observer" {
+            return Some(Role::Observer);
+        }
+        let i = self.0.iter().position(|r| r == role)?;
+        Some(Role::User(RoleId(u16::try_from(i).ok()?)))
+    }
+
+    /// The name of role `id`.
+    pub fn name(&self, id: RoleId) -> String {
+        self.0
+            .get(usize::from(id.0))
+            .cloned()
+            .unwrap_or_else(|| format!("role#{}", id.0))
+    }
+}
+
+/// A role name: what `who` and `role` may say.
+fn is_role_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// The layout, checked: every template's problem named by its key.
+pub(super) fn topics(t: &TopicsSection, k: &mut Checker) -> Option<Topics> {
+    let mut ok = true;
+    let mut template = |key: &str, text: &str, kind: TemplateKind| {
+        Template::parse(text, kind)
+            .map_err(|e| {
+                k.check(false, format!("topics.{key}"), e.to_string());
+                ok = false;
+            })
+            .ok()
+    };
+    let vehicle = [
+        template("heartbeat", &t.heartbeat, TemplateKind::Vehicle),
+        template("error", &t.error, TemplateKind::Vehicle),
+        template("ack", &t.ack, TemplateKind::Vehicle),
+        template("command", &t.command, TemplateKind::Vehicle),
+        template("service", &t.service, TemplateKind::Vehicle),
+    ];
+    let fleet = [
+        template("events", &t.events, TemplateKind::Fleet),
+        template("sli", &t.sli, TemplateKind::Fleet),
+        template("alerts", &t.alerts, TemplateKind::Fleet),
+    ];
+    let liveness: Vec<Option<Template>> = t
+        .liveness
+        .iter()
+        .enumerate()
+        .map(|(i, l)| template(&format!("liveness[{i}]"), l, TemplateKind::Liveness))
+        .collect();
+    if !ok {
+        return None;
+    }
+    let [Some(hb), Some(err), Some(ack), Some(cmd), Some(svc)] = vehicle else {
+        return None;
+    };
+    let [Some(events), Some(sli), Some(alerts)] = fleet else {
+        return None;
+    };
+    let topics = Topics::new(
+        [hb, err, ack, cmd, svc],
+        [
+            events.as_str().to_owned(),
+            sli.as_str().to_owned(),
+            alerts.as_str().to_owned(),
+        ],
+        liveness.into_iter().flatten().collect(),
+    );
+    let overlaps = topics.overlaps();
+    for o in &overlaps {
+        k.check(
+            false,
+            "topics",
+            format!(
+                "{:?} and {:?} can name the same topic: make them differ in a level that is not `{{id}}` or a wildcard",
+                o.0, o.1
+            ),
+        );
+    }
+    overlaps.is_empty().then_some(topics)
+}
+
+/// The roles users name, each problem of `[[acl]]` named by its key, and the entries.
+pub(super) fn acl(
+    entries: &[AclSection],
+    user_roles: &[&str],
+    k: &mut Checker,
+) -> (Roles, Vec<Rule>) {
+    let mut roles = Roles::default();
+    for role in user_roles {
+        if *role != "observer" && !roles.0.iter().any(|r| r == role) {
+            roles.0.push((*role).to_owned());
+        }
+    }
+    let mut rules = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let key = format!("acl[{i}]");
+        let levels_ok = !e.topic.is_empty()
+            && !e.topic.starts_with('$')
+            && e.topic.split('/').enumerate().all(|(n, l)| {
+                let last = n + 1 == e.topic.split('/').count();
+                match l {
+                    "+" | "%c" | "%u" => true,
+                    "#" => last,
+                    l => !l.contains(['+', '#', '%']),
+                }
+            });
+        k.check(
+            levels_ok,
+            format!("{key}.topic"),
+            format!(
+                "{:?} is not a filter: `+`, `%c`, `%u` fill whole levels, `#` only last, no leading `$`",
+                e.topic
+            ),
+        );
+        let who = match e.who.as_str() {
+            "vehicles" => Some(Who::Vehicles),
+            "observers" => Some(Who::Observers),
+            "anyone" => Some(Who::Anyone),
+            name => match roles.role(name) {
+                Some(Role::User(id)) => Some(Who::Role(id)),
+                _ => {
+                    k.check(
+                        false,
+                        format!("{key}.who"),
+                        format!(
+                            "{name:?} is no role of [[auth.users]]: use vehicles, observers, anyone or a user's role"
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        if let (true, Some(who)) = (levels_ok, who) {
+            rules.push(Rule {
+                name: e.name.clone().unwrap_or_else(|| key.clone()),
+                filter: e.topic.clone(),
+                access: match e.access {
+                    AccessSection::Read => Access::Read,
+                    AccessSection::Write => Access::Write,
+                    AccessSection::ReadWrite => Access::ReadWrite,
+                },
+                who,
+            });
+        }
+    }
+    (roles, rules)
+}
+
+/// Checks a user's role name.
+pub(super) fn check_role(role: &str, key: String, k: &mut Checker) {
+    k.check(
+        is_role_name(role),
+        key,
+        format!("{role:?} is not a role: 1 to 64 of a-z 0-9 _ - (\"observer\" reads the fleet topics only)"),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn problems(toml: &str) -> Vec<String> {
+        match Config::parse(toml).expect("parses").validate() {
+            Ok(()) => Vec::new(),
+            Err(e) => e.0.into_iter().map(|p| p.key).collect(),
+        }
+    }
+
+    #[test]
+    fn a_custom_layout_with_liveness_topics_is_valid_and_reaches_the_engine_and_the_acl() {
+        let text = "[topics]\nheartbeat = \"scooters/{id}/hb\"\nerror = \"scooters/{id}/err\"\n\
+                    ack = \"scooters/{id}/ack\"\ncommand = \"scooters/{id}/cmd\"\n\
+                    service = \"scooters/{id}/state\"\nevents = \"ops/events\"\n\
+                    sli = \"ops/sli\"\nalerts = \"ops/alerts\"\n\
+                    liveness = [\"scooters/{id}/telemetry/#\"]\n";
+        assert_eq!(problems(text), Vec::<String>::new());
+        let s = Config::parse(text)
+            .expect("parses")
+            .settings()
+            .expect("valid");
+        assert_eq!(s.engine.topics.command("s1"), "scooters/s1/cmd");
+        assert_eq!(s.mqtt.acl.topics(), &s.engine.topics);
+        assert_eq!(s.api.slo.alerts_topic, "ops/alerts");
+    }
+
+    #[test]
+    fn every_bad_template_is_named_by_its_key() {
+        let keys = problems(
+            "[topics]\nheartbeat = \"scooters/hb\"\nerror = \"s/{id}/+\"\n\
+             command = \"s/v{id}/cmd\"\nevents = \"ops/{id}\"\nliveness = [\"s/#/{id}\"]\n",
+        );
+        assert_eq!(
+            keys,
+            vec![
+                "topics.heartbeat",
+                "topics.error",
+                "topics.command",
+                "topics.events",
+                "topics.liveness[0]"
+            ]
+        );
+    }
+
+    #[test]
+    fn templates_that_can_name_the_same_topic_are_refused() {
+        let keys = problems("[topics]\nliveness = [\"vehicles/{id}/#\"]\n");
+        assert!(keys.iter().all(|k| k == "topics"), "{keys:?}");
+        assert_eq!(keys.len(), 5, "one per vehicle template the filter covers");
+    }
+
+    #[test]
+    fn acl_entries_are_checked_and_their_roles_must_exist() {
+        let keys = problems(
+            "[[acl]]\ntopic = \"a/#/b\"\naccess = \"read\"\nwho = \"vehicles\"\n\
+             [[acl]]\ntopic = \"a/%x\"\naccess = \"write\"\nwho = \"anyone\"\n\
+             [[acl]]\ntopic = \"a/b\"\naccess = \"read\"\nwho = \"backend\"\n",
+        );
+        assert_eq!(keys, vec!["acl[0].topic", "acl[1].topic", "acl[2].who"]);
+        assert!(
+            Config::parse("[[acl]]\ntopic = \"a\"\naccess = \"all\"\nwho = \"anyone\"\n").is_err()
+        );
+    }
+}
