@@ -78,6 +78,9 @@ pub struct MqttSection {
     pub max_payload: usize,
     /// Most simultaneous MQTT connections.
     pub max_connections: usize,
+    /// The longest keep-alive a client may ask (MQTT 5 clients are told when theirs is
+    /// cut).
+    pub max_keepalive: HumanDuration,
     /// Messages queued for one slow or offline client before the oldest is dropped. A
     /// backend subscribing to `vehicles/+/service` receives one retained message per
     /// vehicle at once, so keep this above the fleet size.
@@ -90,6 +93,7 @@ impl Default for MqttSection {
             listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
             max_payload: 16 * 1024,
             max_connections: 100_000,
+            max_keepalive: HumanDuration::from_secs(u64::from(u16::MAX)),
             max_queued_messages: 100_000,
         }
     }

@@ -65,6 +65,8 @@ impl Config {
                 max_payload: self.mqtt.max_payload,
                 max_connections: self.mqtt.max_connections,
                 max_queued_messages: self.mqtt.max_queued_messages,
+                max_keepalive: u16::try_from(self.mqtt.max_keepalive.0.as_secs())
+                    .unwrap_or(u16::MAX),
                 handshake_timeout: self.limits.handshake_timeout.0,
                 auth,
                 tls: self.tls.as_ref().map(super::TlsSection::options),

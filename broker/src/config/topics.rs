@@ -56,7 +56,7 @@ pub struct AclSection {
     pub name: Option<String>,
     /// An MQTT filter; a level `%c` is the client id, `%u` the username.
     pub topic: String,
-    /// `read`, `write` or `readwrite`.
+    /// `read`, `write`, `readwrite`, or `deny` (refused whatever other entries say).
     pub access: AccessSection,
     /// `vehicles`, `observers` (every user), `anyone`, or the `role` of some `[[auth.users]]`.
     pub who: String,
@@ -72,6 +72,8 @@ pub enum AccessSection {
     Write,
     /// Both.
     ReadWrite,
+    /// Refused whatever other entries say.
+    Deny,
 }
 
 /// The role names of `[[auth.users]]` other than `observer`, numbered for [`RoleId`].
@@ -224,6 +226,7 @@ pub(super) fn acl(
                     AccessSection::Read => Access::Read,
                     AccessSection::Write => Access::Write,
                     AccessSection::ReadWrite => Access::ReadWrite,
+                    AccessSection::Deny => Access::Deny,
                 },
                 who,
             });

@@ -95,6 +95,14 @@ pub(super) fn ranges(c: &Config, k: &mut Checker) {
         ),
     );
     k.check(
+        (1..=u64::from(u16::MAX)).contains(&c.mqtt.max_keepalive.0.as_secs()),
+        "mqtt.max_keepalive",
+        format!(
+            "{} is out of range: use 1s to 65535s (MQTT's limit)",
+            c.mqtt.max_keepalive
+        ),
+    );
+    k.check(
         c.mqtt.max_connections >= 1,
         "mqtt.max_connections",
         "must be at least 1",

@@ -48,13 +48,19 @@ pub(crate) struct ContractHooks {
 impl ContractHooks {
     /// Registers and enables the hooks on the server context's hook manager.
     pub async fn register(self, register: &dyn Register) {
-        for typ in [
+        let mut types = vec![
             Type::ClientAuthenticate,
             Type::ClientDisconnected,
             Type::MessagePublish,
             Type::MessagePublishCheckAcl,
             Type::ClientSubscribeCheckAcl,
-        ] {
+        ];
+        // Only a wide subscription an [[acl]] entry allowed can match a contract topic
+        // its client may not read: without read entries no delivery needs a look.
+        if self.acl.has_read_entries() {
+            types.push(Type::MessageExpiryCheck);
+        }
+        for typ in types {
             register.add(typ, Box::new(self.clone())).await;
         }
         register.start().await;
@@ -348,6 +354,14 @@ impl Handler for ContractHooks {
                         false,
                         Some(HookResult::PublishAclResult(PublishAclResult::allow())),
                     ),
+                }
+            }
+            // Called per delivery: holds back contract topics a wide subscription matched.
+            Parameter::MessageExpiryCheck(session, _, publish) => {
+                if self.acl.may_receive(&self.client(session), &publish.topic) {
+                    (true, acc)
+                } else {
+                    (false, Some(HookResult::MessageExpiry))
                 }
             }
             Parameter::ClientSubscribeCheckAcl(session, subscribe) => {

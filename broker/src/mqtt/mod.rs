@@ -11,6 +11,7 @@ pub mod auth;
 mod hooks;
 pub mod limits;
 mod retain;
+mod shared;
 pub mod secret;
 mod stats;
 
@@ -74,6 +75,9 @@ pub struct MqttOptions {
     pub session_expiry: Duration,
     /// Time a new connection has to complete the TLS handshake, and then CONNECT.
     pub handshake_timeout: Duration,
+    /// The longest keep-alive a client may ask, in seconds: a longer one is cut to this and
+    /// MQTT 5 clients are told (Server Keep Alive).
+    pub max_keepalive: u16,
     /// Who may connect.
     pub auth: AuthOptions,
     /// A TLS listener beside (or instead of) plain TCP.
@@ -102,6 +106,9 @@ pub struct TlsOptions {
     pub plain_tcp: bool,
 }
 
+/// MQTT 5 topic aliases per connection and direction.
+const MAX_TOPIC_ALIASES: u16 = 16;
+
 /// Room on top of `max_payload` for the fixed header, topic and MQTT 5 properties.
 pub const PACKET_OVERHEAD: usize = 1024;
 
@@ -115,6 +122,7 @@ impl Default for MqttOptions {
             max_queued_messages: 100_000,
             session_expiry: Duration::from_secs(10 * 60),
             handshake_timeout: Duration::from_secs(10),
+            max_keepalive: u16::MAX,
             auth: AuthOptions::default(),
             tls: None,
             limits: Limits::default(),
@@ -255,6 +263,7 @@ impl MqttFront {
 
         let names = opts.acl.rules().iter().map(|r| r.name.clone()).collect();
         let counters = Arc::new(Counters::for_rules(names));
+        *scx.extends.shared_subscription_mut().await = Box::new(shared::RoundRobin::default());
         *scx.extends.retain_mut().await = Box::new(BrokerRetainStore::new(
             counters.clone(),
             opts.acl.topics().clone(),
@@ -530,11 +539,14 @@ fn listener_builder(opts: &MqttOptions) -> Result<Builder, MqttError> {
         .min_keepalive(0)
         .max_inflight(max_inflight)
         .max_mqueue_len(opts.max_queued_messages)
-        .max_qos_allowed(QoS::AtLeastOnce)
+        // QoS 2 for the fleet's own topics; contract subscriptions are granted at most 1.
+        .max_qos_allowed(QoS::ExactlyOnce)
         .max_clientid_len(128)
         .max_subscriptions(16)
         .max_topic_levels(8)
-        .max_topic_aliases(0)
+        // MQTT 5 topic aliases, both ways (a few per connection are enough for a vehicle).
+        .max_topic_aliases(MAX_TOPIC_ALIASES)
+        .max_keepalive(opts.max_keepalive)
         .session_expiry_interval(opts.session_expiry)
         // Zero would mean "no cap" to rmqtt.
         .max_session_expiry_interval(opts.session_expiry.max(Duration::from_secs(1)))

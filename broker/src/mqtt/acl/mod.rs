@@ -176,6 +176,9 @@ impl Acl {
             Topic::Fleet | Topic::Downlink { .. } => Err(PublishDenied::BrokerOnly),
             Topic::Uplink { vehicle, kind } => own(vehicle).map(|()| Allowed::Uplink(kind)),
             Topic::Liveness { vehicle } => own(vehicle).map(|()| Allowed::Liveness),
+            Topic::Other if self.rules.iter().any(|r| r.denies_topic(client, topic)) => {
+                Err(PublishDenied::UnknownTopic)
+            }
             Topic::Other => self
                 .rules
                 .iter()
@@ -187,6 +190,17 @@ impl Acl {
 
     /// Whether `client` may subscribe to `filter`.
     pub fn subscribe(&self, client: &Client<'_>, filter: &str) -> Result<Granted, SubscribeDenied> {
+        // A shared subscription reads what its filter reads, shared with its group.
+        if let Some(shared) = filter.strip_prefix("$share/") {
+            return match shared.split_once('/') {
+                Some((group, inner))
+                    if !group.is_empty() && !group.contains(['+', '#']) && !inner.is_empty() =>
+                {
+                    self.subscribe(client, inner)
+                }
+                _ => Err(SubscribeDenied::SystemTopic),
+            };
+        }
         if filter.starts_with('$') {
             return Err(SubscribeDenied::SystemTopic);
         }
@@ -220,28 +234,57 @@ impl Acl {
                 (Shape::Broad, _) => broad = true,
             }
         }
-        if broad {
-            return Err(SubscribeDenied::TooBroad);
-        }
-        if uplink {
-            return Err(SubscribeDenied::Uplink);
-        }
-        if downlink {
-            return Err(SubscribeDenied::TooBroad);
-        }
         let reaches_fleet = fleet.iter().any(|t| filter::overlaps(filter, t))
             || self
                 .topics
                 .fleet_root()
                 .is_some_and(|r| filter::overlaps(filter, &format!("{r}/#")));
-        if reaches_fleet && !client.role.observes() {
-            return Err(SubscribeDenied::ObserversOnly);
+        // A wide filter an entry covers is allowed: the contract topics it would match are
+        // held back at delivery unless the client may read them (`may_receive`).
+        let by_entry = (!self.rules.iter().any(|r| r.denies_filter(client, filter)))
+            .then(|| self.rules.iter().position(|r| r.lets_read(client, filter)))
+            .flatten();
+        match by_entry {
+            Some(rule) => Ok(Granted::PassThrough(rule)),
+            None if broad => Err(SubscribeDenied::TooBroad),
+            None if uplink => Err(SubscribeDenied::Uplink),
+            None if downlink => Err(SubscribeDenied::TooBroad),
+            None if reaches_fleet && !client.role.observes() => Err(SubscribeDenied::ObserversOnly),
+            None => Err(SubscribeDenied::UnknownTopic),
         }
+    }
+
+    /// Whether a message on `topic` goes to `client` through a subscription an entry
+    /// allowed: a contract topic only when the built-in rules let the client read it, any
+    /// other unless an entry denies it.
+    pub fn may_receive(&self, client: &Client<'_>, topic: &str) -> bool {
+        match self.topics.classify(topic) {
+            Topic::Uplink { .. } => false,
+            Topic::Downlink {
+                vehicle,
+                kind: DownlinkKind::Command,
+            } => {
+                matches!(client.role, Role::Vehicle | Role::Anonymous)
+                    && is_vehicle_id(client.id)
+                    && vehicle == client.id
+            }
+            Topic::Downlink {
+                vehicle,
+                kind: DownlinkKind::Service,
+            } => client.role.observes() || vehicle == client.id,
+            Topic::Fleet => client.role.observes(),
+            Topic::Liveness { .. } | Topic::Other => {
+                !self.rules.iter().any(|r| r.denies_topic(client, topic))
+            }
+        }
+    }
+
+    /// Whether any entry lets some client read: only then can a delivery need
+    /// [`Acl::may_receive`].
+    pub fn has_read_entries(&self) -> bool {
         self.rules
             .iter()
-            .position(|r| r.lets_read(client, filter))
-            .map(Granted::PassThrough)
-            .ok_or(SubscribeDenied::UnknownTopic)
+            .any(|r| matches!(r.access, Access::Read | Access::ReadWrite))
     }
 
     /// A subscription to exactly one downlink template, for vehicle level `id`.

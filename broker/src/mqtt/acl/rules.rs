@@ -14,6 +14,9 @@ pub enum Access {
     Write,
     /// Both.
     ReadWrite,
+    /// Neither, whatever other entries say: a publish the filter matches and a
+    /// subscription it covers are refused (as Mosquitto's `topic deny`).
+    Deny,
 }
 
 impl Access {
@@ -25,12 +28,13 @@ impl Access {
         matches!(self, Access::Write | Access::ReadWrite)
     }
 
-    /// `read`, `write` or `readwrite`.
+    /// `read`, `write`, `readwrite` or `deny`.
     pub fn as_str(self) -> &'static str {
         match self {
             Access::Read => "read",
             Access::Write => "write",
             Access::ReadWrite => "readwrite",
+            Access::Deny => "deny",
         }
     }
 }
@@ -122,6 +126,22 @@ impl Rule {
             && self
                 .filter_for(client)
                 .is_some_and(|f| crate::contract::filter::matches(&f, topic))
+    }
+
+    /// Whether this entry refuses `client` the publish to `topic`.
+    pub(super) fn denies_topic(&self, client: &Client<'_>, topic: &str) -> bool {
+        self.access == Access::Deny
+            && self
+                .filter_for(client)
+                .is_some_and(|f| crate::contract::filter::matches(&f, topic))
+    }
+
+    /// Whether this entry refuses `client` the subscription to `filter`.
+    pub(super) fn denies_filter(&self, client: &Client<'_>, filter: &str) -> bool {
+        self.access == Access::Deny
+            && self
+                .filter_for(client)
+                .is_some_and(|f| crate::contract::filter::covers(&f, filter))
     }
 
     /// Whether `client` may subscribe to all of `filter` through this entry.

@@ -275,15 +275,40 @@ fn nobody_may_read_vehicle_uplinks() {
 }
 
 #[test]
-fn system_and_shared_subscription_topics_are_refused() {
+fn system_topics_are_refused_and_a_shared_subscription_reads_what_its_filter_reads() {
     assert_eq!(
         check_subscribe("v1", "$SYS/#"),
         Err(SubscribeDenied::SystemTopic)
     );
     assert_eq!(
-        check_subscribe("v1", "$share/g/vehicles/v1/command"),
-        Err(SubscribeDenied::SystemTopic)
+        check_subscribe_as(Role::Vehicle, "v1", "$share/g/vehicles/v1/command"),
+        Ok(())
     );
+    assert_eq!(
+        check_subscribe_as(Role::Vehicle, "v1", "$share/g/vehicles/v2/command"),
+        Err(SubscribeDenied::OtherVehicle)
+    );
+    assert_eq!(
+        check_subscribe_as(Role::Observer, "ops", "$share/g/fleet/events"),
+        Ok(())
+    );
+    assert_eq!(
+        check_subscribe("v1", "$share/g/#"),
+        Err(SubscribeDenied::TooBroad)
+    );
+    for malformed in [
+        "$share/",
+        "$share//x",
+        "$share/g",
+        "$share/+/x",
+        "$share/g/",
+    ] {
+        assert_eq!(
+            check_subscribe("v1", malformed),
+            Err(SubscribeDenied::SystemTopic),
+            "{malformed}"
+        );
+    }
 }
 
 #[test]
@@ -388,7 +413,7 @@ fn with_auth_on_an_observer_reads_fleet_topics_and_service_states_and_nothing_el
         ("vehicles/ops/command", SubscribeDenied::NotAVehicle),
         ("vehicles/+/heartbeat", SubscribeDenied::Uplink),
         ("vehicles/v1/error", SubscribeDenied::Uplink),
-        ("$share/g/fleet/events", SubscribeDenied::SystemTopic),
+        ("$share/g/vehicles/v1/command", SubscribeDenied::NotAVehicle),
     ] {
         assert_eq!(
             check_subscribe_as(o, "ops", filter),
@@ -617,16 +642,47 @@ fn no_entry_loosens_a_contract_topic() {
         acl.publish(&v1, "fleet/anything"),
         Err(PublishDenied::BrokerOnly)
     );
-    assert_eq!(acl.subscribe(&v1, "#"), Err(SubscribeDenied::TooBroad));
-    assert_eq!(
-        acl.subscribe(&v1, "vehicles/+/heartbeat"),
-        Err(SubscribeDenied::Uplink)
-    );
     assert_eq!(
         acl.subscribe(&v1, "vehicles/v2/command"),
         Err(SubscribeDenied::OtherVehicle)
     );
+    // A wide filter the entry covers is allowed, and what it must not read is held back
+    // at delivery.
+    assert_eq!(acl.subscribe(&v1, "#"), Ok(Granted::PassThrough(0)));
+    assert!(!acl.may_receive(&v1, "vehicles/v2/heartbeat"));
+    assert!(!acl.may_receive(&v1, "vehicles/v1/heartbeat"));
+    assert!(!acl.may_receive(&v1, "vehicles/v2/command"));
+    assert!(acl.may_receive(&v1, "vehicles/v1/command"));
+    assert!(acl.may_receive(&v1, "vehicles/v1/service"));
+    assert!(!acl.may_receive(&v1, "vehicles/v2/service"));
+    assert!(!acl.may_receive(&v1, "fleet/sli"));
+    assert!(acl.may_receive(&BACKEND_USER, "fleet/sli"));
+    assert!(!acl.may_receive(&BACKEND_USER, "vehicles/v1/command"));
     // The fleet's own topics are open, as the entry says.
     assert_eq!(acl.publish(&v1, "TopicA/B"), Ok(Allowed::PassThrough(0)));
     assert_eq!(acl.subscribe(&v1, "TopicA/#"), Ok(Granted::PassThrough(0)));
+    assert!(acl.may_receive(&v1, "TopicA/B"));
+}
+
+#[test]
+fn a_deny_entry_refuses_what_others_allow() {
+    let acl = Acl::new(
+        Topics::default(),
+        vec![
+            rule("test/nosubscribe", Access::Deny, Who::Anyone),
+            rule("#", Access::ReadWrite, Who::Anyone),
+        ],
+    );
+    let c = vehicle("v1");
+    assert_eq!(
+        acl.subscribe(&c, "test/nosubscribe"),
+        Err(SubscribeDenied::UnknownTopic)
+    );
+    assert_eq!(
+        acl.publish(&c, "test/nosubscribe"),
+        Err(PublishDenied::UnknownTopic)
+    );
+    assert_eq!(acl.subscribe(&c, "test/#"), Ok(Granted::PassThrough(1)));
+    assert!(!acl.may_receive(&c, "test/nosubscribe"));
+    assert!(acl.may_receive(&c, "test/other"));
 }
