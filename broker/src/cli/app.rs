@@ -67,10 +67,17 @@ pub fn execute(command: Command, config: Option<&Path>) -> ExitCode {
 }
 
 fn check_config(file: &Path) -> ExitCode {
-    match Config::load(file) {
-        Ok(_) => {
+    match Config::load(file).map(|c| c.settings()) {
+        Ok(Ok(settings)) => {
             println!("{}: ok", file.display());
+            println!();
+            print!("{}", acl_table(&settings));
             ExitCode::SUCCESS
+        }
+        // `load` checked it: unreachable, but say what is wrong rather than panic.
+        Ok(Err(errors)) => {
+            eprint!("{}: {} problem(s):\n{errors}", file.display(), errors.len());
+            ExitCode::FAILURE
         }
         // The list of problems ends with a newline of its own.
         Err(e @ ConfigError::Invalid { .. }) => {
@@ -82,6 +89,37 @@ fn check_config(file: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The effective topic rules as a table: built-in ones, then the `[[acl]]` entries.
+fn acl_table(settings: &crate::config::Settings) -> String {
+    let rows = settings.mqtt.acl.table(|id| settings.roles.name(id));
+    let header = ["who", "access", "topic", "rule"].map(str::to_owned);
+    let widths: Vec<usize> = (0..3)
+        .map(|i| {
+            rows.iter()
+                .chain(std::iter::once(&header))
+                .map(|r| r[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::from(
+        "Topic rules (built in first, then [[acl]] entries; %c = client id, %u = username):\n",
+    );
+    for r in std::iter::once(&header).chain(rows.iter()) {
+        out.push_str(&format!(
+            "  {:w0$}  {:w1$}  {:w2$}  {}\n",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        ));
+    }
+    out
 }
 
 fn print_credentials(config: Option<&Path>, id: &str, observer: bool) -> ExitCode {
