@@ -10,13 +10,15 @@ pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod contract;
 pub mod engine;
 pub mod ingest;
 pub mod metrics;
 pub mod mqtt;
 pub mod slack;
 pub mod store;
+
+/// The MQTT contract (its own crate, shared with the simulated fleet).
+pub use fleet_contract as contract;
 
 use std::future::Future;
 use std::net::SocketAddr;

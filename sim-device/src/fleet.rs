@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fleet_contract::{Topics, UplinkKind};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, NetworkOptions, Packet, QoS};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -61,6 +62,8 @@ pub struct FleetOptions {
     pub probe_fraction: f64,
     /// Scheduler tasks sending heartbeats.
     pub schedulers: usize,
+    /// The broker's topic layout (contract v1 by default).
+    pub topics: Topics,
 }
 
 impl Default for FleetOptions {
@@ -77,6 +80,7 @@ impl Default for FleetOptions {
             keep_alive: Duration::from_secs(60),
             probe_fraction: 0.0,
             schedulers: 4,
+            topics: Topics::default(),
         }
     }
 }
@@ -109,6 +113,7 @@ pub struct VehicleState {
     /// Vehicle id (= MQTT client id).
     pub id: String,
     heartbeat_topic: String,
+    error_topic: String,
     command_topic: String,
     ack_topic: String,
     ready: AtomicBool,
@@ -130,11 +135,17 @@ pub struct VehicleState {
 pub type Micros = u64;
 
 impl VehicleState {
-    fn new(id: String) -> VehicleState {
+    /// Where this vehicle's heartbeats go.
+    pub fn heartbeat_topic(&self) -> &str {
+        &self.heartbeat_topic
+    }
+
+    fn new(id: String, topics: &Topics) -> VehicleState {
         VehicleState {
-            heartbeat_topic: format!("vehicles/{id}/heartbeat"),
-            command_topic: format!("vehicles/{id}/command"),
-            ack_topic: format!("vehicles/{id}/ack"),
+            heartbeat_topic: topics.uplink(&id, UplinkKind::Heartbeat),
+            error_topic: topics.uplink(&id, UplinkKind::Error),
+            command_topic: topics.command(&id),
+            ack_topic: topics.uplink(&id, UplinkKind::Ack),
             id,
             ready: AtomicBool::new(false),
             ever_ready: AtomicBool::new(false),
@@ -287,7 +298,7 @@ impl Fleet {
             net.set_tcp_nodelay(true);
             net.set_connection_timeout(10);
             eventloop.set_network_options(net);
-            vehicles.push(VehicleState::new(id));
+            vehicles.push(VehicleState::new(id, &opts.topics));
             clients.push(client);
             loops.push(eventloop);
         }
@@ -459,12 +470,7 @@ impl Fleet {
         };
         let payload = format!(r#"{{"errors":[{{"code":"{code}","count":{count}}}]}}"#);
         let ok = self.shared.clients[i]
-            .try_publish(
-                format!("vehicles/{}/error", v.id),
-                QoS::AtLeastOnce,
-                false,
-                payload,
-            )
+            .try_publish(v.error_topic.as_str(), QoS::AtLeastOnce, false, payload)
             .is_ok();
         if ok {
             inc(&self.shared.stats.error_reports);

@@ -15,6 +15,7 @@ pub mod stats;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use fleet_contract::{Topics, UplinkKind};
 use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, Packet, QoS};
 use serde::Deserialize;
 use serde_json::json;
@@ -33,6 +34,9 @@ pub enum SimError {
     /// A publish could not be queued.
     #[error("vehicle {0}: publish failed: {1}")]
     Publish(String, rumqttc::ClientError),
+    /// Not an uplink of the contract.
+    #[error("vehicle {0}: {1:?} is not an uplink (heartbeat, error, ack)")]
+    UnknownUplink(String, String),
 }
 
 /// A command as the vehicle received it.
@@ -52,6 +56,7 @@ pub struct ReceivedCommand {
 /// One simulated vehicle.
 pub struct Vehicle {
     id: String,
+    topics: Topics,
     client: AsyncClient,
     commands: mpsc::Receiver<ReceivedCommand>,
     applied: tokio::sync::watch::Receiver<&'static str>,
@@ -65,6 +70,8 @@ pub struct VehicleOptions {
     pub auto_ack: bool,
     /// MQTT keep-alive.
     pub keep_alive: Duration,
+    /// The broker's topic layout.
+    pub topics: Topics,
 }
 
 impl Default for VehicleOptions {
@@ -72,6 +79,7 @@ impl Default for VehicleOptions {
         VehicleOptions {
             auto_ack: true,
             keep_alive: Duration::from_secs(30),
+            topics: Topics::default(),
         }
     }
 }
@@ -90,7 +98,9 @@ impl Vehicle {
         let mut net = NetworkOptions::new();
         net.set_tcp_nodelay(true);
         eventloop.set_network_options(net);
-        let command_topic = format!("vehicles/{id}/command");
+        let command_topic = opts.topics.command(id);
+        let ack_topic = opts.topics.uplink(id, UplinkKind::Ack);
+        let topics = opts.topics.clone();
         client
             .subscribe(&command_topic, QoS::AtLeastOnce)
             .await
@@ -118,7 +128,6 @@ impl Vehicle {
         let (tx, commands) = mpsc::channel(COMMAND_BUFFER);
         let (applied_tx, applied) = tokio::sync::watch::channel("in_service");
         let ack_client = client.clone();
-        let vehicle_id = id.to_owned();
         let reader = tokio::spawn(async move {
             loop {
                 match eventloop.poll().await {
@@ -135,12 +144,7 @@ impl Vehicle {
                             let _ = applied_tx.send(state);
                             let ack = json!({"id": cmd.id, "ok": true}).to_string();
                             let _ = ack_client
-                                .publish(
-                                    format!("vehicles/{vehicle_id}/ack"),
-                                    QoS::AtLeastOnce,
-                                    false,
-                                    ack,
-                                )
+                                .publish(&ack_topic, QoS::AtLeastOnce, false, ack)
                                 .await;
                         }
                         // A test that stopped reading commands must not stall the link.
@@ -153,6 +157,7 @@ impl Vehicle {
         });
         Ok(Vehicle {
             id: id.to_owned(),
+            topics,
             client,
             commands,
             applied,
@@ -184,9 +189,12 @@ impl Vehicle {
             .await
     }
 
-    /// Publishes raw bytes on `vehicles/{id}/{kind}`.
+    /// Publishes raw bytes on the vehicle's uplink `kind` (`heartbeat`, `error`, `ack`).
     pub async fn publish(&self, kind: &str, payload: Vec<u8>) -> Result<(), SimError> {
-        self.publish_to(&format!("vehicles/{}/{kind}", self.id), payload)
+        let Some(kind) = UplinkKind::ALL.into_iter().find(|k| k.name() == kind) else {
+            return Err(SimError::UnknownUplink(self.id.clone(), kind.to_owned()));
+        };
+        self.publish_to(&self.topics.uplink(&self.id, kind), payload)
             .await
     }
 

@@ -272,7 +272,7 @@ async fn apply(fleet: &Fleet, inj: &Injection, seed: u64) {
             for k in 0..count as usize {
                 set_all(&chosen, |i| {
                     if let Some(v) = fleet.vehicle(i) {
-                        let topic = format!("vehicles/{}/heartbeat", v.id);
+                        let topic = v.heartbeat_topic().to_owned();
                         fleet.publish_raw(i, topic, BAD[k % BAD.len()].to_vec());
                     }
                 });
@@ -284,7 +284,7 @@ async fn apply(fleet: &Fleet, inj: &Injection, seed: u64) {
                 set_all(&chosen, |i| {
                     let victim = (i + 1) % fleet.len().max(1);
                     if let Some(v) = fleet.vehicle(victim) {
-                        let topic = format!("vehicles/{}/heartbeat", v.id);
+                        let topic = v.heartbeat_topic().to_owned();
                         fleet.publish_raw(i, topic, br#"{"battery":1}"#.to_vec());
                     }
                 });

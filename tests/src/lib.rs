@@ -53,6 +53,25 @@ pub async fn start(config: &Config) -> Broker {
         .expect("broker starts")
 }
 
+/// Whether the mosquitto clients are installed; under CI their absence is a failure
+/// (.ci/run installs them), elsewhere the calling test is skipped with a note.
+pub fn mosquitto_clients() -> bool {
+    let found = std::process::Command::new("mosquitto_pub")
+        .arg("--help")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "mosquitto-clients must be installed in CI"
+        );
+        eprintln!("mosquitto_pub not installed: skipping (apt-get install mosquitto-clients)");
+    }
+    found
+}
+
 /// A message the observer saw.
 #[derive(Debug, Clone)]
 pub struct Seen {

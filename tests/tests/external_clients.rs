@@ -1,35 +1,14 @@
 //! End to end with clients nobody here wrote: mosquitto_pub as a vehicle and
 //! mosquitto_sub as a backend, against the broker on a free port.
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use fleet_tests::{start, test_config, WAIT};
+use fleet_tests::{mosquitto_clients, start, test_config, WAIT};
 use tokio::process::Command;
-
-/// The mosquitto clients, or None (with a note) when they are not installed; under CI
-/// their absence is a failure, since .ci/run installs them.
-fn mosquitto_clients() -> Option<()> {
-    let found = std::process::Command::new("mosquitto_pub")
-        .arg("--help")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "mosquitto-clients must be installed in CI"
-        );
-        eprintln!("mosquitto_pub not installed: skipping (apt-get install mosquitto-clients)");
-        return None;
-    }
-    Some(())
-}
 
 #[tokio::test]
 async fn mosquitto_clients_see_a_vehicle_register_and_read_the_retained_state() {
-    if mosquitto_clients().is_none() {
+    if !mosquitto_clients() {
         return;
     }
     let broker = start(&test_config("")).await;

@@ -22,7 +22,7 @@ pub use security::{
 };
 pub use settings::Settings;
 pub use slack::{SlackSection, BOT_TOKEN_ENV, WEBHOOK_ENV};
-pub use topics::{AccessSection, AclSection, Roles, TopicsSection};
+pub use topics::{AccessSection, AclSection, Roles};
 pub use validate::{ConfigErrors, Problem};
 
 /// The whole configuration file. Every section is optional; an empty file is valid.
@@ -60,7 +60,7 @@ pub struct Config {
     /// MQTT publish and connect rates, handshake timeout.
     pub limits: LimitsSection,
     /// The topic layout (contract v1 by default).
-    pub topics: TopicsSection,
+    pub topics: crate::contract::LayoutSection,
     /// Entries that open the fleet's own topics (`[[acl]]`).
     pub acl: Vec<AclSection>,
     /// Keys whose value came from the environment, with the variable (for messages).

@@ -4,49 +4,8 @@
 use serde::Deserialize;
 
 use super::validate::Checker;
-use crate::contract::{Template, TemplateKind, Topics};
+use crate::contract::{LayoutSection, Topics};
 use crate::mqtt::acl::{Access, Role, RoleId, Rule, Who};
-
-/// `[topics]`: where each contract topic lives. `{id}` fills the vehicle's level.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct TopicsSection {
-    /// Heartbeats.
-    pub heartbeat: String,
-    /// Error reports.
-    pub error: String,
-    /// Command acks.
-    pub ack: String,
-    /// Commands to the vehicle.
-    pub command: String,
-    /// The vehicle's retained desired state.
-    pub service: String,
-    /// One event per change of a vehicle's reasons.
-    pub events: String,
-    /// The retained CMC SLI.
-    pub sli: String,
-    /// The retained SLO alert state.
-    pub alerts: String,
-    /// Further topics (filters with `{id}`, `+` and a last `#`) whose messages prove the
-    /// vehicle alive without being decoded: routed to their readers like any message.
-    pub liveness: Vec<String>,
-}
-
-impl Default for TopicsSection {
-    fn default() -> Self {
-        TopicsSection {
-            heartbeat: "vehicles/{id}/heartbeat".into(),
-            error: "vehicles/{id}/error".into(),
-            ack: "vehicles/{id}/ack".into(),
-            command: "vehicles/{id}/command".into(),
-            service: "vehicles/{id}/service".into(),
-            events: "fleet/events".into(),
-            sli: "fleet/sli".into(),
-            alerts: "fleet/alerts".into(),
-            liveness: Vec::new(),
-        }
-    }
-}
 
 /// `[[acl]]`: one entry for the fleet's own topics.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -107,64 +66,16 @@ fn is_role_name(s: &str) -> bool {
 }
 
 /// The layout, checked: every template's problem named by its key.
-pub(super) fn topics(t: &TopicsSection, k: &mut Checker) -> Option<Topics> {
-    let mut ok = true;
-    let mut template = |key: &str, text: &str, kind: TemplateKind| {
-        Template::parse(text, kind)
-            .map_err(|e| {
-                k.check(false, format!("topics.{key}"), e.to_string());
-                ok = false;
-            })
-            .ok()
-    };
-    let vehicle = [
-        template("heartbeat", &t.heartbeat, TemplateKind::Vehicle),
-        template("error", &t.error, TemplateKind::Vehicle),
-        template("ack", &t.ack, TemplateKind::Vehicle),
-        template("command", &t.command, TemplateKind::Vehicle),
-        template("service", &t.service, TemplateKind::Vehicle),
-    ];
-    let fleet = [
-        template("events", &t.events, TemplateKind::Fleet),
-        template("sli", &t.sli, TemplateKind::Fleet),
-        template("alerts", &t.alerts, TemplateKind::Fleet),
-    ];
-    let liveness: Vec<Option<Template>> = t
-        .liveness
-        .iter()
-        .enumerate()
-        .map(|(i, l)| template(&format!("liveness[{i}]"), l, TemplateKind::Liveness))
-        .collect();
-    if !ok {
-        return None;
+pub(super) fn topics(t: &LayoutSection, k: &mut Checker) -> Option<Topics> {
+    match t.topics() {
+        Ok(topics) => Some(topics),
+        Err(problems) => {
+            for p in problems {
+                k.check(false, p.key, p.message);
+            }
+            None
+        }
     }
-    let [Some(hb), Some(err), Some(ack), Some(cmd), Some(svc)] = vehicle else {
-        return None;
-    };
-    let [Some(events), Some(sli), Some(alerts)] = fleet else {
-        return None;
-    };
-    let topics = Topics::new(
-        [hb, err, ack, cmd, svc],
-        [
-            events.as_str().to_owned(),
-            sli.as_str().to_owned(),
-            alerts.as_str().to_owned(),
-        ],
-        liveness.into_iter().flatten().collect(),
-    );
-    let overlaps = topics.overlaps();
-    for o in &overlaps {
-        k.check(
-            false,
-            "topics",
-            format!(
-                "{:?} and {:?} can name the same topic: make them differ in a level that is not `{{id}}` or a wildcard",
-                o.0, o.1
-            ),
-        );
-    }
-    overlaps.is_empty().then_some(topics)
 }
 
 /// The roles users name, each problem of `[[acl]]` named by its key, and the entries.

@@ -11,8 +11,8 @@ pub mod auth;
 mod hooks;
 pub mod limits;
 mod retain;
-mod shared;
 pub mod secret;
+mod shared;
 mod stats;
 
 use std::net::SocketAddr;

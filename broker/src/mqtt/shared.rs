@@ -59,7 +59,10 @@ mod tests {
     #[test]
     fn messages_go_round_robin_to_connected_members_and_to_an_offline_one_only_when_alone() {
         let online = [true, false, true];
-        let picks: Vec<usize> = (0..4).filter_map(|t| pick(t, &online)).map(|p| p.0).collect();
+        let picks: Vec<usize> = (0..4)
+            .filter_map(|t| pick(t, &online))
+            .map(|p| p.0)
+            .collect();
         assert_eq!(picks, [0, 2, 0, 2]);
         assert_eq!(pick(1, &[false, false]), Some((1, false)));
         assert_eq!(pick(0, &[]), None);

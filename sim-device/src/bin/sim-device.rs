@@ -65,6 +65,33 @@ struct FleetArgs {
     /// MQTT keep-alive.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     keep_alive: Duration,
+    /// The broker's config file (or any TOML file with a `[topics]` table): the vehicles
+    /// use its topic layout [default: contract v1].
+    #[arg(long, value_name = "FILE")]
+    topics: Option<PathBuf>,
+}
+
+/// The `[topics]` table of `file`, checked.
+fn read_topics(file: &std::path::Path) -> anyhow::Result<fleet_contract::Topics> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read --topics {}", file.display()))?;
+    // The rest of a broker config is not the simulator's business: only [topics] is read.
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("--topics {}", file.display()))?;
+    let layout: fleet_contract::LayoutSection = match table.get("topics") {
+        None => fleet_contract::LayoutSection::default(),
+        Some(t) => t
+            .clone()
+            .try_into()
+            .with_context(|| format!("--topics {}: [topics]", file.display()))?,
+    };
+    layout.topics().map_err(|problems| {
+        let list: Vec<String> = problems
+            .iter()
+            .map(|p| format!("  {}: {}", p.key, p.message))
+            .collect();
+        anyhow::anyhow!("--topics {}:\n{}", file.display(), list.join("\n"))
+    })
 }
 
 #[derive(Args, Clone)]
@@ -202,6 +229,10 @@ async fn fleet_options(a: &FleetArgs) -> anyhow::Result<FleetOptions> {
         keep_alive: a.keep_alive,
         probe_fraction: 0.0,
         schedulers: 4,
+        topics: match &a.topics {
+            Some(file) => read_topics(file)?,
+            None => fleet_contract::Topics::default(),
+        },
     })
 }
 

@@ -2,11 +2,14 @@
 //! are, which topics exist and what each one is ([`Topics`]: contract v1 by default, or the
 //! layout of `[topics]`), and MQTT filter arithmetic. Every other module (the ACL, ingest,
 //! the engine's publishes, the ops API) asks here instead of spelling topics itself. A
-//! leaf: it depends on nothing else in the crate.
+//! crate of its own, shared by the broker and the simulated fleet.
+#![deny(missing_docs)]
 
 pub mod filter;
+mod layout;
 mod topics;
 
+pub use layout::{LayoutProblem, LayoutSection};
 pub use topics::{Overlap, Template, TemplateError, TemplateKind, Topic, Topics, VehicleTopic};
 
 /// Longest vehicle id the contract allows.
