@@ -2,6 +2,7 @@
 //! bytes, on each uplink topic. Never panics, never allocates without bound.
 #![no_main]
 
+use fleet_broker::contract::Topics;
 use fleet_broker::ingest::{decode, POSTCARD_V1};
 use libfuzzer_sys::fuzz_target;
 

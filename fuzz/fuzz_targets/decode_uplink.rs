@@ -2,6 +2,7 @@
 //! and payloads: never panics; whatever decodes names the sending client's own vehicle.
 #![no_main]
 
+use fleet_broker::contract::Topics;
 use fleet_broker::ingest::decode;
 use libfuzzer_sys::fuzz_target;
 
