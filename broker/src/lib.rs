@@ -33,7 +33,8 @@ use crate::clock::Clock;
 use crate::config::{Config, ConfigErrors, Settings};
 use crate::engine::{Batch, Engine, EngineHandle, EngineMetrics, Outbound};
 use crate::metrics::inc;
-use crate::mqtt::{MqttError, MqttFront};
+use crate::mqtt::upstream::{Upstream, UpstreamError};
+use crate::mqtt::{Front, MqttError, MqttFront};
 use crate::slack::SlackMetrics;
 use crate::store::{Store, StoreError, StoreMetrics, StoreOptions, WriterHandle};
 
@@ -49,6 +50,9 @@ pub enum StartError {
     /// The MQTT listener could not start.
     #[error(transparent)]
     Mqtt(#[from] MqttError),
+    /// Attach mode could not start.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
     /// The ops HTTP API's port could not be bound.
     #[error("cannot listen for the ops HTTP API on {addr} ([http] listen): {source}")]
     HttpListen {
@@ -89,7 +93,7 @@ pub async fn run(
 /// A running broker: the MQTT front, the engine, the store writer, the publisher and the
 /// ops HTTP API.
 pub struct Broker {
-    front: MqttFront,
+    front: Front,
     api: api::ApiServer,
     engine: EngineHandle,
     metrics: Arc<EngineMetrics>,
@@ -137,8 +141,18 @@ impl Broker {
         let store_path = store.path().to_owned();
 
         let (uplink_tx, uplink_rx) = mpsc::channel(engine::UPLINK_QUEUE);
-        let front = MqttFront::start(settings.mqtt.clone(), uplink_tx.clone()).await?;
-        info!(mqtt = %front.local_addr(), "MQTT listening");
+        let front = match &settings.attach {
+            None => {
+                let front = MqttFront::start(settings.mqtt.clone(), uplink_tx.clone()).await?;
+                info!(mqtt = %front.local_addr(), "MQTT listening");
+                Front::Embedded(front)
+            }
+            Some(attach) => Front::Attached(Upstream::start(
+                attach.clone(),
+                settings.engine.topics.clone(),
+                uplink_tx.clone(),
+            )?),
+        };
         // From here on a failure stops the MQTT front (and the writer) again.
         let http = match tokio::net::TcpListener::bind(settings.api.listen).await {
             Ok(listener) => listener,
@@ -220,9 +234,17 @@ impl Broker {
         &self.store_path
     }
 
-    /// The MQTT listener's address.
+    /// The embedded MQTT listener's address; in attach mode (vehicles connect to the
+    /// upstream) the unspecified address.
     pub fn mqtt_addr(&self) -> SocketAddr {
-        self.front.local_addr()
+        self.front
+            .local_addr()
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The MQTT side: the embedded broker or the upstream link.
+    pub fn front(&self) -> &Front {
+        &self.front
     }
 
     /// The ops HTTP API's address.
@@ -286,7 +308,7 @@ struct Parts {
     batch_tx: mpsc::Sender<Batch>,
     uplink_rx: mpsc::Receiver<mqtt::Uplink>,
     out_rx: mpsc::Receiver<Outbound>,
-    front: MqttFront,
+    front: Front,
     metrics: Arc<EngineMetrics>,
     slack_metrics: Arc<SlackMetrics>,
     store_metrics: Arc<StoreMetrics>,
@@ -326,6 +348,9 @@ impl Parts {
             metrics.clone(),
             batch_tx.clone(),
         );
+        if let (Some(link), Some(attach)) = (front.link(), &settings.attach) {
+            engine = engine.with_link(link, attach.blindness, store_path.clone());
+        }
         let mut slack_sender = None;
         if let Some(slack_settings) = settings.slack {
             let wake = Arc::new(tokio::sync::Notify::new());
@@ -392,11 +417,7 @@ impl Parts {
     }
 }
 
-async fn publish_all(
-    front: MqttFront,
-    mut out: mpsc::Receiver<Outbound>,
-    metrics: Arc<EngineMetrics>,
-) {
+async fn publish_all(front: Front, mut out: mpsc::Receiver<Outbound>, metrics: Arc<EngineMetrics>) {
     while let Some(m) = out.recv().await {
         if let Err(e) = front
             .publish(&m.topic, m.payload.into(), m.qos1, m.retain)

@@ -329,6 +329,16 @@ impl Topics {
         ]
     }
 
+    /// Filters over every vehicle's uplinks: heartbeat, error and ack, then the liveness
+    /// filters. What a broker attached to an upstream subscribes to.
+    pub fn uplink_filters(&self) -> Vec<String> {
+        [&self.heartbeat, &self.error, &self.ack]
+            .into_iter()
+            .chain(&self.liveness)
+            .map(Template::any_vehicle)
+            .collect()
+    }
+
     /// The liveness filters.
     pub fn liveness(&self) -> &[Template] {
         &self.liveness
@@ -455,6 +465,23 @@ mod tests {
 
     fn t(text: &str, kind: TemplateKind) -> Result<Template, TemplateError> {
         Template::parse(text, kind)
+    }
+
+    #[test]
+    fn the_uplink_filters_cover_every_uplink_and_liveness_topic() {
+        assert_eq!(
+            Topics::default().uplink_filters(),
+            ["vehicles/+/heartbeat", "vehicles/+/error", "vehicles/+/ack"]
+        );
+        let live = t("scooters/{id}/telemetry/#", TemplateKind::Liveness).expect("valid");
+        let topics = Topics {
+            liveness: vec![live],
+            ..Topics::default()
+        };
+        assert_eq!(
+            topics.uplink_filters().last().map(String::as_str),
+            Some("scooters/+/telemetry/#")
+        );
     }
 
     #[test]

@@ -58,6 +58,8 @@ pub struct Fleet {
     pub(crate) clock: UnixMs,
     /// The minute whose alerts were evaluated last.
     pub(crate) evaluated_minute: u64,
+    /// Set while the broker cannot see the fleet (see [`Fleet::link_lost`]).
+    pub(crate) blind: Option<crate::blind::Blind>,
 }
 
 impl Fleet {
@@ -74,6 +76,7 @@ impl Fleet {
             effects: Vec::new(),
             clock: now,
             evaluated_minute: now / MINUTE,
+            blind: None,
             settings,
         }
     }

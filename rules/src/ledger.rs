@@ -31,6 +31,9 @@ pub(crate) struct SliLedger {
     valid: u64,
     /// Minute `m` lives at `m % len`.
     ring: Vec<Bucket>,
+    /// While the broker cannot see the fleet (see [`SliLedger::set_down`]): the time is
+    /// downtime, and with `Some(true)` the valid count is valid but not good.
+    down: Option<bool>,
 }
 
 impl SliLedger {
@@ -44,7 +47,15 @@ impl SliLedger {
             good: 0,
             valid: 0,
             ring: vec![Bucket::default(); usize::try_from(minutes).unwrap_or(usize::MAX)],
+            down: None,
         }
+    }
+
+    /// From the clock on, time is integrated as downtime (`Some(bad)`, as
+    /// [`SliLedger::account_downtime`] does for a gap) or as usual (`None`). The caller
+    /// advances the ledger to the switch first.
+    pub(crate) fn set_down(&mut self, down: Option<bool>) {
+        self.down = down;
     }
 
     /// Vehicles counted good and valid right now.
@@ -98,8 +109,18 @@ impl SliLedger {
             let dt = end - self.clock;
             let slot = self.slot(self.minute);
             let bucket = &mut self.ring[slot];
-            bucket.good = bucket.good.saturating_add(self.good.saturating_mul(dt));
-            bucket.valid = bucket.valid.saturating_add(self.valid.saturating_mul(dt));
+            match self.down {
+                None => {
+                    bucket.good = bucket.good.saturating_add(self.good.saturating_mul(dt));
+                    bucket.valid = bucket.valid.saturating_add(self.valid.saturating_mul(dt));
+                }
+                Some(bad) => {
+                    bucket.down = bucket.down.saturating_add(dt);
+                    if bad {
+                        bucket.valid = bucket.valid.saturating_add(self.valid.saturating_mul(dt));
+                    }
+                }
+            }
             self.clock = end;
             if end == boundary {
                 self.minute += 1;
@@ -305,6 +326,27 @@ mod tests {
         assert_eq!(l.account_downtime(T0, restart, false), 2 * MINUTE);
         let w = l.window(60 * MINUTE);
         assert_eq!((w.good, w.valid, w.down), (0, 0, 2 * MINUTE));
+    }
+
+    #[test]
+    fn a_down_stretch_is_downtime_bad_or_excluded_and_then_counts_as_usual() {
+        for (bad, valid_while_down) in [(true, 2 * 2 * MINUTE), (false, 0)] {
+            let mut l = SliLedger::new(T0, 30 * 24 * 60 * MINUTE);
+            l.shift(SliClass::Uncounted, SliClass::Good);
+            l.shift(SliClass::Uncounted, SliClass::Good);
+            l.advance(T0 + MINUTE);
+            l.set_down(Some(bad));
+            l.advance(T0 + 3 * MINUTE);
+            l.set_down(None);
+            l.advance(T0 + 4 * MINUTE);
+            let w = l.window(60 * MINUTE);
+            let usual = 2 * 2 * MINUTE;
+            assert_eq!(
+                (w.good, w.valid, w.down),
+                (usual, usual + valid_while_down, 2 * MINUTE),
+                "bad = {bad}"
+            );
+        }
     }
 
     #[test]

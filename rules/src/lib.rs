@@ -7,6 +7,7 @@
 //! asks [`Fleet::poll_timeout`] for the next deadline and calls [`Fleet::tick`] then.
 #![deny(missing_docs)]
 
+mod blind;
 mod burn;
 mod config;
 mod deadlines;
@@ -33,6 +34,7 @@ mod types;
 mod uplink;
 mod vehicle;
 
+pub use blind::Blindness;
 pub use config::{
     FaultConfig, FaultRule, FlapConfig, HeartbeatConfig, MassLossAction, MassLossConfig,
     RulesConfig, SloConfig,

@@ -17,6 +17,25 @@ const LONGEST_BURN_MS: u64 = BURN_WINDOWS[BURN_WINDOWS.len() - 1].1;
 impl Fleet {
     pub(crate) fn sweep(&mut self, now: UnixMs) {
         let now = self.observe(now);
+        if self.blind.is_some() {
+            // Silence it cannot observe is nobody's fault: deadlines wait for the view.
+            self.blind_alert(now);
+        } else {
+            self.expire_due(now);
+        }
+        self.ledger.advance(now);
+        if now / MINUTE > self.evaluated_minute {
+            self.evaluated_minute = now / MINUTE;
+            let burn = burn_rates(&self.ledger, self.settings.slo_target);
+            for alert in self.alerts.evaluate(burn, now) {
+                self.effects.push(Effect::Notify(alert));
+            }
+        }
+    }
+
+    /// Deadlines due by `now`, pending vehicles whose expiry left the window, and the end
+    /// of an incident.
+    pub(crate) fn expire_due(&mut self, now: UnixMs) {
         while let Some((due, slot)) = self.deadlines.pop_due(now) {
             let Some(v) = self.registry.get_mut(slot) else {
                 continue;
@@ -39,14 +58,6 @@ impl Fleet {
         }
         self.release_pending(now, now);
         self.end_incident_if_over(now, true);
-        self.ledger.advance(now);
-        if now / MINUTE > self.evaluated_minute {
-            self.evaluated_minute = now / MINUTE;
-            let burn = burn_rates(&self.ledger, self.settings.slo_target);
-            for alert in self.alerts.evaluate(burn, now) {
-                self.effects.push(Effect::Notify(alert));
-            }
-        }
     }
 
     /// The next instant a tick has work, or `None` when no tick could change anything
@@ -55,6 +66,9 @@ impl Fleet {
         let minute = self
             .alerts_may_change()
             .then_some((self.evaluated_minute + 1) * MINUTE);
+        if let Some(blind) = &self.blind {
+            return [blind.alert_due(), minute].into_iter().flatten().min();
+        }
         [self.deadlines.next(), self.guard.next_check(), minute]
             .into_iter()
             .flatten()

@@ -161,6 +161,25 @@ pub enum Notification {
         /// When.
         at: UnixMs,
     },
+    /// The broker cannot see the fleet (in attach mode: its link to the upstream broker is
+    /// down) for longer than the alert delay. Nobody is taken out for a silence it could
+    /// not observe. Reported once per blind stretch.
+    BlindStarted {
+        /// When the view was lost.
+        since: UnixMs,
+        /// When.
+        at: UnixMs,
+    },
+    /// The view is back after a reported blind stretch: deadlines resume with the restart
+    /// grace counted from `at`.
+    BlindEnded {
+        /// When the view was lost.
+        since: UnixMs,
+        /// How long the broker was blind.
+        blind_ms: u64,
+        /// When.
+        at: UnixMs,
+    },
     /// A vehicle keeps crossing its timeout. Reported once per flapping episode.
     Flapping {
         /// The vehicle.

@@ -72,6 +72,8 @@ pub struct VehicleOptions {
     pub keep_alive: Duration,
     /// The broker's topic layout.
     pub topics: Topics,
+    /// MQTT username and password, if the broker asks for them.
+    pub credentials: Option<(String, String)>,
 }
 
 impl Default for VehicleOptions {
@@ -80,6 +82,7 @@ impl Default for VehicleOptions {
             auto_ack: true,
             keep_alive: Duration::from_secs(30),
             topics: Topics::default(),
+            credentials: None,
         }
     }
 }
@@ -94,6 +97,9 @@ impl Vehicle {
         let mut mqtt = MqttOptions::new(id, broker.ip().to_string(), broker.port());
         mqtt.set_keep_alive(opts.keep_alive);
         mqtt.set_clean_session(true);
+        if let Some((user, password)) = &opts.credentials {
+            mqtt.set_credentials(user.clone(), password.clone());
+        }
         let (client, mut eventloop) = AsyncClient::new(mqtt, 64);
         let mut net = NetworkOptions::new();
         net.set_tcp_nodelay(true);

@@ -2,6 +2,7 @@
 //! an observer client that records what the broker publishes, and waiting with timeouts.
 
 pub mod fake_slack;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -103,12 +104,24 @@ static OBSERVERS: AtomicU32 = AtomicU32::new(0);
 impl Observer {
     /// Connects and subscribes to `filters`, waiting for every SUBACK.
     pub async fn connect(broker: SocketAddr, filters: &[&str]) -> Observer {
+        Observer::connect_as(broker, filters, None).await
+    }
+
+    /// As [`Observer::connect`], with a username and password.
+    pub async fn connect_as(
+        broker: SocketAddr,
+        filters: &[&str],
+        credentials: Option<(String, String)>,
+    ) -> Observer {
         let n = OBSERVERS.fetch_add(1, Ordering::Relaxed);
         let mut opts = MqttOptions::new(
             format!("observer-{}-{n}", std::process::id()),
             broker.ip().to_string(),
             broker.port(),
         );
+        if let Some((user, password)) = credentials {
+            opts.set_credentials(user, password);
+        }
         opts.set_keep_alive(Duration::from_secs(30));
         opts.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut eventloop) = AsyncClient::new(opts, 64);

@@ -1,10 +1,13 @@
-//! End to end: real MQTT vehicles and observers against the broker on a free port, with
-//! second-scale timeouts. Each test is one case of DESIGN.md's state machine.
+//! End to end: real MQTT vehicles and observers against the broker, with second-scale
+//! timeouts. Each case of DESIGN.md's state machine runs twice: against the embedded
+//! broker, and attached to a real Mosquitto that enforces the ACL `fleet-broker acl --for
+//! mosquitto` prints (module `attached`).
 
 use std::time::Duration;
 
-use fleet_tests::{start, test_config, Observer, WAIT};
-use sim_device::{Vehicle, VehicleOptions};
+use fleet_tests::upstream::{Mode, Rig};
+use fleet_tests::WAIT;
+use sim_device::Vehicle;
 
 const FAST: &str = "[heartbeat]\ntimeout = \"1s\"\n\
 [faults.codes.BRAKE_SENSOR]\nthreshold = 2\nwindow = \"1m\"\n";
@@ -39,13 +42,54 @@ async fn wait_for_vehicle(
     .unwrap_or_else(|_| panic!("vehicle {id} did not reach the expected state"))
 }
 
-#[tokio::test]
-async fn a_silent_vehicle_goes_out_for_heartbeat_lost_and_comes_back_with_its_next_heartbeat() {
-    let broker = start(&test_config(FAST)).await;
-    let mut events = Observer::connect(broker.mqtt_addr(), &["fleet/events"]).await;
-    let mut v = Vehicle::connect(broker.mqtt_addr(), "scooter-1", VehicleOptions::default())
+/// The rig for `mode` with users for `ids`; `None`: skip (Mosquitto missing outside CI).
+async fn rig(mode: Mode, extra: &str, ids: &[&str]) -> Option<Rig> {
+    let ids: Vec<String> = ids.iter().map(|s| (*s).to_owned()).collect();
+    Rig::start(mode, extra, &ids).await
+}
+
+async fn vehicle(rig: &Rig, id: &str) -> Vehicle {
+    Vehicle::connect(rig.mqtt(), id, rig.vehicle(id))
         .await
-        .expect("vehicle connects");
+        .expect("vehicle connects")
+}
+
+/// Each case as a test against the embedded broker and one against attach mode.
+macro_rules! in_both_modes {
+    ($($case:ident),* $(,)?) => {
+        mod embedded {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(fleet_tests::upstream::Mode::Embedded).await
+            })*
+        }
+        mod attached {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(fleet_tests::upstream::Mode::Attached).await
+            })*
+        }
+    };
+}
+
+in_both_modes!(
+    a_silent_vehicle_goes_out_for_heartbeat_lost_and_comes_back_with_its_next_heartbeat,
+    a_fault_over_threshold_takes_the_vehicle_out_and_heartbeats_do_not_bring_it_back,
+    a_faulted_vehicle_that_goes_silent_and_resumes_stays_out_without_a_service_in,
+    manual_service_in_of_a_silent_vehicle_clears_the_fault_but_leaves_it_out,
+    a_late_subscriber_gets_the_retained_service_state_and_the_sli,
+    a_backend_subscribing_late_receives_every_vehicles_retained_state,
+    a_vehicle_cannot_speak_for_another,
+);
+
+async fn a_silent_vehicle_goes_out_for_heartbeat_lost_and_comes_back_with_its_next_heartbeat(
+    mode: Mode,
+) {
+    let Some(rig) = rig(mode, FAST, &["scooter-1"]).await else {
+        return;
+    };
+    let mut events = rig.observer(&["fleet/events"]).await;
+    let mut v = vehicle(&rig, "scooter-1").await;
     v.heartbeat().await.expect("heartbeat");
 
     let out = v.next_command(WAIT).await.expect("service_out arrives");
@@ -67,21 +111,26 @@ async fn a_silent_vehicle_goes_out_for_heartbeat_lost_and_comes_back_with_its_ne
         .await;
     assert_eq!(restored.json["mds"]["event_types"][0], "comms_restored");
     assert_eq!(restored.json["to"], "in_service");
-    broker.shutdown().await;
+    rig.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_fault_over_threshold_takes_the_vehicle_out_and_heartbeats_do_not_bring_it_back() {
-    let broker = start(&test_config(
+async fn a_fault_over_threshold_takes_the_vehicle_out_and_heartbeats_do_not_bring_it_back(
+    mode: Mode,
+) {
+    let Some(rig) = rig(
+        mode,
         "[faults.codes.BRAKE_SENSOR]\nthreshold = 2\nwindow = \"1m\"\n",
-    ))
-    .await;
-    let mut v = Vehicle::connect(broker.mqtt_addr(), "scooter-2", VehicleOptions::default())
-        .await
-        .expect("vehicle connects");
+        &["scooter-2"],
+    )
+    .await
+    else {
+        return;
+    };
+    let broker = &rig.broker;
+    let mut v = vehicle(&rig, "scooter-2").await;
     v.error("BRAKE_SENSOR", 1).await.expect("error report");
     // One report is under the threshold: still in service.
-    let view = wait_for_vehicle(&broker, "scooter-2", |v| {
+    let view = wait_for_vehicle(broker, "scooter-2", |v| {
         v.error_counts
             .iter()
             .any(|(code, n)| code == "BRAKE_SENSOR" && *n == 1)
@@ -106,16 +155,15 @@ async fn a_fault_over_threshold_takes_the_vehicle_out_and_heartbeats_do_not_brin
         .expect("engine")
         .expect("known vehicle");
     assert_eq!(view.state, fleet_rules::ServiceState::OutOfService);
-    broker.shutdown().await;
+    rig.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_faulted_vehicle_that_goes_silent_and_resumes_stays_out_without_a_service_in() {
-    let broker = start(&test_config(FAST)).await;
-    let mut events = Observer::connect(broker.mqtt_addr(), &["fleet/events"]).await;
-    let mut v = Vehicle::connect(broker.mqtt_addr(), "scooter-3", VehicleOptions::default())
-        .await
-        .expect("vehicle connects");
+async fn a_faulted_vehicle_that_goes_silent_and_resumes_stays_out_without_a_service_in(mode: Mode) {
+    let Some(rig) = rig(mode, FAST, &["scooter-3"]).await else {
+        return;
+    };
+    let mut events = rig.observer(&["fleet/events"]).await;
+    let mut v = vehicle(&rig, "scooter-3").await;
     v.error("BRAKE_SENSOR", 2).await.expect("error report");
     assert_eq!(
         v.next_command(WAIT).await.expect("service_out").command,
@@ -137,22 +185,22 @@ async fn a_faulted_vehicle_that_goes_silent_and_resumes_stays_out_without_a_serv
     assert_eq!(cleared.json["to"], "out_of_service");
     assert_eq!(reason_kinds(&cleared.json), vec!["hardware_fault"]);
     assert_eq!(v.next_command(Duration::from_millis(500)).await, None);
-    broker.shutdown().await;
+    rig.shutdown().await;
 }
 
-#[tokio::test]
-async fn manual_service_in_of_a_silent_vehicle_clears_the_fault_but_leaves_it_out() {
-    let broker = start(&test_config(FAST)).await;
-    let mut v = Vehicle::connect(broker.mqtt_addr(), "scooter-4", VehicleOptions::default())
-        .await
-        .expect("vehicle connects");
+async fn manual_service_in_of_a_silent_vehicle_clears_the_fault_but_leaves_it_out(mode: Mode) {
+    let Some(rig) = rig(mode, FAST, &["scooter-4"]).await else {
+        return;
+    };
+    let broker = &rig.broker;
+    let mut v = vehicle(&rig, "scooter-4").await;
     v.error("BRAKE_SENSOR", 2).await.expect("error report");
     assert_eq!(
         v.next_command(WAIT).await.expect("service_out").command,
         "service_out"
     );
     // Wait until the rules have found it silent.
-    wait_for_vehicle(&broker, "scooter-4", |v| v.reasons.len() == 2).await;
+    wait_for_vehicle(broker, "scooter-4", |v| v.reasons.len() == 2).await;
 
     let outcome = broker
         .engine()
@@ -170,30 +218,30 @@ async fn manual_service_in_of_a_silent_vehicle_clears_the_fault_but_leaves_it_ou
         [fleet_rules::Reason::HardwareFault { .. }]
     ));
     assert_eq!(v.next_command(Duration::from_millis(500)).await, None);
-    broker.shutdown().await;
+    rig.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_late_subscriber_gets_the_retained_service_state_and_the_sli() {
+async fn a_late_subscriber_gets_the_retained_service_state_and_the_sli(mode: Mode) {
     // The default 5-minute timeout: the only state change is the fault.
-    let broker = start(&test_config(
+    let Some(rig) = rig(
+        mode,
         "[faults.codes.BRAKE_SENSOR]\nthreshold = 2\nwindow = \"1m\"\n",
-    ))
-    .await;
-    let mut v = Vehicle::connect(broker.mqtt_addr(), "scooter-5", VehicleOptions::default())
-        .await
-        .expect("vehicle connects");
+        &["scooter-5"],
+    )
+    .await
+    else {
+        return;
+    };
+    let mut v = vehicle(&rig, "scooter-5").await;
     v.error("BRAKE_SENSOR", 2).await.expect("error report");
     assert_eq!(
         v.next_command(WAIT).await.expect("service_out").command,
         "service_out"
     );
 
-    let mut late = Observer::connect(
-        broker.mqtt_addr(),
-        &["vehicles/scooter-5/service", "fleet/sli"],
-    )
-    .await;
+    let mut late = rig
+        .observer(&["vehicles/scooter-5/service", "fleet/sli"])
+        .await;
     let state = late
         .wait_for("retained service state", |s| {
             s.topic == "vehicles/scooter-5/service" && s.json["state"] == "out_of_service"
@@ -215,26 +263,23 @@ async fn a_late_subscriber_gets_the_retained_service_state_and_the_sli() {
         assert!(sli.json["burn_rates"][key].is_number(), "burn rate {key}");
     }
     assert!(sli.json["error_budget_remaining"].is_number());
-    broker.shutdown().await;
+    rig.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_backend_subscribing_late_receives_every_vehicles_retained_state() {
-    let broker = start(&test_config("")).await;
+async fn a_backend_subscribing_late_receives_every_vehicles_retained_state(mode: Mode) {
     const N: usize = 200;
+    let ids: Vec<String> = (0..N).map(|i| format!("r-{i:03}")).collect();
+    let Some(rig) = Rig::start(mode, "", &ids).await else {
+        return;
+    };
+    let broker = &rig.broker;
     let mut fleet = Vec::with_capacity(N);
-    for i in 0..N {
-        let v = Vehicle::connect(
-            broker.mqtt_addr(),
-            &format!("r-{i:03}"),
-            VehicleOptions::default(),
-        )
-        .await
-        .expect("vehicle connects");
+    for id in &ids {
+        let v = vehicle(&rig, id).await;
         v.heartbeat().await.expect("heartbeat");
         fleet.push(v);
     }
-    wait_for_vehicle(&broker, &format!("r-{:03}", N - 1), |_| true).await;
+    wait_for_vehicle(broker, &ids[N - 1], |_| true).await;
     let engine = broker.engine().clone();
     tokio::time::timeout(WAIT, async {
         while engine.sli().await.expect("engine").fleet < N {
@@ -243,10 +288,13 @@ async fn a_backend_subscribing_late_receives_every_vehicles_retained_state() {
     })
     .await
     .expect("every vehicle registered");
+    // The retained states are published behind the store: wait for them upstream too.
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let mut backend = Observer::connect(broker.mqtt_addr(), &["vehicles/+/service"]).await;
-    let expected: std::collections::BTreeSet<String> = (0..N)
-        .map(|i| format!("vehicles/r-{i:03}/service"))
+    let mut backend = rig.observer(&["vehicles/+/service"]).await;
+    let expected: std::collections::BTreeSet<String> = ids
+        .iter()
+        .map(|id| format!("vehicles/{id}/service"))
         .collect();
     let mut seen = std::collections::BTreeSet::new();
     while seen.len() < N {
@@ -257,5 +305,39 @@ async fn a_backend_subscribing_late_receives_every_vehicles_retained_state() {
         seen.insert(s.topic);
     }
     assert_eq!(seen, expected);
-    broker.shutdown().await;
+    rig.shutdown().await;
+}
+
+/// A vehicle publishing on another vehicle's heartbeat topic: the embedded ACL refuses it,
+/// and in attach mode so does the upstream's (the broker takes the id from the topic).
+async fn a_vehicle_cannot_speak_for_another(mode: Mode) {
+    let Some(rig) = rig(mode, FAST, &["scooter-6", "scooter-7"]).await else {
+        return;
+    };
+    let broker = &rig.broker;
+    let honest = vehicle(&rig, "scooter-6").await;
+    honest.heartbeat().await.expect("heartbeat");
+    wait_for_vehicle(broker, "scooter-6", |_| true).await;
+    let spoofer = vehicle(&rig, "scooter-7").await;
+    spoofer
+        .publish_to("vehicles/scooter-6/heartbeat", b"{}".to_vec())
+        .await
+        .expect("publish sent");
+    spoofer.heartbeat().await.expect("its own heartbeat");
+    // Its own heartbeat, sent after the spoof, arrives: the spoof had its chance.
+    wait_for_vehicle(broker, "scooter-7", |_| true).await;
+    // scooter-6 goes silent and out: nobody kept it alive.
+    wait_for_vehicle(broker, "scooter-6", |v| {
+        v.state == fleet_rules::ServiceState::OutOfService
+    })
+    .await;
+    let heartbeats = broker
+        .metrics()
+        .heartbeats
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        heartbeats, 2,
+        "only the two honest heartbeats were ingested"
+    );
+    rig.shutdown().await;
 }

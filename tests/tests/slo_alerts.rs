@@ -123,6 +123,7 @@ impl Rig {
             engine: &self.metrics,
             snapshot: &engine,
             mqtt: &MqttStats::default(),
+            upstream: None,
             store: &StoreMetrics::default(),
             slack: &SlackMetrics::default(),
             queues: &[],

@@ -1,5 +1,6 @@
-//! `/healthz`: the process serves HTTP. `/readyz`: the engine answers within a second and
-//! the store is writing (while a commit fails, announcements are held: not ready).
+//! `/healthz`: the process serves HTTP. `/readyz`: the engine answers within a second, the
+//! store is writing (while a commit fails, announcements are held: not ready) and, in
+//! attach mode, the link to the upstream broker is up (else the broker is blind).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -38,9 +39,18 @@ pub async fn readyz(State(ctx): State<Arc<ApiContext>>) -> Result<Json<Value>, A
                 .into(),
         ));
     }
+    if let Some(upstream) = ctx.mqtt.upstream_stats() {
+        if !upstream.connected {
+            return Err(not_ready(format!(
+                "blind: the link to the upstream MQTT broker ({}) is down; nobody is taken \
+                 out for silence until it is back",
+                ctx.mqtt.describe()
+            )));
+        }
+    }
     Ok(Json(json!({
         "status": "ready",
         "fleet": sli.fleet,
-        "mqtt": ctx.mqtt.local_addr().to_string(),
+        "mqtt": ctx.mqtt.describe(),
     })))
 }

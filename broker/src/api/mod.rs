@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use crate::clock::Clock;
 use crate::engine::EngineHandle;
 use crate::engine::EngineMetrics;
-use crate::mqtt::MqttFront;
+use crate::mqtt::Front;
 use crate::slack::SlackMetrics;
 use crate::store::StoreMetrics;
 
@@ -146,7 +146,7 @@ pub struct ApiContext {
     /// Store counters.
     pub store_metrics: Arc<StoreMetrics>,
     /// The MQTT front (its counters).
-    pub mqtt: MqttFront,
+    pub mqtt: Front,
     /// The bounded queues to report.
     pub queues: Vec<QueueProbe>,
     /// The bearer token for writes; `None` refuses every write.

@@ -11,6 +11,7 @@ use super::openslo::duration_shorthand;
 use super::{ApiContext, ApiError};
 use crate::engine::{EngineMetrics, EngineSnapshot};
 use crate::metrics::{Kind, TextWriter};
+use crate::mqtt::upstream::UpstreamStats;
 use crate::mqtt::MqttStats;
 use crate::slack::SlackMetrics;
 use crate::store::StoreMetrics;
@@ -22,8 +23,10 @@ pub struct Scrape<'a> {
     pub engine: &'a EngineMetrics,
     /// The engine's state now.
     pub snapshot: &'a EngineSnapshot,
-    /// The MQTT front's counters.
+    /// The embedded MQTT front's counters.
     pub mqtt: &'a MqttStats,
+    /// The upstream link's counters, in attach mode (then they replace `mqtt`'s).
+    pub upstream: Option<&'a UpstreamStats>,
     /// The store's counters.
     pub store: &'a StoreMetrics,
     /// The notifier's counters.
@@ -38,7 +41,10 @@ pub struct Scrape<'a> {
 pub fn render(s: &Scrape<'_>) -> String {
     let mut w = TextWriter::new();
     s.engine.render(&mut w, s.snapshot, s.slo_window);
-    s.mqtt.render(&mut w);
+    match s.upstream {
+        Some(upstream) => upstream.render(&mut w),
+        None => s.mqtt.render(&mut w),
+    }
     queues(&mut w, s.queues);
     s.store.render(&mut w);
     s.slack.render(&mut w);
@@ -59,6 +65,7 @@ pub fn render(s: &Scrape<'_>) -> String {
 pub async fn metrics(State(ctx): State<Arc<ApiContext>>) -> Result<Response, ApiError> {
     let snapshot = ctx.engine.snapshot().await?;
     let mqtt = ctx.mqtt.stats();
+    let upstream = ctx.mqtt.upstream_stats();
     let queues: Vec<(&str, usize, usize)> = ctx
         .queues
         .iter()
@@ -72,6 +79,7 @@ pub async fn metrics(State(ctx): State<Arc<ApiContext>>) -> Result<Response, Api
         engine: &ctx.metrics,
         snapshot: &snapshot,
         mqtt: &mqtt,
+        upstream: upstream.as_ref(),
         store: &ctx.store_metrics,
         slack: &ctx.slack_metrics,
         queues: &queues,

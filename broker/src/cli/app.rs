@@ -40,6 +40,16 @@ pub enum Command {
         #[arg(long)]
         observer: bool,
     },
+    /// Print the upstream broker's configuration that enforces the contract in attach
+    /// mode (each vehicle's username is its id; it may publish its own uplinks only).
+    Acl {
+        /// The upstream broker.
+        #[arg(long = "for", value_enum, value_name = "UPSTREAM")]
+        target: super::upstream_acl::Upstream,
+        /// A user that reads the service state and the fleet topics (repeatable).
+        #[arg(long, value_name = "USER", default_value = "observer")]
+        observer: Vec<String>,
+    },
     /// Vehicles and SLOs through the ops API.
     #[command(flatten)]
     Ops(OpsCommand),
@@ -62,8 +72,38 @@ pub fn execute(command: Command, config: Option<&Path>) -> ExitCode {
     match command {
         Command::CheckConfig { file } => check_config(&file),
         Command::Credentials { id, observer } => print_credentials(config, &id, observer),
+        Command::Acl { target, observer } => print_upstream_acl(config, target, observer),
         Command::Ops(ops) => ops_command(config, &ops),
     }
+}
+
+fn print_upstream_acl(
+    config: Option<&Path>,
+    target: super::upstream_acl::Upstream,
+    observers: Vec<String>,
+) -> ExitCode {
+    let settings = match load_config(config).map(|c| c.settings()) {
+        Ok(Ok(settings)) => settings,
+        Ok(Err(errors)) => {
+            eprint!("fleet-broker acl: {} problem(s):\n{errors}", errors.len());
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("fleet-broker acl: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let broker = settings
+        .attach
+        .as_ref()
+        .and_then(|a| a.credentials.as_ref().map(|(user, _)| user.clone()))
+        .unwrap_or_else(|| "fleet-broker".to_owned());
+    let who = super::upstream_acl::Principals { broker, observers };
+    print!(
+        "{}",
+        super::upstream_acl::render(target, &settings.engine.topics, &who)
+    );
+    ExitCode::SUCCESS
 }
 
 fn check_config(file: &Path) -> ExitCode {

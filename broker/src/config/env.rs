@@ -2,6 +2,7 @@
 //! place decides which wins when both are set; the values are then checked like any other
 //! (a problem names the variable it came from).
 
+use super::attach::UPSTREAM_PASSWORD_ENV;
 use super::security::FLEET_KEY_ENV;
 use super::slack::{BOT_TOKEN_ENV, WEBHOOK_ENV};
 use super::Config;
@@ -10,7 +11,13 @@ use super::Config;
 pub const API_TOKEN_ENV: &str = "FLEET_API_TOKEN";
 
 /// Every variable [`Config::apply_env`] reads.
-pub const ENV_VARS: [&str; 4] = [FLEET_KEY_ENV, API_TOKEN_ENV, WEBHOOK_ENV, BOT_TOKEN_ENV];
+pub const ENV_VARS: [&str; 5] = [
+    FLEET_KEY_ENV,
+    API_TOKEN_ENV,
+    WEBHOOK_ENV,
+    BOT_TOKEN_ENV,
+    UPSTREAM_PASSWORD_ENV,
+];
 
 impl Config {
     /// Takes the secrets from the process environment: see [`Config::apply_env_from`].
@@ -24,7 +31,8 @@ impl Config {
     ///   the key every vehicle password derives from);
     /// - `FLEET_API_TOKEN` gives `[http] token` when the file has none;
     /// - `SLACK_BOT_TOKEN`, else `SLACK_WEBHOOK_URL`, gives `[slack]` its target when the
-    ///   file names neither a webhook nor a bot token.
+    ///   file names neither a webhook nor a bot token;
+    /// - `FLEET_UPSTREAM_PASSWORD` gives `[mqtt.attach] password` when the file has none.
     pub fn apply_env_from(&mut self, var: impl Fn(&str) -> Option<String>) {
         let var = |name: &str| var(name).filter(|v| !v.is_empty());
         if let Some(key) = var(FLEET_KEY_ENV) {
@@ -39,6 +47,13 @@ impl Config {
             } else {
                 self.http.token = Some(token);
                 self.from_env.push(("http.token", API_TOKEN_ENV));
+            }
+        }
+        if let Some(password) = var(UPSTREAM_PASSWORD_ENV) {
+            if self.mqtt.attach.password.is_none() {
+                self.mqtt.attach.password = Some(password);
+                self.from_env
+                    .push(("mqtt.attach.password", UPSTREAM_PASSWORD_ENV));
             }
         }
         let (bot, webhook) = (var(BOT_TOKEN_ENV), var(WEBHOOK_ENV));

@@ -1,6 +1,7 @@
 //! The broker's configuration: TOML with embedded defaults, human durations, and
 //! validation that lists every problem with its key path.
 
+mod attach;
 mod duration;
 mod env;
 mod security;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use attach::{AttachSection, MqttMode, OneOrMore, ProtocolValue, UPSTREAM_PASSWORD_ENV};
 pub use duration::HumanDuration;
 pub use env::{API_TOKEN_ENV, ENV_VARS};
 pub use security::{
@@ -72,6 +74,11 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttSection {
+    /// `"embedded"` (the broker is the MQTT server) or `"attach"` (a client of the
+    /// fleet's own broker, `[mqtt.attach]`).
+    pub mode: MqttMode,
+    /// The upstream broker in attach mode.
+    pub attach: AttachSection,
     /// Listen address.
     pub listen: SocketAddr,
     /// Largest accepted payload on vehicle topics, in bytes.
@@ -90,6 +97,8 @@ pub struct MqttSection {
 impl Default for MqttSection {
     fn default() -> Self {
         MqttSection {
+            mode: MqttMode::Embedded,
+            attach: AttachSection::default(),
             listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
             max_payload: 16 * 1024,
             max_connections: 100_000,

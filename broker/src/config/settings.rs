@@ -22,6 +22,8 @@ const NIL_UUID: &str = "00000000-0000-0000-0000-000000000000";
 pub struct Settings {
     /// The embedded MQTT broker.
     pub mqtt: MqttOptions,
+    /// Attach mode: the upstream broker (the embedded one is not started).
+    pub attach: Option<crate::mqtt::upstream::AttachSettings>,
     /// The ops HTTP API.
     pub api: ApiSettings,
     /// The database.
@@ -50,6 +52,13 @@ impl Config {
         let named: Vec<_> = rules.iter().map(|r| r.who).collect();
         let auth = security::auth(&self.auth, &roles, &named, &mut k);
         security::tls_and_limits(self.tls.as_ref(), &self.limits, &mut k);
+        let attach = match self.mqtt.mode {
+            super::MqttMode::Embedded => None,
+            super::MqttMode::Attach => self
+                .mqtt
+                .attach
+                .settings(self.slo.downtime_counts_as_bad, &mut k),
+        };
         k.finish(&self.from_env)?;
         let (Some(auth), Some(layout)) = (auth, layout) else {
             // Only reachable if a section failed without recording why: say so.
@@ -60,6 +69,7 @@ impl Config {
         };
         let sli_history = self.slo.window.0.max(Duration::from_secs(3 * 24 * 3600));
         Ok(Settings {
+            attach,
             mqtt: MqttOptions {
                 listen: self.mqtt.listen,
                 max_payload: self.mqtt.max_payload,

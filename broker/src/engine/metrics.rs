@@ -121,6 +121,10 @@ pub struct EngineMetrics {
     ack_outcomes: [AtomicU64; AckOutcome::ALL.len()],
     /// SLO alert changes: page firing, page resolved, ticket firing, ticket resolved.
     alert_changes: [AtomicU64; 4],
+    /// 1 while the engine cannot see the fleet (attach mode, upstream link down).
+    pub blind: AtomicU64,
+    /// Milliseconds blind, summed over the stretches that ended.
+    pub blind_ms: AtomicU64,
 }
 
 impl Default for EngineMetrics {
@@ -144,6 +148,8 @@ impl Default for EngineMetrics {
             command_ack_latency: Histogram::new(&ACK_BUCKETS),
             ack_outcomes: Default::default(),
             alert_changes: Default::default(),
+            blind: AtomicU64::new(0),
+            blind_ms: AtomicU64::new(0),
         }
     }
 }
@@ -457,6 +463,18 @@ fn commands(w: &mut TextWriter, m: &EngineMetrics, snapshot: &EngineSnapshot) {
 }
 
 fn ingest(w: &mut TextWriter, m: &EngineMetrics) {
+    w.single(
+        "fleet_blind",
+        Kind::Gauge,
+        "1 while the broker cannot see the fleet (attach mode: the upstream link is down); deadlines pause and the time counts as broker downtime.",
+        get(&m.blind) as f64,
+    );
+    w.single(
+        "fleet_blind_seconds_total",
+        Kind::Counter,
+        "Time the broker could not see the fleet, summed over the blind stretches that ended.",
+        get(&m.blind_ms) as f64 / 1000.0,
+    );
     w.by_label(
         "fleet_messages_ingested_total",
         Kind::Counter,

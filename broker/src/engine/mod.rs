@@ -5,6 +5,7 @@
 
 pub mod alerts;
 mod commands;
+mod link;
 mod metrics;
 mod ops;
 pub mod payloads;
@@ -105,6 +106,8 @@ pub struct Engine {
     sli_reports: watch::Sender<Option<SliReport>>,
     /// Alerts firing since before a restart, published again (retained) at the start.
     restated: Vec<(fleet_rules::AlertSeverity, UnixMs)>,
+    /// Attach mode: the upstream link, whose loss makes the engine blind.
+    link: Option<link::LinkWatch>,
 }
 
 impl Engine {
@@ -134,6 +137,7 @@ impl Engine {
             slack: None,
             sli_reports: watch::channel(None).0,
             restated: Vec::new(),
+            link: None,
         }
     }
 
@@ -172,6 +176,11 @@ impl Engine {
     ) {
         tokio::pin!(shutdown);
         let mut ops_open = true;
+        let mut link = self.link.take();
+        if let Some(l) = &mut link {
+            let state = *l.rx.borrow_and_update();
+            self.on_link(l, state).await;
+        }
         self.publish_sli(true).await;
         for (severity, at) in std::mem::take(&mut self.restated) {
             let report = self.fleet.sli(self.clock.now());
@@ -206,6 +215,13 @@ impl Engine {
                         }
                     }
                     None => break,
+                },
+                changed = link::changed(&mut link) => match (changed, &mut link) {
+                    (true, Some(l)) => {
+                        let state = *l.rx.borrow_and_update();
+                        self.on_link(l, state).await;
+                    }
+                    _ => link = None,
                 },
                 _ = sleep_until_opt(wake) => {}
                 _ = tokio::time::sleep_until(sli_due) => {}
@@ -512,7 +528,9 @@ fn incident_change(n: &Notification) -> Option<IncidentChange> {
 fn notify(n: &Notification) {
     let json = serde_json::to_string(n).unwrap_or_default();
     match n {
-        Notification::SloAlert { .. } | Notification::MassLossStarted { .. } => {
+        Notification::SloAlert { .. }
+        | Notification::MassLossStarted { .. }
+        | Notification::BlindStarted { .. } => {
             warn!(notification = %json, "fleet alert")
         }
         _ => info!(notification = %json, "notification"),

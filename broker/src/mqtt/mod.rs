@@ -8,12 +8,14 @@
 
 pub mod acl;
 pub mod auth;
+mod front;
 mod hooks;
 pub mod limits;
 mod retain;
 pub mod secret;
 mod shared;
 mod stats;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
@@ -34,6 +36,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use self::auth::{AuthLoadError, AuthOptions, Authenticator};
+pub use self::front::Front;
 use self::hooks::ContractHooks;
 use self::limits::{ConnectLimiter, Limits, PublishLimiter};
 use self::retain::BrokerRetainStore;

@@ -80,6 +80,24 @@ pub enum Notice {
         /// When.
         at: UnixMs,
     },
+    /// The broker lost its view of the fleet (the upstream link) for long.
+    BlindStarted {
+        /// The stretch's thread key.
+        incident: String,
+        /// When the view was lost.
+        since: UnixMs,
+        /// When.
+        at: UnixMs,
+    },
+    /// The view is back.
+    BlindEnded {
+        /// The stretch's thread key (its start).
+        incident: String,
+        /// How long the broker was blind.
+        blind_ms: u64,
+        /// When.
+        at: UnixMs,
+    },
     /// A burn-rate alert fired or resolved.
     SloAlert {
         /// The thread key of the firing (a resolution replies to it).
@@ -123,6 +141,8 @@ impl Notice {
             Notice::Manual { .. } => "manual",
             Notice::MassLossStarted { .. } => "mass_loss_started",
             Notice::MassLossEnded { .. } => "mass_loss_ended",
+            Notice::BlindStarted { .. } => "blind_started",
+            Notice::BlindEnded { .. } => "blind_ended",
             Notice::SloAlert { .. } => "slo_alert",
             Notice::Digest(_) => "digest",
         }
@@ -146,6 +166,8 @@ impl Notice {
             | Notice::Manual { at, .. }
             | Notice::MassLossStarted { at, .. }
             | Notice::MassLossEnded { at, .. }
+            | Notice::BlindStarted { at, .. }
+            | Notice::BlindEnded { at, .. }
             | Notice::SloAlert { at, .. } => *at,
             Notice::Digest(d) => d.at,
         }
@@ -154,7 +176,9 @@ impl Notice {
     /// The thread this message opens (bot token: later replies go under it).
     pub fn opens(&self) -> Option<&str> {
         match self {
-            Notice::MassLossStarted { incident, .. } => Some(incident),
+            Notice::MassLossStarted { incident, .. } | Notice::BlindStarted { incident, .. } => {
+                Some(incident)
+            }
             Notice::SloAlert {
                 thread,
                 firing: true,
@@ -167,7 +191,9 @@ impl Notice {
     /// The thread this message answers; the original is marked resolved.
     pub fn resolves(&self) -> Option<&str> {
         match self {
-            Notice::MassLossEnded { incident, .. } => Some(incident),
+            Notice::MassLossEnded { incident, .. } | Notice::BlindEnded { incident, .. } => {
+                Some(incident)
+            }
             Notice::SloAlert {
                 thread,
                 firing: false,
@@ -182,6 +208,7 @@ impl Notice {
 #[derive(Debug, Default)]
 pub struct Threads {
     mass_loss: Option<String>,
+    blind: Option<String>,
     page: Option<String>,
     ticket: Option<String>,
 }
@@ -201,6 +228,7 @@ impl Threads {
     pub fn reopened(open: &crate::store::OpenIncidents) -> Threads {
         Threads {
             mass_loss: open.mass_loss.map(|(at, _)| mass_loss_thread(at)),
+            blind: None,
             page: open.page_since.map(|at| alert_thread(true, at)),
             ticket: open.ticket_since.map(|at| alert_thread(false, at)),
         }
@@ -266,6 +294,27 @@ impl Threads {
                 incident: self.mass_loss.take().unwrap_or_default(),
                 recovered: *recovered,
                 still_silent: *still_silent,
+                at: *at,
+            },
+            Notification::BlindStarted { since, at } => {
+                let incident = format!("blind-{since}");
+                self.blind = Some(incident.clone());
+                Notice::BlindStarted {
+                    incident,
+                    since: *since,
+                    at: *at,
+                }
+            }
+            Notification::BlindEnded {
+                since,
+                blind_ms,
+                at,
+            } => Notice::BlindEnded {
+                incident: self
+                    .blind
+                    .take()
+                    .unwrap_or_else(|| format!("blind-{since}")),
+                blind_ms: *blind_ms,
                 at: *at,
             },
             Notification::SloAlert {

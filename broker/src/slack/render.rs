@@ -284,6 +284,37 @@ pub fn single(n: &Notice, style: &Style, key: &str) -> SlackMessageContent {
             };
             message(title.clone(), vec![header(&title), section(body)], key)
         }
+        Notice::BlindStarted { since, .. } => {
+            let title = style.t(
+                "🙈 The broker cannot see the fleet: its link to the upstream MQTT broker is down",
+                "🙈 ブローカーが車両を観測できません: 上流 MQTT ブローカーとの接続断",
+            );
+            let body = if style.en() {
+                format!("Since {}. No heartbeat can reach the broker, so *no vehicle is taken out of service* for silence meanwhile; the time counts as broker downtime in the SLI. Once the link is back, every vehicle gets the restart grace.\n*What to do:* check the upstream broker (`[mqtt.attach] url`), its credentials for the broker's client, and the network between them; `/readyz` shows the link.", style.time(*since))
+            } else {
+                format!("{} から。ハートビートが届かないため、その間は無通信による*運用停止を行いません*。この時間は SLI 上ブローカー停止時間として数えます。接続が戻ると全車両に再起動猶予を与えます。\n*対応:* 上流ブローカー（`[mqtt.attach] url`）、ブローカー用クライアントの認証情報、両者間のネットワークを確認してください。接続状態は `/readyz` に出ます。", style.time(*since))
+            };
+            message(title.into(), vec![header(title), section(body)], key)
+        }
+        Notice::BlindEnded { blind_ms, at, .. } => {
+            let title = if style.en() {
+                format!(
+                    "✅ The broker sees the fleet again after {}",
+                    style.span(*blind_ms)
+                )
+            } else {
+                format!("✅ {} ぶりに車両の観測が復旧", style.span(*blind_ms))
+            };
+            let body = if style.en() {
+                format!("Link back {}. Heartbeat deadlines resume with the restart grace counted from now.", style.time(*at))
+            } else {
+                format!(
+                    "{} に接続が復旧。ハートビートの期限は今から再起動猶予付きで再開します。",
+                    style.time(*at)
+                )
+            };
+            message(title.clone(), vec![header(&title), section(body)], key)
+        }
         Notice::SloAlert {
             page,
             firing,

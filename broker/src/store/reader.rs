@@ -176,6 +176,21 @@ impl StoreReader {
         run().map_err(|e| classify(&self.path, e))
     }
 
+    /// When each stored vehicle's state last changed, `(id, changed_at)` in id order (to
+    /// publish the retained service state again).
+    pub fn changed_at(&self) -> Result<Vec<(Box<str>, UnixMs)>, StoreError> {
+        let run = || -> rusqlite::Result<Vec<(Box<str>, UnixMs)>> {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT id, changed_at FROM vehicles ORDER BY id")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?.into_boxed_str(), r.get(1)?))
+            })?;
+            rows.collect()
+        };
+        run().map_err(|e| classify(&self.path, e))
+    }
+
     /// SLI minutes `(minute, good, valid, down_ms)` from `from_minute` on.
     pub fn sli_minutes(&self, from_minute: u64) -> Result<Vec<(u64, u64, u64, u64)>, StoreError> {
         let run = || -> rusqlite::Result<Vec<(u64, u64, u64, u64)>> {

@@ -1,0 +1,209 @@
+//! `[mqtt] mode` and `[mqtt.attach]`: the broker as a client of the fleet's own MQTT
+//! broker. Parsed into [`AttachSettings`], with every problem under its key path.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::validate::Checker;
+use super::HumanDuration;
+use crate::mqtt::upstream::{AttachSettings, Protocol, UpstreamTls, UpstreamUrl};
+
+/// Environment variable for `[mqtt.attach] password`.
+pub const UPSTREAM_PASSWORD_ENV: &str = "FLEET_UPSTREAM_PASSWORD";
+
+/// `[mqtt] mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MqttMode {
+    /// The broker is the fleet's MQTT server (`[mqtt] listen`).
+    #[default]
+    Embedded,
+    /// The broker is a client of the fleet's MQTT server (`[mqtt.attach]`).
+    Attach,
+}
+
+/// One URL or several (tried in turn).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMore {
+    /// `url = "mqtt://host:1883"`
+    One(String),
+    /// `url = ["mqtt://a:1883", "mqtt://b:1883"]`
+    More(Vec<String>),
+}
+
+impl Default for OneOrMore {
+    fn default() -> Self {
+        OneOrMore::More(Vec::new())
+    }
+}
+
+/// `protocol = 5` or `protocol = "3.1.1"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ProtocolValue {
+    /// `5` (also `4` for 3.1.1).
+    Number(i64),
+    /// `"5"`, `"3.1.1"`.
+    Text(String),
+}
+
+impl Default for ProtocolValue {
+    fn default() -> Self {
+        ProtocolValue::Text("3.1.1".to_owned())
+    }
+}
+
+/// `[mqtt.attach]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttachSection {
+    /// `mqtt://host:port` or `mqtts://host:port`; several are tried in turn.
+    pub url: OneOrMore,
+    /// The broker's client id upstream (unique per engine).
+    pub client_id: String,
+    /// Username upstream.
+    pub username: Option<String>,
+    /// Password upstream (or env `FLEET_UPSTREAM_PASSWORD`).
+    pub password: Option<String>,
+    /// PEM CA certificates that sign the upstream's certificate (`mqtts://`; else the
+    /// system roots).
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate (with `client_key`) for upstreams that want one.
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert`.
+    pub client_key: Option<PathBuf>,
+    /// `5` or `"3.1.1"`.
+    pub protocol: ProtocolValue,
+    /// Subscribe as `$share/GROUP/...` (several engines share the uplinks).
+    pub shared_group: Option<String>,
+    /// QoS of the uplink subscriptions (0 or 1; the broker publishes as in embedded mode).
+    pub qos: u8,
+    /// MQTT keep-alive upstream: how soon a dead link is noticed at the latest.
+    pub keep_alive: HumanDuration,
+    /// A blind stretch (link down) longer than this is notified once.
+    pub blind_alert_after: HumanDuration,
+    /// How long the upstream keeps the broker's session (and queues its uplinks) while
+    /// the link is down.
+    pub session_expiry: HumanDuration,
+}
+
+impl Default for AttachSection {
+    fn default() -> Self {
+        AttachSection {
+            url: OneOrMore::default(),
+            client_id: "fleet-broker".to_owned(),
+            username: None,
+            password: None,
+            ca: None,
+            client_cert: None,
+            client_key: None,
+            protocol: ProtocolValue::default(),
+            shared_group: None,
+            qos: 1,
+            keep_alive: HumanDuration::from_secs(10),
+            blind_alert_after: HumanDuration::from_secs(60),
+            session_expiry: HumanDuration::from_secs(10 * 60),
+        }
+    }
+}
+
+impl AttachSection {
+    /// The settings, or the problems recorded in `k`.
+    pub(super) fn settings(
+        &self,
+        downtime_is_bad: bool,
+        k: &mut Checker,
+    ) -> Option<AttachSettings> {
+        let urls: Vec<String> = match &self.url {
+            OneOrMore::One(url) => vec![url.clone()],
+            OneOrMore::More(urls) => urls.clone(),
+        };
+        k.check(
+            !urls.is_empty(),
+            "mqtt.attach.url",
+            "is required with [mqtt] mode = \"attach\": the upstream broker, e.g. \"mqtt://127.0.0.1:1883\"",
+        );
+        let mut parsed = Vec::new();
+        for (i, url) in urls.iter().enumerate() {
+            let key = if urls.len() == 1 {
+                "mqtt.attach.url".to_owned()
+            } else {
+                format!("mqtt.attach.url[{i}]")
+            };
+            match UpstreamUrl::parse(url) {
+                Ok(u) => parsed.push(u),
+                Err(why) => k.check(false, key, why),
+            }
+        }
+        let protocol = match &self.protocol {
+            ProtocolValue::Number(5) => Some(Protocol::V5),
+            ProtocolValue::Number(4) => Some(Protocol::V311),
+            ProtocolValue::Text(t) if t == "5" || t == "5.0" => Some(Protocol::V5),
+            ProtocolValue::Text(t) if t == "3.1.1" || t == "4" => Some(Protocol::V311),
+            _ => None,
+        };
+        k.check(
+            protocol.is_some(),
+            "mqtt.attach.protocol",
+            "must be 5 or \"3.1.1\"",
+        );
+        k.check(
+            !self.client_id.is_empty()
+                && self.client_id.len() <= 128
+                && !self.client_id.contains(['/', '+', '#']),
+            "mqtt.attach.client_id",
+            "must be 1 to 128 characters without '/', '+' or '#'",
+        );
+        k.check(self.qos <= 1, "mqtt.attach.qos", "must be 0 or 1");
+        if let Some(group) = &self.shared_group {
+            k.check(
+                !group.is_empty() && !group.contains(['/', '+', '#']),
+                "mqtt.attach.shared_group",
+                "must be a non-empty name without '/', '+' or '#'",
+            );
+        }
+        k.check(
+            self.password.is_none() || self.username.is_some(),
+            "mqtt.attach.password",
+            "needs mqtt.attach.username",
+        );
+        k.check(
+            self.client_cert.is_some() == self.client_key.is_some(),
+            "mqtt.attach.client_cert",
+            "client_cert and client_key go together",
+        );
+        let keep_alive = self.keep_alive.0;
+        k.check(
+            (Duration::from_secs(1)..=Duration::from_secs(u64::from(u16::MAX)))
+                .contains(&keep_alive),
+            "mqtt.attach.keep_alive",
+            "must be between 1s and 65535s",
+        );
+        k.positive(self.blind_alert_after.0, "mqtt.attach.blind_alert_after");
+        let tls = (self.ca.is_some() || self.client_cert.is_some()).then(|| UpstreamTls {
+            ca: self.ca.clone(),
+            client_cert: self.client_cert.clone().zip(self.client_key.clone()),
+        });
+        Some(AttachSettings {
+            urls: parsed,
+            client_id: self.client_id.clone(),
+            credentials: self
+                .username
+                .clone()
+                .map(|u| (u, self.password.clone().unwrap_or_default())),
+            tls,
+            protocol: protocol?,
+            shared_group: self.shared_group.clone(),
+            qos1: self.qos == 1,
+            keep_alive,
+            session_expiry: self.session_expiry.0,
+            blindness: fleet_rules::Blindness {
+                downtime_is_bad,
+                alert_after: self.blind_alert_after.0,
+            },
+        })
+    }
+}
