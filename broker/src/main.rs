@@ -13,7 +13,11 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let args = cli::CommandLine::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    // The log goes to stderr: a subcommand's stdout is its output (a config, JSON).
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     if let Some(command) = args.command {
         return cli::execute(command, args.config.as_deref());
     }

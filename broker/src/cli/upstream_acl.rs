@@ -251,19 +251,19 @@ fn nats(r: &Rules, who: &Principals) -> String {
          authorization {\n  users = [\n",
     );
     out.push_str(&format!(
-        "    {{ user: {:?}, password: \"$FLEET_UPSTREAM_PASSWORD\", permissions: {{ subscribe: [{}], publish: [{}] }} }}\n",
+        "    {{ user: {:?}, password: $FLEET_UPSTREAM_PASSWORD, permissions: {{ subscribe: [{}], publish: [{}] }} }}\n",
         who.broker,
         nats_list(&r.broker_subscribe),
         nats_list(&r.broker_publish)
     ));
     for observer in &who.observers {
         out.push_str(&format!(
-            "    {{ user: {observer:?}, password: \"$OBSERVER_PASSWORD\", permissions: {{ subscribe: [{}], publish: [\"$MQTT.>\"] }} }}\n",
+            "    {{ user: {observer:?}, password: $OBSERVER_PASSWORD, permissions: {{ subscribe: [{}], publish: [\"$MQTT.>\"] }} }}\n",
             nats_list(&r.observer_subscribe)
         ));
     }
     out.push_str(&format!(
-        "    {{ user: \"VEHICLE_ID\", password: \"$VEHICLE_PASSWORD\", permissions: {{ publish: [{}], subscribe: [{}] }} }}\n",
+        "    {{ user: \"VEHICLE_ID\", password: $VEHICLE_PASSWORD, permissions: {{ publish: [{}], subscribe: [{}] }} }}\n",
         nats_list(&sub(&r.vehicle_publish, "VEHICLE_ID")),
         nats_list(&sub(&r.vehicle_subscribe, "VEHICLE_ID"))
     ));
