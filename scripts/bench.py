@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 HZ = os.sysconf("SC_CLK_TCK")
 
@@ -107,6 +108,7 @@ class Target:
 
     def __init__(self, kind, args, workdir, port):
         self.kind, self.args, self.workdir, self.port = kind, args, workdir, port
+        self.http_port = free_port()
         self.proc = None
         self.standin = None
         self.standin_counts = {}
@@ -118,43 +120,73 @@ class Target:
         self.logs.append(path)
         return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
 
+    def _fleet_conf(self, mqtt):
+        conf = os.path.join(self.workdir, "fleet.toml")
+        with open(conf, "w") as f:
+            f.write(
+                mqtt +
+                f'[heartbeat]\ntimeout = "{self.args.timeout}"\n'
+                '[commands]\nresend_interval = "1ms"\n'
+                f'[store]\npath = "{self.workdir}/fleet.db"\n'
+                f'[http]\nlisten = "127.0.0.1:{self.http_port}"\n'
+                # The bench drives each vehicle far above a real one's rate to find the
+                # broker's capacity; per-vehicle policing would cap it instead.
+                '[limits]\npublish_rate = 1000000\npublish_burst = 1000000\n'
+                'disconnect_after = 0\n'
+            )
+        return conf
+
     def start(self):
+        env = dict(os.environ, RUST_LOG="warn")
         if self.kind == "fleet-broker":
-            conf = os.path.join(self.workdir, "fleet.toml")
-            with open(conf, "w") as f:
-                f.write(
-                    f'[mqtt]\nlisten = "127.0.0.1:{self.port}"\nmax_connections = 100000\n'
-                    f'[heartbeat]\ntimeout = "{self.args.timeout}"\n'
-                    '[commands]\nresend_interval = "1ms"\n'
-                    f'[store]\npath = "{self.workdir}/fleet.db"\n'
-                    # The bench drives each vehicle far above a real one's rate to find
-                    # the broker's capacity; per-vehicle policing would cap it instead.
-                    '[limits]\npublish_rate = 1000000\npublish_burst = 1000000\n'
-                    'disconnect_after = 0\n'
-                )
-            env = dict(os.environ, RUST_LOG="warn")
+            conf = self._fleet_conf(
+                f'[mqtt]\nlisten = "127.0.0.1:{self.port}"\nmax_connections = 100000\n')
             self.proc = self._spawn([self.args.broker_bin, "--config", conf], "fleet-broker", env)
-        else:
-            conf = os.path.join(self.workdir, "mosquitto.conf")
-            with open(conf, "w") as f:
-                f.write(
-                    f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-                    "persistence false\nset_tcp_nodelay true\nmax_queued_messages 100000\n"
-                    "log_dest stderr\nlog_type error\nlog_type warning\n"
-                )
-            self.proc = self._spawn(["mosquitto", "-c", conf], "mosquitto")
-        time.sleep(0.05)
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"{self.kind} exited at start ({self.proc.returncode}); see {self.logs[-1]}")
-        if not wait_port(self.port):
-            raise RuntimeError(f"{self.kind} did not listen on 127.0.0.1:{self.port}; see {self.logs[-1]}")
-        if self.kind == "mosquitto" and self.standin is None:
+            self._wait_listening()
+            return
+        # Mosquitto serves the vehicles, with the stand-in or the broker attached as its
+        # client; that side is started once and reconnects by itself after a restart.
+        conf = os.path.join(self.workdir, "mosquitto.conf")
+        with open(conf, "w") as f:
+            f.write(
+                f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+                "persistence false\nset_tcp_nodelay true\nmax_queued_messages 100000\n"
+                "log_dest stderr\nlog_type error\nlog_type warning\n"
+            )
+        self.proc = self._spawn(["mosquitto", "-c", conf], "mosquitto")
+        self._wait_listening()
+        if self.standin is not None:
+            return
+        if self.kind == "mosquitto":
             self.standin = subprocess.Popen(
                 [self.args.sim_bin, "standin", "--broker", f"127.0.0.1:{self.port}", "--qos", "1"],
                 stdout=subprocess.PIPE, stderr=open(os.path.join(self.workdir, "standin.log"), "ab"),
                 text=True,
             )
             threading.Thread(target=self._read_standin, daemon=True).start()
+            return
+        conf = self._fleet_conf(
+            f'[mqtt]\nmode = "attach"\n[mqtt.attach]\nurl = "mqtt://127.0.0.1:{self.port}"\n')
+        self.standin = self._spawn([self.args.broker_bin, "--config", conf], "fleet-broker", env)
+        # Ready once attached (its /readyz says so), so no vehicle's first uplink is missed.
+        for _ in range(200):
+            if self.standin.poll() is not None:
+                raise RuntimeError(f"fleet-broker (attached) exited at start; see {self.logs[-1]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"fleet-broker did not attach within 20 s; see {self.logs[-1]}")
+
+    def _wait_listening(self):
+        time.sleep(0.05)
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.kind} exited at start ({self.proc.returncode}); see {self.logs[-1]}")
+        if not wait_port(self.port):
+            raise RuntimeError(f"{self.kind} did not listen on 127.0.0.1:{self.port}; see {self.logs[-1]}")
 
     def _read_standin(self):
         for line in self.standin.stdout:
@@ -201,7 +233,7 @@ def run_one(args, kind, n, last):
         "--background", args.background, "--wait-limit", args.wait_limit,
         "--probe-fraction", str(args.probe_fraction), "--prefix", f"{kind[:1]}{n}",
     ]
-    if last and kind == "fleet-broker":
+    if last and kind in ("fleet-broker", "attached"):
         cmd += ["--detect", str(args.detect)]
     if last:
         cmd += ["--storm"]
@@ -279,10 +311,51 @@ def slope(points):
     return k, my - k * mx
 
 
+def attached_section(w, results, steps, rss, storms):
+    """Attach mode beside embedded and Mosquitto + stand-in, same load, same run."""
+    w("## 5. Attach mode: Mosquitto + fleet-broker attached\n")
+    w("The same load against Mosquitto with fleet-broker attached as its client (`[mqtt] mode = \"attach\"`), "
+      "beside the embedded broker and Mosquitto + stand-in. CPU is Mosquitto's plus the attached broker's.\n")
+    w("| N | QoS | offered/s | attached µs/heartbeat (Mosq + broker) | Mosq + stand-in µs/heartbeat | embedded µs/heartbeat | attached ÷ (Mosq + stand-in) | attached RTT p99 ms | Mosq + stand-in RTT p99 ms |")
+    w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    key = lambda e: (e["vehicles"], e["qos"], e["rate"])
+    by = {k: {key(e): e for e in steps.get(k, [])} for k in ("attached", "mosquitto", "fleet-broker")}
+    def per(e, *fields):
+        if not e or not e.get("delivered_rate") or any(e.get(f) is None for f in fields):
+            return None
+        return sum(e[f] for f in fields) / e["delivered_rate"] * 1e6
+    for k in sorted(by["attached"]):
+        a, m, o = by["attached"][k], by["mosquitto"].get(k), by["fleet-broker"].get(k)
+        au, mu, ou = per(a, "broker_cpu", "standin_cpu"), per(m, "broker_cpu", "standin_cpu"), per(o, "broker_cpu")
+        w(f"| {fmt(k[0])} | {k[1]} | {fmt(k[2])} | {fmt(au, 1)} | {fmt(mu, 1)} | {fmt(ou, 1)} | {ratio(au, mu)} | "
+          f"{fmt(a['rtt']['p99_ms'], 1)} | {fmt(m['rtt']['p99_ms'], 1) if m else '–'} |")
+    w("\nMemory after all N connected (RSS MiB):\n")
+    w("| N | Mosq + attached broker | Mosq + stand-in | embedded |")
+    w("|---:|---:|---:|---:|")
+    for n in sorted(rss.get("attached", {})):
+        a = rss["attached"][n]
+        m = rss.get("mosquitto", {}).get(n, (None, None))
+        o = rss.get("fleet-broker", {}).get(n, (None, None))
+        tot = lambda t: (t[0] or 0) + (t[1] or 0) if t[0] is not None else None
+        w(f"| {fmt(n)} | {fmt(a[0], 1)} + {fmt(a[1], 1)} | {fmt(m[0], 1)} + {fmt(m[1], 1)} | {fmt(o[0], 1)} |")
+    pts = [(n, (v[0] or 0) + (v[1] or 0)) for n, v in rss.get("attached", {}).items()]
+    mpts = [(n, (v[0] or 0)) for n, v in rss.get("mosquitto", {}).items()]
+    ka, _ = slope(pts)
+    km, _ = slope(mpts)
+    if ka is not None and km is not None:
+        w(f"\nPer connected vehicle: attached {ka * 1024:.2f} KiB (Mosquitto + broker), Mosquitto alone {km * 1024:.2f} KiB: "
+          f"the attached broker adds {(ka - km) * 1024:.2f} KiB per vehicle.")
+    st = storms.get("attached")
+    if st:
+        w(f"\nUpstream restart (Mosquitto killed and restarted, the broker reconnects by itself): all tracked after "
+          f"{fmt(st.get('all_tracked_s'), 2)} s, {fmt(st.get('tracked'))} tracked.")
+    w("")
+
+
 def report(args, info, results, command):
     L = []
     w = L.append
-    kinds = [k for k in ("fleet-broker", "mosquitto") if k in results]
+    kinds = [k for k in ("fleet-broker", "mosquitto", "attached") if k in results]
     steps = {k: [e for n in results[k] for e in results[k][n] if e.get("event") == "step_end"] for k in kinds}
     w("# Benchmarks\n")
     w(f"Produced by `{command}` on {time.strftime('%Y-%m-%d %H:%M %Z')}.\n")
@@ -345,6 +418,8 @@ def report(args, info, results, command):
 
     w("## 2. Detection latency (ours; Mosquitto has no rules)\n")
     for kind in kinds:
+        if kind != "mosquitto" and len(kinds) > 2:
+            w(f"**{kind}**\n")
         for n, evs in results[kind].items():
             for e in evs:
                 if e.get("event") == "detect":
@@ -365,7 +440,7 @@ def report(args, info, results, command):
                 if e.get("event") == "storm":
                     storms[kind] = e
                     w(f"| {kind} | {fmt(n)} | {fmt(e.get('first_reconnect_s'), 2)} | {fmt(e.get('all_connected_s'), 2)} | {fmt(e.get('all_tracked_s'), 2)} | {fmt(e.get('tracked'))} |")
-    if len(storms) == 2:
+    if "fleet-broker" in storms and "mosquitto" in storms:
         w(f"\nours ÷ Mosquitto, all tracked: {ratio(storms['fleet-broker'].get('all_tracked_s'), storms['mosquitto'].get('all_tracked_s'))} (times measured from the first dropped connection the simulator saw).\n")
     w("\n## 4. Memory\n")
     w("RSS after all N vehicles connected and were tracked (one barrier probe answered each), fresh broker per N.\n")
@@ -390,6 +465,8 @@ def report(args, info, results, command):
     if slopes.get("fleet-broker") and slopes.get("mosquitto"):
         w(f"\nours ÷ Mosquitto per vehicle: {ratio(slopes['fleet-broker'], slopes['mosquitto'], 1)}.")
     w("\nRules state per tracked vehicle: 186 B at 1,000,000 vehicles (`cargo bench -p fleet-rules`, counting allocator), i.e. ~2 % of the broker's per-vehicle figure; the rest is the MQTT session.\n")
+    if "attached" in results:
+        attached_section(w, results, steps, rss, storms)
     w("## Targets\n")
     w("| target | measured | met |")
     w("|---|---|---|")
@@ -443,6 +520,8 @@ def main():
     p.add_argument("--wait-limit", default="60s")
     p.add_argument("--run-limit", type=float, default=900, help="seconds, per broker and N")
     p.add_argument("--skip-mosquitto", action="store_true")
+    p.add_argument("--skip-attached", action="store_true",
+                   help="no Mosquitto + fleet-broker attached run")
     p.add_argument("--out", help="write the Markdown report here too")
     p.add_argument("--json", help="write the raw results here")
     p.add_argument("--command", default=None, help="the command line to cite in the report")
@@ -462,6 +541,8 @@ def main():
     if not args.skip_mosquitto:
         if shutil.which("mosquitto"):
             kinds.append("mosquitto")
+            if not args.skip_attached:
+                kinds.append("attached")
         else:
             log("mosquitto is not installed (apt-get install -y mosquitto): no baseline")
     if args.nice:
