@@ -18,6 +18,7 @@ mod flap;
 mod fleet;
 mod hardware;
 mod ledger;
+mod link;
 mod manual;
 mod mass_loss;
 pub mod mds;
