@@ -381,6 +381,7 @@ impl Parts {
             slo: settings.api.slo,
             mds_provider_id: settings.api.mds_provider_id,
             history: api::History::new(store_path),
+            page: settings.api.page,
         };
         let api = match api::ApiServer::spawn(http, api::router(Arc::new(api_context))) {
             Ok(api) => api,

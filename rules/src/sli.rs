@@ -35,6 +35,9 @@ pub struct SliReport {
     /// How long the broker itself was down within the SLO window (from the stored
     /// history: see [`crate::SliHistory`]).
     pub downtime_ms: u64,
+    /// How much of the SLO window the history covers (less than `window_ms` while the
+    /// broker has not run, or kept history, for that long).
+    pub covered_ms: u64,
 }
 
 /// The report at the ledger's clock `at`.
@@ -69,6 +72,7 @@ pub(crate) fn report(
         burn: burn_rates(ledger, target),
         alerts_firing: alerts.firing(),
         downtime_ms: w.down,
+        covered_ms: ledger.covered(window_ms),
     }
 }
 

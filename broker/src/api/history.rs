@@ -84,6 +84,14 @@ impl History {
         .await
     }
 
+    /// SLI minutes `(minute, good, valid, down_ms)` from `from_minute` on.
+    pub async fn sli_minutes(
+        &self,
+        from_minute: u64,
+    ) -> Result<Vec<(u64, u64, u64, u64)>, HistoryError> {
+        self.with_reader(move |r| r.sli_minutes(from_minute)).await
+    }
+
     /// The latest `limit` commands of a vehicle, newest first.
     pub async fn commands(
         &self,

@@ -9,6 +9,7 @@ mod health;
 mod history;
 mod mds;
 mod openslo;
+pub mod page;
 mod paging;
 mod params;
 pub mod prometheus;
@@ -56,6 +57,8 @@ pub struct ApiSettings {
     pub slo: SloSettings,
     /// MDS `provider_id`.
     pub mds_provider_id: String,
+    /// The SLO page.
+    pub page: page::PageSettings,
 }
 
 impl std::fmt::Debug for ApiSettings {
@@ -65,6 +68,7 @@ impl std::fmt::Debug for ApiSettings {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("slo", &self.slo)
             .field("mds_provider_id", &self.mds_provider_id)
+            .field("page", &self.page)
             .finish()
     }
 }
@@ -157,11 +161,20 @@ pub struct ApiContext {
     pub mds_provider_id: String,
     /// The audit log.
     pub history: History,
+    /// The SLO page.
+    pub page: page::PageSettings,
 }
 
 /// The router with its limits.
 pub fn router(ctx: Arc<ApiContext>) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    if ctx.page.enabled {
+        router = router
+            .route("/", get(page::slo_page))
+            .route("/vehicles", get(page::vehicles_page))
+            .route("/vehicles/{id}", get(page::vehicle_page));
+    }
+    router
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(prometheus::metrics))

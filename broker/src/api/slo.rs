@@ -37,6 +37,7 @@ pub async fn report(State(ctx): State<Arc<ApiContext>>) -> Result<Json<Value>, A
             "burn_rates": burn_rates_json(&s.sli.burn),
             "alerts_firing": s.sli.alerts_firing,
             "downtime_s": s.sli.downtime_ms / 1000,
+            "covered_s": s.sli.covered_ms / 1000,
         },
         "command_acks": {
             "name": ACK_SLO,

@@ -116,6 +116,9 @@ pub struct HttpSection {
     pub listen: SocketAddr,
     /// Bearer token for POST endpoints (or env `FLEET_API_TOKEN` when unset here).
     pub token: Option<String>,
+    /// Serve the SLO page at `/` and the vehicle pages at `/vehicles` (read-only, no
+    /// token needed).
+    pub page: bool,
 }
 
 impl Default for HttpSection {
@@ -123,6 +126,7 @@ impl Default for HttpSection {
         HttpSection {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             token: None,
+            page: true,
         }
     }
 }

@@ -100,6 +100,10 @@ impl Config {
                     .provider_id
                     .clone()
                     .unwrap_or_else(|| NIL_UUID.to_owned()),
+                page: crate::api::page::PageSettings {
+                    enabled: self.http.page,
+                    utc_offset_min: slack::utc_offset_min(&self.slack),
+                },
             },
             store: StoreOptions {
                 path: self.store.path.clone(),

@@ -218,6 +218,11 @@ fn parse_time_of_day(text: &str) -> Option<(u32, u32)> {
 }
 
 /// Parses `"+09:00"` / `"-05:30"` into minutes.
+/// `[slack] utc_offset` in minutes (0 when it does not parse: the check reports it).
+pub(super) fn utc_offset_min(s: &SlackSection) -> i32 {
+    parse_utc_offset(&s.utc_offset).unwrap_or(0)
+}
+
 fn parse_utc_offset(text: &str) -> Option<i32> {
     let sign = match text.as_bytes().first()? {
         b'+' => 1,

@@ -139,6 +139,7 @@ mod tests {
             burn: BurnRates::default(),
             alerts_firing: firing,
             downtime_ms: 0,
+            covered_ms: 0,
         }
     }
 
