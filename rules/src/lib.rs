@@ -43,7 +43,7 @@ pub use config::{
 pub use event_sli::{EventSli, EventSliReport};
 pub use export::{ScanCursor, SliMinute};
 pub use fleet::{Fleet, VehicleView};
-pub use query::{Census, PageCursor, ReasonKind, VehicleFilter, VehiclePage};
+pub use query::{Breakdown, Census, PageCursor, ReasonKind, VehicleFilter, VehiclePage};
 pub use restore::{OpenIncident, Restore, RestoredFleet, SliHistory};
 pub use sli::SliReport;
 pub use types::{

@@ -3,6 +3,7 @@
 //! reasons (one pass, no allocation).
 
 use crate::fleet::VehicleView;
+use crate::timeouts::ModelId;
 use crate::vehicle::{Silence, Vehicle};
 use crate::{Fleet, ServiceState};
 
@@ -110,6 +111,16 @@ pub struct Census {
     pub held: usize,
 }
 
+/// Vehicles by fault code and by model, for people deciding what to repair.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Breakdown {
+    /// Vehicles with each hardware-fault code, most first (ties by code).
+    pub fault_codes: Vec<(String, usize)>,
+    /// Per model (`None`: not reported yet), most vehicles first: `(model, in service,
+    /// tracked)`.
+    pub models: Vec<(Option<String>, usize, usize)>,
+}
+
 impl Census {
     /// Vehicles that have the reason `kind`.
     pub fn with_reason(&self, kind: ReasonKind) -> usize {
@@ -150,6 +161,43 @@ impl Fleet {
 
     /// Counts by state and reason, in one pass over the fleet.
     pub fn census(&self) -> Census {
+        self.count(|_| {})
+    }
+
+    /// The census and the breakdown by fault code and model, in one pass over the fleet.
+    pub fn census_and_breakdown(&self) -> (Census, Breakdown) {
+        let mut codes: std::collections::HashMap<&str, usize> = Default::default();
+        let mut models: std::collections::HashMap<ModelId, (usize, usize)> = Default::default();
+        let census = self.count(|v| {
+            if let Some(x) = v.extra.as_ref() {
+                for (code, _) in &x.faults {
+                    *codes.entry(code).or_default() += 1;
+                }
+            }
+            let m = models.entry(v.model).or_default();
+            m.0 += usize::from(v.state() == ServiceState::InService);
+            m.1 += 1;
+        });
+        let mut fault_codes: Vec<(String, usize)> = codes
+            .into_iter()
+            .map(|(code, n)| (code.to_owned(), n))
+            .collect();
+        fault_codes.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let mut models: Vec<(Option<String>, usize, usize)> = models
+            .into_iter()
+            .map(|(id, (ok, n))| (self.timeouts.name(id).map(str::to_owned), ok, n))
+            .collect();
+        models.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+        (
+            census,
+            Breakdown {
+                fault_codes,
+                models,
+            },
+        )
+    }
+
+    fn count<'a>(&'a self, mut each: impl FnMut(&'a Vehicle)) -> Census {
         let mut c = Census::default();
         for v in self.registry.iter() {
             c.total += 1;
@@ -161,6 +209,7 @@ impl Fleet {
             c.hardware_fault += usize::from(ReasonKind::HardwareFault.holds_for(v));
             c.maintenance += usize::from(ReasonKind::Maintenance.holds_for(v));
             c.held += usize::from(matches!(v.silence, Silence::Pending | Silence::Held));
+            each(v);
         }
         c
     }
@@ -180,6 +229,19 @@ mod tests {
     use super::*;
     use crate::testkit::*;
     use crate::Heartbeat;
+
+    #[test]
+    fn the_breakdown_counts_vehicles_per_fault_code_and_per_model() {
+        let f = ten();
+        let (census, b) = f.census_and_breakdown();
+        assert_eq!(census, f.census());
+        assert_eq!(b.fault_codes, [("BRAKE_SENSOR".to_owned(), 2)]);
+        assert_eq!(
+            b.models,
+            [(None, 6, 9), (Some("e-bike".to_owned()), 1, 1)],
+            "v3, v5 and v7 are out"
+        );
+    }
 
     fn ids(page: &VehiclePage) -> Vec<&str> {
         page.vehicles.iter().map(|v| v.id.as_str()).collect()

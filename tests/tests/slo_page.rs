@@ -185,6 +185,19 @@ async fn the_slo_page_shows_what_the_api_says_in_english_and_japanese() {
         );
     }
     assert_eq!(metric(&dom, "in_service"), "2");
+    // The most common fault, as the API counts it.
+    let top = &after["vehicles"]["by_fault_code"][0];
+    assert_eq!(top["code"], "BRAKE_SENSOR");
+    let faults = dom
+        .split("data-testid=\"fault-codes\"")
+        .nth(1)
+        .and_then(|t| t.split("</table>").next())
+        .expect("the fault-code table");
+    assert!(
+        faults.contains("<td>BRAKE_SENSOR</td>")
+            && faults.contains(&format!(">{}</td>", top["vehicles"])),
+        "{faults}"
+    );
     // The figures above are the refresh script's (it ran at load and set the mark).
     assert!(dom.contains("data-refreshed=\""), "the refresh script ran");
     assert!(dom.contains("lang=\"en\""), "English by default");

@@ -92,6 +92,15 @@ impl History {
         self.with_reader(move |r| r.sli_minutes(from_minute)).await
     }
 
+    /// Incidents of the window (see [`StoreReader::incidents`]).
+    pub async fn incidents(
+        &self,
+        since: fleet_rules::UnixMs,
+        limit: usize,
+    ) -> Result<Vec<(String, fleet_rules::UnixMs, Option<fleet_rules::UnixMs>)>, HistoryError> {
+        self.with_reader(move |r| r.incidents(since, limit)).await
+    }
+
     /// The latest `limit` commands of a vehicle, newest first.
     pub async fn commands(
         &self,

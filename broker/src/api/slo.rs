@@ -69,6 +69,12 @@ pub async fn report(State(ctx): State<Arc<ApiContext>>) -> Result<Json<Value>, A
             "hardware_fault": c.hardware_fault,
             "maintenance": c.maintenance,
             "held": c.held,
+            "by_fault_code": s.breakdown.fault_codes.iter()
+                .map(|(code, n)| json!({"code": code, "vehicles": n}))
+                .collect::<Vec<_>>(),
+            "by_model": s.breakdown.models.iter()
+                .map(|(model, in_service, n)| json!({"model": model, "in_service": in_service, "vehicles": n}))
+                .collect::<Vec<_>>(),
         },
     })))
 }

@@ -108,6 +108,8 @@ pub struct Engine {
     restated: Vec<(fleet_rules::AlertSeverity, UnixMs)>,
     /// Attach mode: the upstream link, whose loss makes the engine blind.
     link: Option<link::LinkWatch>,
+    /// The last census, shared by every reader within a second.
+    census: snapshot::CensusCache,
 }
 
 impl Engine {
@@ -138,6 +140,7 @@ impl Engine {
             sli_reports: watch::channel(None).0,
             restated: Vec::new(),
             link: None,
+            census: snapshot::CensusCache::default(),
         }
     }
 
@@ -348,12 +351,24 @@ impl Engine {
     /// requester learns (a transition it caused, or a state it reads) is durable.
     fn handle_op(&mut self, op: OpRequest) {
         let now = self.clock.now();
-        let reply = ops::handle(&mut self.fleet, &mut self.commands, op, now);
+        let reply = ops::handle(
+            &mut self.fleet,
+            &mut self.commands,
+            &mut self.census,
+            op,
+            now,
+        );
         self.batch.after.push(reply);
     }
 
     async fn flush_effects(&mut self) {
         let effects: Vec<Effect> = self.fleet.drain_effects().collect();
+        if effects
+            .iter()
+            .any(|e| matches!(e, Effect::Registered { .. } | Effect::Transition(_)))
+        {
+            self.census.invalidate();
+        }
         for effect in effects {
             match effect {
                 Effect::Registered { vehicle, at } => {
@@ -508,7 +523,11 @@ fn incident_change(n: &Notification) -> Option<IncidentChange> {
                 threshold: *threshold,
             })
         }
-        Notification::MassLossEnded { .. } => Some(IncidentChange::MassLossClosed),
+        Notification::MassLossEnded { at, .. } => Some(IncidentChange::MassLossClosed { at: *at }),
+        Notification::BlindStarted { since, .. } => {
+            Some(IncidentChange::BlindOpened { since: *since })
+        }
+        Notification::BlindEnded { at, .. } => Some(IncidentChange::BlindClosed { at: *at }),
         Notification::SloAlert {
             severity,
             state,
@@ -518,7 +537,7 @@ fn incident_change(n: &Notification) -> Option<IncidentChange> {
             let page = *severity == AlertSeverity::Page;
             Some(match state {
                 AlertState::Firing => IncidentChange::AlertFiring { page, at: *at },
-                AlertState::Resolved => IncidentChange::AlertResolved { page },
+                AlertState::Resolved => IncidentChange::AlertResolved { page, at: *at },
             })
         }
         _ => None,

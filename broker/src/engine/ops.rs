@@ -7,7 +7,7 @@ use fleet_rules::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::commands::CommandTracker;
-use super::snapshot::EngineSnapshot;
+use super::snapshot::{CensusCache, EngineSnapshot};
 
 /// Vehicles one page request may look at (a few milliseconds of engine time at most), so a
 /// listing never stalls ingest however large the fleet and however rare the match.
@@ -99,9 +99,16 @@ fn answer<T: Send + 'static>(reply: oneshot::Sender<T>, value: T) -> Reply {
 pub(super) fn handle(
     fleet: &mut Fleet,
     commands: &mut CommandTracker,
+    census: &mut CensusCache,
     op: OpRequest,
     now: UnixMs,
 ) -> Reply {
+    if matches!(
+        op,
+        OpRequest::ServiceIn { .. } | OpRequest::ServiceOut { .. } | OpRequest::Decommission { .. }
+    ) {
+        census.invalidate();
+    }
     match op {
         OpRequest::ServiceIn {
             vehicle,
@@ -124,10 +131,12 @@ pub(super) fn handle(
         OpRequest::Vehicles { state, reply } => answer(reply, fleet.vehicles(state)),
         OpRequest::Sli { reply } => answer(reply, fleet.sli(now)),
         OpRequest::Snapshot { reply } => {
+            let (census, breakdown) = census.get(fleet, now);
             let snapshot = EngineSnapshot {
                 sli: fleet.sli(now),
                 acks: commands.report(now),
-                census: fleet.census(),
+                census,
+                breakdown,
                 unacked_commands: commands.unacked(),
             };
             answer(reply, snapshot)

@@ -176,6 +176,27 @@ impl StoreReader {
         run().map_err(|e| classify(&self.path, e))
     }
 
+    /// Incidents that started at or after `since` or are still open, newest first (at most
+    /// `limit`): `(kind, started_at, ended_at)`.
+    pub fn incidents(
+        &self,
+        since: UnixMs,
+        limit: usize,
+    ) -> Result<Vec<(String, UnixMs, Option<UnixMs>)>, StoreError> {
+        let run = || -> rusqlite::Result<Vec<(String, UnixMs, Option<UnixMs>)>> {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT kind, started_at, ended_at FROM incidents
+                 WHERE started_at >= ?1 OR ended_at IS NULL OR ended_at >= ?1
+                 ORDER BY started_at DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![since, limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+            rows.collect()
+        };
+        run().map_err(|e| classify(&self.path, e))
+    }
+
     /// When each stored vehicle's state last changed, `(id, changed_at)` in id order (to
     /// publish the retained service state again).
     pub fn changed_at(&self) -> Result<Vec<(Box<str>, UnixMs)>, StoreError> {

@@ -78,8 +78,11 @@ pub enum IncidentChange {
         /// The threshold crossed.
         threshold: usize,
     },
-    /// The incident ended.
-    MassLossClosed,
+    /// The incident ended at `at`.
+    MassLossClosed {
+        /// When.
+        at: UnixMs,
+    },
     /// The page (else ticket) alert fired at `at`.
     AlertFiring {
         /// Page, else ticket.
@@ -87,10 +90,23 @@ pub enum IncidentChange {
         /// When.
         at: UnixMs,
     },
-    /// The page (else ticket) alert resolved.
+    /// The page (else ticket) alert resolved at `at`.
     AlertResolved {
         /// Page, else ticket.
         page: bool,
+        /// When.
+        at: UnixMs,
+    },
+    /// The broker could not see the fleet from `since` (logged only: a restart does not
+    /// go on with it).
+    BlindOpened {
+        /// When the view was lost.
+        since: UnixMs,
+    },
+    /// The view came back at `at`.
+    BlindClosed {
+        /// When.
+        at: UnixMs,
     },
 }
 
@@ -213,18 +229,45 @@ pub(super) fn write(tx: &Transaction<'_>, record: &Record) -> rusqlite::Result<(
 
 fn incident(tx: &Transaction<'_>, change: IncidentChange) -> rusqlite::Result<()> {
     let alert_key = |page| if page { PAGE_SINCE } else { TICKET_SINCE };
+    let alert_kind = |page| if page { "page" } else { "ticket" };
     match change {
         IncidentChange::MassLossOpened { at, threshold } => {
             set_meta(tx, MASS_LOSS_SINCE, at)?;
-            set_meta(tx, MASS_LOSS_THRESHOLD, threshold as u64)
+            set_meta(tx, MASS_LOSS_THRESHOLD, threshold as u64)?;
+            log_opened(tx, "mass_loss", at)
         }
-        IncidentChange::MassLossClosed => {
+        IncidentChange::MassLossClosed { at } => {
             clear_meta(tx, MASS_LOSS_SINCE)?;
-            clear_meta(tx, MASS_LOSS_THRESHOLD)
+            clear_meta(tx, MASS_LOSS_THRESHOLD)?;
+            log_closed(tx, "mass_loss", at)
         }
-        IncidentChange::AlertFiring { page, at } => set_meta(tx, alert_key(page), at),
-        IncidentChange::AlertResolved { page } => clear_meta(tx, alert_key(page)),
+        IncidentChange::AlertFiring { page, at } => {
+            set_meta(tx, alert_key(page), at)?;
+            log_opened(tx, alert_kind(page), at)
+        }
+        IncidentChange::AlertResolved { page, at } => {
+            clear_meta(tx, alert_key(page))?;
+            log_closed(tx, alert_kind(page), at)
+        }
+        IncidentChange::BlindOpened { since } => log_opened(tx, "blind", since),
+        IncidentChange::BlindClosed { at } => log_closed(tx, "blind", at),
     }
+}
+
+/// The incident log: a row per incident; one of a kind is open at a time.
+fn log_opened(tx: &Transaction<'_>, kind: &str, at: UnixMs) -> rusqlite::Result<()> {
+    log_closed(tx, kind, at)?;
+    tx.prepare_cached("INSERT INTO incidents (kind, started_at) VALUES (?1, ?2)")?
+        .execute(params![kind, at])?;
+    Ok(())
+}
+
+fn log_closed(tx: &Transaction<'_>, kind: &str, at: UnixMs) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE incidents SET ended_at = max(?2, started_at) WHERE kind = ?1 AND ended_at IS NULL",
+    )?
+    .execute(params![kind, at])?;
+    Ok(())
 }
 
 fn clear_meta(tx: &Transaction<'_>, key: &str) -> rusqlite::Result<()> {

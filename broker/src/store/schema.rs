@@ -5,7 +5,7 @@
 use rusqlite::{Connection, Transaction};
 
 /// The version this build writes.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Step `i` takes a database from version `i` to `i + 1`.
 const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
@@ -96,6 +96,14 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
      ) WITHOUT ROWID;
      CREATE INDEX slack_messages_by_state ON slack_messages (state, created_at);
      CREATE INDEX slack_messages_by_thread ON slack_messages (opens);",
+    // v4: the incident log (mass loss, SLO alerts, blind stretches), for the SLO page.
+    "CREATE TABLE incidents (
+         id INTEGER PRIMARY KEY,
+         kind TEXT NOT NULL,          -- mass_loss | page | ticket | blind
+         started_at INTEGER NOT NULL,
+         ended_at INTEGER             -- NULL while open
+     );
+     CREATE INDEX incidents_by_start ON incidents (started_at);",
 ];
 
 /// Why the schema could not be brought to [`SCHEMA_VERSION`].

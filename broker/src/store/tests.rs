@@ -535,3 +535,39 @@ fn a_restart_accounts_the_gap_since_the_last_save_as_downtime() {
         sli.window_sli
     );
 }
+
+#[test]
+fn the_incident_log_keeps_each_incident_with_its_end_and_the_open_one_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = Store::open(&options(&dir)).expect("opens");
+    let records = [
+        Record::Incident(IncidentChange::MassLossOpened {
+            at: T0,
+            threshold: 50,
+        }),
+        Record::Incident(IncidentChange::AlertFiring {
+            page: true,
+            at: T0 + 1_000,
+        }),
+        Record::Incident(IncidentChange::MassLossClosed { at: T0 + 60_000 }),
+        Record::Incident(IncidentChange::BlindOpened { since: T0 + 90_000 }),
+        Record::Incident(IncidentChange::BlindClosed { at: T0 + 95_000 }),
+    ];
+    store.apply(&records).expect("stored");
+    let reader = StoreReader::open(store.path()).expect("reader");
+    assert_eq!(
+        reader.incidents(0, 10).expect("reads"),
+        [
+            ("blind".to_owned(), T0 + 90_000, Some(T0 + 95_000)),
+            ("page".to_owned(), T0 + 1_000, None),
+            ("mass_loss".to_owned(), T0, Some(T0 + 60_000)),
+        ]
+    );
+    // An old closed incident is out of a later window; the open page alert is not.
+    let later = reader.incidents(T0 + 80_000, 10).expect("reads");
+    assert_eq!(later.len(), 2, "{later:?}");
+    // The open-incident marks a restart goes on with are as before.
+    let open = store.load(0).expect("loads").open;
+    assert_eq!(open.page_since, Some(T0 + 1_000));
+    assert_eq!(open.mass_loss, None);
+}

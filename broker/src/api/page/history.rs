@@ -39,9 +39,14 @@ pub struct SliHistory {
     days: BTreeMap<u64, Period>,
     /// By hour number (minute / 60).
     hours: BTreeMap<u64, Period>,
+    /// Incidents of the window, newest first: `(kind, started, ended)`.
+    incidents: Vec<(String, u64, Option<u64>)>,
     /// Whether the store could be read.
     unavailable: bool,
 }
+
+/// Incidents listed.
+const INCIDENTS: usize = 20;
 
 /// Reads the minutes of the window (those already stored: they are saved every minute or
 /// so, so the last one or two may be missing).
@@ -64,7 +69,39 @@ pub async fn load(history: &History, r: &SliReport) -> SliHistory {
             out.unavailable = true;
         }
     }
+    match history
+        .incidents(r.at.saturating_sub(r.window_ms), INCIDENTS)
+        .await
+    {
+        Ok(incidents) => out.incidents = incidents,
+        Err(e) => {
+            tracing::warn!("SLO page: the incident log cannot be read: {e}");
+            out.unavailable = true;
+        }
+    }
     out
+}
+
+fn incident_kind<'a>(w: &Words, kind: &'a str) -> &'a str {
+    match kind {
+        "mass_loss" => w.t(
+            "many vehicles silent at once (mass loss)",
+            "大規模な通信途絶",
+        ),
+        "page" => w.t(
+            "page alert: budget burning fast",
+            "ページ: バジェットの急速な消費",
+        ),
+        "ticket" => w.t(
+            "ticket alert: budget overspent slowly",
+            "チケット: バジェットの緩やかな超過",
+        ),
+        "blind" => w.t(
+            "the broker could not see the fleet",
+            "ブローカーが車両を観測できず",
+        ),
+        other => other,
+    }
 }
 
 pub fn render(w: &Words, h: &SliHistory, r: &SliReport) -> Markup {
@@ -132,6 +169,23 @@ pub fn render(w: &Words, h: &SliHistory, r: &SliReport) -> Markup {
                 (bars(w.t("SLI per day", "日ごとの SLI"), &days, floor, r.target))
                 h3 { (w.t("In service, per hour, last 48 hours", "時間ごとの運用率（直近48時間）")) }
                 (bars(w.t("SLI per hour", "時間ごとの SLI"), &hours, floor, r.target))
+                h3 { (w.t("Incidents in the window", "期間内のインシデント")) }
+                @if h.incidents.is_empty() {
+                    p { (w.t("None.", "ありません。")) }
+                } @else {
+                    table data-testid="incidents" {
+                        @for (kind, started, ended) in &h.incidents {
+                            tr {
+                                td { (incident_kind(w, kind)) }
+                                td { (w.time(*started)) }
+                                td { @match ended {
+                                    Some(end) => { (w.span_ms(end.saturating_sub(*started))) },
+                                    None => { (w.t("ongoing", "継続中")) },
+                                } }
+                            }
+                        }
+                    }
+                }
                 @if !worst.is_empty() {
                     h3 { (w.t("Worst hours", "悪かった時間帯")) }
                     table {

@@ -130,6 +130,9 @@ pub async fn slo_page(
     ))
 }
 
+/// Rows of the fault-code and model tables.
+const TOP: usize = 10;
+
 /// A share as `99.62`.
 fn pct(x: f64, digits: usize) -> String {
     format!("{:.*}", digits, x * 100.0)
@@ -299,6 +302,33 @@ fn fleet_now(w: &Words, s: &EngineSnapshot) -> Markup {
                     }
                 }
             }
+            @if !s.breakdown.fault_codes.is_empty() {
+                h3 { (w.t("Most common hardware faults", "多いハードウェア故障")) }
+                table data-testid="fault-codes" {
+                    @for (code, n) in s.breakdown.fault_codes.iter().take(TOP) {
+                        tr {
+                            td { (code) }
+                            td.num { (n) }
+                        }
+                    }
+                }
+            }
+            @if s.breakdown.models.len() > 1 || s.breakdown.models.first().is_some_and(|m| m.0.is_some()) {
+                h3 { (w.t("Per model", "モデル別")) }
+                table data-testid="models" {
+                    tr { th { (w.t("model", "モデル")) } th.num { (w.t("in service", "運用中")) } th.num { (w.t("vehicles", "台数")) } }
+                    @for (model, ok, n) in s.breakdown.models.iter().take(TOP) {
+                        tr {
+                            td { @match model {
+                                Some(m) => a href=(link(w, &format!("model={}", url_escape(m)))) { (m) },
+                                None => (w.t("not reported", "未報告")),
+                            } }
+                            td.num { (ok) }
+                            td.num { (n) }
+                        }
+                    }
+                }
+            }
             p.small { (w.t(
                 "A vehicle can have several reasons at once; it returns to service only when none is left. Faults and maintenance need a person (service-in); a silent vehicle returns by itself when it talks again.",
                 "1台に複数の理由が付くことがあり、すべて解消されたときに運用へ戻ります。故障と保守は人による運用再開が必要で、無通信の車両は通信が戻ると自動で復帰します。")) }
@@ -421,3 +451,16 @@ set('held',v.held);set('ack_window_sli',j.command_acks.window_sli);set('unacked_
 for(var k in f.burn_rates){set('burn_'+k,f.burn_rates[k]);}
 document.documentElement.setAttribute('data-refreshed',String(j.at));}).catch(function(){});}
 refresh();setInterval(refresh,30000);})();"#;
+
+/// Percent-encodes what is not unreserved (vehicle ids are plain, model names may not be).
+pub(super) fn url_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

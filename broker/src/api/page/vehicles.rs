@@ -12,7 +12,7 @@ use fleet_rules::{PageCursor, Reason, ReasonKind, ServiceState, VehicleFilter};
 use maud::{html, Markup};
 
 use super::text::{Lang, Words};
-use super::{frame, language, LangQuery};
+use super::{frame, language, url_escape, LangQuery};
 use crate::api::paging::{collect_page, page_params};
 use crate::api::params::{vehicle_id, Params, RawParams};
 use crate::api::vehicles::parse_state;
@@ -189,17 +189,4 @@ pub async fn vehicle_page(
         }
     };
     Ok(frame(&w, &v.id, body))
-}
-
-/// Percent-encodes what is not unreserved (vehicle ids are plain, model names may not be).
-fn url_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
