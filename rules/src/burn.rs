@@ -32,6 +32,17 @@ pub(crate) fn burn_rates(ledger: &SliLedger, target: f64) -> BurnRates {
     }
 }
 
+impl BurnRates {
+    /// Whether these rates meet the policy of `severity` (the alert fires at the next
+    /// minute's evaluation if they still do).
+    pub fn breaches(&self, severity: AlertSeverity) -> bool {
+        match severity {
+            AlertSeverity::Page => page(self),
+            AlertSeverity::Ticket => ticket(self),
+        }
+    }
+}
+
 fn page(b: &BurnRates) -> bool {
     (b.h1 > 14.4 && b.m5 > 14.4) || (b.h6 > 6.0 && b.m30 > 6.0)
 }

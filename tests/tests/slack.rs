@@ -19,10 +19,12 @@ fn slack_config(target: &str, extra: &str) -> Config {
 }
 
 /// [`slack_config`] with this `group_window`.
+/// The faulted fleets here burn the SLO budget: a test that crosses a minute boundary
+/// would also get the burn-rate alerts, so they are not posted here (the alerts have tests of their own).
 fn slack_config_grouping(target: &str, extra: &str, group_window: &str) -> Config {
     test_config(&format!(
         "{FAULT_ON_FIRST_REPORT}{extra}\n[slack]\n{target}\ngroup_window = \"{group_window}\"\n\
-         min_interval = \"20ms\"\nrequest_timeout = \"500ms\"\n"
+         min_interval = \"20ms\"\nrequest_timeout = \"500ms\"\nnotify_alerts = false\n"
     ))
 }
 

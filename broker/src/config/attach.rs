@@ -175,6 +175,11 @@ impl AttachSection {
             "mqtt.attach.client_cert",
             "client_cert and client_key go together",
         );
+        k.check(
+            self.client_cert.is_none() || self.ca.is_some(),
+            "mqtt.attach.ca",
+            "is needed with client_cert: the CA that signs the upstream's certificate",
+        );
         let keep_alive = self.keep_alive.0;
         k.check(
             (Duration::from_secs(1)..=Duration::from_secs(u64::from(u16::MAX)))
@@ -205,5 +210,76 @@ impl AttachSection {
                 alert_after: self.blind_alert_after.0,
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::mqtt::upstream::Protocol;
+
+    fn problems(text: &str) -> Vec<(String, String)> {
+        match Config::parse(text).expect("parses").settings() {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.0.into_iter().map(|p| (p.key, p.message)).collect(),
+        }
+    }
+
+    #[test]
+    fn an_attach_section_becomes_the_upstream_settings() {
+        let c = Config::parse(
+            "[mqtt]\nmode = \"attach\"\n[mqtt.attach]\nurl = [\"mqtt://a:1884\", \"mqtts://b\"]\n\
+             username = \"fb\"\npassword = \"pw\"\nprotocol = 5\nshared_group = \"fleet\"\nqos = 0\n",
+        )
+        .expect("parses");
+        let a = c.settings().expect("valid").attach.expect("attach mode");
+        assert_eq!(a.urls.len(), 2);
+        assert_eq!(
+            (a.urls[0].port, a.urls[1].port, a.urls[1].tls),
+            (1884, 8883, true)
+        );
+        assert_eq!(a.protocol, Protocol::V5);
+        assert_eq!(a.credentials, Some(("fb".into(), "pw".into())));
+        assert!(!a.qos1);
+        assert_eq!(a.shared_group.as_deref(), Some("fleet"));
+        // Embedded mode ignores the section.
+        let e = Config::parse("[mqtt.attach]\nurl = \"mqtt://a\"\n").expect("parses");
+        assert!(e.settings().expect("valid").attach.is_none());
+    }
+
+    #[test]
+    fn every_problem_of_an_attach_section_is_named_by_its_key() {
+        let found = problems(
+            "[mqtt]\nmode = \"attach\"\n[mqtt.attach]\nurl = [\"tcp://x\", \"mqtt://y:0\"]\n\
+             protocol = \"4.0\"\nqos = 2\npassword = \"pw\"\nclient_cert = \"c.pem\"\n\
+             shared_group = \"a/b\"\n",
+        );
+        let keys: Vec<&str> = found.iter().map(|(k, _)| k.as_str()).collect();
+        for key in [
+            "mqtt.attach.url[0]",
+            "mqtt.attach.url[1]",
+            "mqtt.attach.protocol",
+            "mqtt.attach.qos",
+            "mqtt.attach.password",
+            "mqtt.attach.client_cert",
+            "mqtt.attach.ca",
+            "mqtt.attach.shared_group",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {found:?}");
+        }
+        let missing = problems("[mqtt]\nmode = \"attach\"\n");
+        assert_eq!(missing.len(), 1, "{missing:?}");
+        assert_eq!(missing[0].0, "mqtt.attach.url");
+    }
+
+    #[test]
+    fn the_upstream_password_may_come_from_the_environment() {
+        let mut c = Config::parse(
+            "[mqtt]\nmode = \"attach\"\n[mqtt.attach]\nurl = \"mqtt://a\"\nusername = \"fb\"\n",
+        )
+        .expect("parses");
+        c.apply_env_from(|name| (name == super::UPSTREAM_PASSWORD_ENV).then(|| "s3cret".into()));
+        let a = c.settings().expect("valid").attach.expect("attach");
+        assert_eq!(a.credentials, Some(("fb".into(), "s3cret".into())));
     }
 }

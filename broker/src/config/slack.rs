@@ -43,6 +43,9 @@ pub struct SlackSection {
     pub give_up_after: HumanDuration,
     /// Tell the channel when a person takes a vehicle out or puts it back.
     pub notify_manual: bool,
+    /// Post the SLO burn-rate alerts (off when Alertmanager already pages from
+    /// `/metrics`; they stay on `fleet/alerts` either way).
+    pub notify_alerts: bool,
     /// Notifications waiting in the outbox at most; beyond, new ones are dropped and
     /// counted (they still go to the log).
     pub max_outbox: usize,
@@ -65,6 +68,7 @@ impl Default for SlackSection {
             request_timeout: HumanDuration::from_secs(10),
             give_up_after: HumanDuration::from_secs(6 * 3600),
             notify_manual: true,
+            notify_alerts: true,
             max_outbox: 100_000,
             digest_at: None,
             utc_offset: "+00:00".to_owned(),
@@ -86,6 +90,7 @@ impl std::fmt::Debug for SlackSection {
             .field("request_timeout", &self.request_timeout)
             .field("give_up_after", &self.give_up_after)
             .field("notify_manual", &self.notify_manual)
+            .field("notify_alerts", &self.notify_alerts)
             .field("max_outbox", &self.max_outbox)
             .field("digest_at", &self.digest_at)
             .field("utc_offset", &self.utc_offset)
@@ -202,6 +207,7 @@ pub(super) fn settings(s: &SlackSection, k: &mut Checker) -> Option<SlackSetting
             give_up_after: s.give_up_after.0,
         },
         notify_manual: s.notify_manual,
+        notify_alerts: s.notify_alerts,
         max_outbox: s.max_outbox as u64,
         digest_at: match &s.digest_at {
             Some(at) => Some(parse_time_of_day(at)?),

@@ -57,7 +57,9 @@ impl Engine {
         if (!state.up || missed_loss) && self.fleet.blind_since().is_none() {
             self.fleet.link_lost(now, watch.how);
             self.metrics.blind.store(1, Ordering::Relaxed);
-            if !missed_loss {
+            if watch.connects == 0 {
+                info!("blind until the first connection to the upstream: nobody is taken out for silence meanwhile");
+            } else if !missed_loss {
                 warn!("blind: the upstream link is down; nobody is taken out for silence until it is back");
             }
         }

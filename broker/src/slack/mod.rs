@@ -152,6 +152,8 @@ pub struct SlackSettings {
     pub policy: RetryPolicy,
     /// Tell manual service changes.
     pub notify_manual: bool,
+    /// Post the SLO burn-rate alerts.
+    pub notify_alerts: bool,
     /// Outbox bound (notifications).
     pub max_outbox: u64,
     /// Daily digest time of day, local.
@@ -172,6 +174,7 @@ pub struct EngineOutbox {
     wake: Arc<Notify>,
     max: u64,
     notify_manual: bool,
+    notify_alerts: bool,
     metrics: Arc<SlackMetrics>,
     dropped_logged: u64,
 }
@@ -190,6 +193,7 @@ impl EngineOutbox {
             wake,
             max: settings.max_outbox,
             notify_manual: settings.notify_manual,
+            notify_alerts: settings.notify_alerts,
             metrics,
             dropped_logged: 0,
         }
@@ -201,6 +205,9 @@ impl EngineOutbox {
         n: &Notification,
         report: impl FnOnce() -> SliReport,
     ) -> Option<Record> {
+        if !self.notify_alerts && matches!(n, Notification::SloAlert { .. }) {
+            return None;
+        }
         let notice = self.threads.notice(n, report);
         self.admit(notice)
     }
@@ -274,5 +281,70 @@ impl EngineOutbox {
             json,
             at: notice.at(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleet_rules::{AlertSeverity, AlertState, BurnRates};
+
+    fn outbox(extra: &str) -> EngineOutbox {
+        let text = format!("[slack]\nwebhook_url = \"http://127.0.0.1:9/hook\"\n{extra}");
+        let settings = crate::config::Config::parse(&text)
+            .expect("parses")
+            .settings()
+            .expect("valid")
+            .slack
+            .expect("slack configured");
+        EngineOutbox::new(
+            &settings,
+            Arc::new(Notify::new()),
+            Arc::new(SlackMetrics::default()),
+            &crate::store::OpenIncidents::default(),
+        )
+    }
+
+    fn report() -> SliReport {
+        SliReport {
+            at: 0,
+            in_service: 0,
+            fleet: 1,
+            fraction: 0.0,
+            window_sli: 0.0,
+            target: 0.995,
+            window_ms: 1,
+            error_budget_remaining: 0.0,
+            burn: BurnRates::default(),
+            alerts_firing: vec![AlertSeverity::Page],
+            downtime_ms: 0,
+            covered_ms: 0,
+        }
+    }
+
+    #[test]
+    fn burn_rate_alerts_are_posted_unless_turned_off() {
+        let alert = Notification::SloAlert {
+            severity: AlertSeverity::Page,
+            state: AlertState::Firing,
+            burn: BurnRates::default(),
+            at: 1,
+        };
+        assert!(outbox("").notification(&alert, report).is_some());
+        assert!(outbox("notify_alerts = false")
+            .notification(&alert, report)
+            .is_none());
+        let fault = Notification::HardwareFault {
+            vehicle: "v1".into(),
+            code: "BRAKE".into(),
+            reports: 1,
+            window_ms: 60_000,
+            model: None,
+            battery: None,
+            at: 1,
+        };
+        assert!(outbox("notify_alerts = false")
+            .notification(&fault, report)
+            .is_some());
     }
 }

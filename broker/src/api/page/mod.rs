@@ -142,7 +142,7 @@ fn headline(w: &Words, r: &SliReport) -> Markup {
     // While error budget is left the objective is met (the window's SLI alone says little
     // before the history covers the window).
     let meets = r.error_budget_remaining > 0.0;
-    let fast = r.alerts_firing.contains(&AlertSeverity::Page);
+    let fast = alarming(r, AlertSeverity::Page);
     let covered = r.covered_ms.min(r.window_ms);
     let span = if covered < r.window_ms {
         w.span_ms(covered)
@@ -219,16 +219,21 @@ fn runway(w: &Words, r: &SliReport) -> String {
     }
 }
 
+/// Whether the page (else ticket) alert fires, or its burn-rate condition holds now (the
+/// alerts are evaluated once a minute).
+fn alarming(r: &SliReport, severity: AlertSeverity) -> bool {
+    r.burn.breaches(severity) || r.alerts_firing.contains(&severity)
+}
+
 fn todo(w: &Words, s: &EngineSnapshot) -> Markup {
-    let firing = &s.sli.alerts_firing;
     html! {
         section {
             h2 { (w.t("What to do", "やること")) }
-            @if firing.contains(&AlertSeverity::Page) {
+            @if alarming(&s.sli, AlertSeverity::Page) {
                 p.bad { (w.t(
                     "Act now (page): the fleet is going out of service so fast that the whole error budget would be gone within days. Look at the vehicles out of service: if many went silent at once, it is the network or the platform, not the vehicles.",
                     "今すぐ対応（ページ）: このペースでは数日でエラーバジェットを使い切ります。運用停止中の車両を確認してください。多数が同時に無通信になった場合は、車両ではなくネットワークやプラットフォームの障害です。")) }
-            } @else if firing.contains(&AlertSeverity::Ticket) {
+            } @else if alarming(&s.sli, AlertSeverity::Ticket) {
                 p.warn { (w.t(
                     "This week (ticket): the budget is being spent a little faster than it refills. Look at the most common reasons below and plan repairs.",
                     "今週中に対応（チケット）: バジェットの消費が回復より少し速いペースです。下の主な理由を見て修理を計画してください。")) }
