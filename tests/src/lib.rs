@@ -54,11 +54,11 @@ pub async fn start(config: &Config) -> Broker {
         .expect("broker starts")
 }
 
-/// Whether the mosquitto clients are installed; under CI their absence is a failure
-/// (.ci/run installs them), elsewhere the calling test is skipped with a note.
-pub fn mosquitto_clients() -> bool {
-    let found = std::process::Command::new("mosquitto_pub")
-        .arg("--help")
+/// Whether `program args` runs; under CI its absence is a failure (.ci/run installs
+/// `package`), elsewhere the calling test is skipped with a note.
+pub fn tool_installed(program: &str, args: &[&str], package: &str) -> bool {
+    let found = std::process::Command::new(program)
+        .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
@@ -66,11 +66,36 @@ pub fn mosquitto_clients() -> bool {
     if !found {
         assert!(
             std::env::var_os("CI").is_none(),
-            "mosquitto-clients must be installed in CI"
+            "{program} must be installed in CI (apt-get install {package})"
         );
-        eprintln!("mosquitto_pub not installed: skipping (apt-get install mosquitto-clients)");
+        eprintln!("{program} not installed: skipping (apt-get install {package})");
     }
     found
+}
+
+/// Whether the mosquitto clients are installed (see [`tool_installed`]).
+pub fn mosquitto_clients() -> bool {
+    tool_installed("mosquitto_pub", &["--help"], "mosquitto-clients")
+}
+
+/// A plain HTTP/1.0 GET on the ops API with extra header lines: (status, body).
+pub async fn http_get(broker: &Broker, path: &str, headers: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(broker.http_addr())
+        .await
+        .expect("ops API listens");
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n{headers}\r\n").as_bytes())
+        .await
+        .expect("request sent");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.expect("response");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
 }
 
 /// A message the observer saw.

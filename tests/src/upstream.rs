@@ -17,23 +17,9 @@ use sim_device::VehicleOptions;
 
 use crate::{start, test_config, Observer, WAIT};
 
-/// Whether `mosquitto` is installed; under CI its absence is a failure (.ci/run installs
-/// it), elsewhere the calling test is skipped with a note.
+/// Whether `mosquitto` is installed (see [`crate::tool_installed`]).
 pub fn mosquitto_installed() -> bool {
-    let found = Command::new("mosquitto")
-        .arg("-h")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "mosquitto must be installed in CI"
-        );
-        eprintln!("mosquitto not installed: skipping (apt-get install mosquitto)");
-    }
-    found
+    crate::tool_installed("mosquitto", &["-h"], "mosquitto")
 }
 
 /// A Mosquitto process on a free loopback port, killed when dropped.

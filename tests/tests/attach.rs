@@ -28,19 +28,7 @@ async fn in_service(broker: &Broker) -> (usize, usize) {
 
 /// `GET path` on the ops API: the status code.
 async fn http_status(broker: &Broker, path: &str) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(broker.http_addr())
-        .await
-        .expect("ops API listens");
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .expect("request sent");
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).await.expect("status line");
-    std::str::from_utf8(&head[9..12])
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+    fleet_tests::http_get(broker, path, "").await.0
 }
 
 const VEHICLES: usize = 1000;
@@ -140,21 +128,9 @@ async fn an_upstream_killed_for_ten_seconds_takes_no_vehicle_out_and_the_blind_t
     broker.shutdown().await;
 }
 
-/// Whether `nats-server` is installed; under CI its absence is a failure.
+/// Whether `nats-server` is installed (see [`fleet_tests::tool_installed`]).
 fn nats_installed() -> bool {
-    let found = std::process::Command::new("nats-server")
-        .arg("--version")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "nats-server must be installed in CI"
-        );
-        eprintln!("nats-server not installed: skipping (apt-get install nats-server)");
-    }
-    found
+    fleet_tests::tool_installed("nats-server", &["--version"], "nats-server")
 }
 
 /// nats-server with the configuration `fleet-broker acl --for nats` prints (MQTT over

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use fleet_broker::Broker;
-use fleet_tests::{start, test_config, WAIT};
+use fleet_tests::{http_get as get, start, test_config, WAIT};
 use serde_json::Value;
 use sim_device::{Vehicle, VehicleOptions};
 
@@ -57,26 +57,6 @@ fn browse(browser: &str, args: &[&str], url: &str) -> (String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// A plain HTTP/1.0 GET: (status, body).
-async fn get(broker: &Broker, path: &str, headers: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(broker.http_addr())
-        .await
-        .expect("ops API listens");
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n{headers}\r\n").as_bytes())
-        .await
-        .expect("request");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.expect("response");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    (status, body)
 }
 
 async fn slo(broker: &Broker) -> Value {

@@ -54,13 +54,9 @@ pub(super) fn summary(v: &VehicleView) -> Value {
     })
 }
 
-/// `GET /api/v1/vehicles?state=&reason=&model=&limit=&cursor=`
-pub async fn list(
-    State(ctx): State<Arc<ApiContext>>,
-    raw: RawParams,
-) -> Result<Json<Value>, ApiError> {
-    let p = Params::parse(raw, &["state", "reason", "model", "limit", "cursor"])?;
-    let filter = VehicleFilter {
+/// The `state`, `reason` and `model` parameters of a listing.
+pub(super) fn vehicle_filter(p: &Params) -> Result<VehicleFilter, ApiError> {
+    Ok(VehicleFilter {
         state: p.choice("state", &["in_service", "out_of_service"], parse_state)?,
         reason: p.choice(
             "reason",
@@ -68,7 +64,16 @@ pub async fn list(
             ReasonKind::parse,
         )?,
         model: p.get("model").map(str::to_owned),
-    };
+    })
+}
+
+/// `GET /api/v1/vehicles?state=&reason=&model=&limit=&cursor=`
+pub async fn list(
+    State(ctx): State<Arc<ApiContext>>,
+    raw: RawParams,
+) -> Result<Json<Value>, ApiError> {
+    let p = Params::parse(raw, &["state", "reason", "model", "limit", "cursor"])?;
+    let filter = vehicle_filter(&p)?;
     let (cursor, limit) = page_params(&p)?;
     let (vehicles, next) = collect_page(&ctx.engine, &filter, cursor, limit).await?;
     Ok(Json(json!({

@@ -8,14 +8,14 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Html;
-use fleet_rules::{PageCursor, Reason, ReasonKind, ServiceState, VehicleFilter};
+use fleet_rules::{PageCursor, Reason, ServiceState};
 use maud::{html, Markup};
 
 use super::text::{Lang, Words};
 use super::{frame, language, url_escape, LangQuery};
 use crate::api::paging::{collect_page, page_params};
 use crate::api::params::{vehicle_id, Params, RawParams};
-use crate::api::vehicles::parse_state;
+use crate::api::vehicles::vehicle_filter;
 use crate::api::{ApiContext, ApiError};
 
 fn state_text(w: &Words, s: ServiceState) -> &'static str {
@@ -61,15 +61,7 @@ pub async fn vehicles_page(
         &["state", "reason", "model", "limit", "cursor", "lang"],
     )?;
     let w = Words::new(lang_of(&p, &headers), ctx.page.utc_offset_min);
-    let filter = VehicleFilter {
-        state: p.choice("state", &["in_service", "out_of_service"], parse_state)?,
-        reason: p.choice(
-            "reason",
-            &["heartbeat_lost", "hardware_fault", "maintenance"],
-            ReasonKind::parse,
-        )?,
-        model: p.get("model").map(str::to_owned),
-    };
+    let filter = vehicle_filter(&p)?;
     let (cursor, limit) = page_params(&p)?;
     let (vehicles, next) = collect_page(&ctx.engine, &filter, cursor, limit).await?;
     let keep = |extra: &str| -> String {
