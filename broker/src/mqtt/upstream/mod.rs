@@ -273,21 +273,21 @@ pub(crate) struct LoopCtx {
 impl LoopCtx {
     /// A message from the upstream: an uplink for the engine, or ignored and counted.
     /// Waits while the uplink queue is full (the connection is not read meanwhile).
-    pub(crate) async fn deliver(&mut self, topic: &str, payload: Bytes, retain: bool) -> bool {
+    pub(crate) async fn deliver(&mut self, topic: String, payload: Bytes, retain: bool) -> bool {
         if retain {
             inc(&self.counters.dropped_retained);
             return true;
         }
-        let vehicle = match self.topics.classify(topic) {
-            Topic::Uplink { vehicle, .. } | Topic::Liveness { vehicle } => vehicle,
+        let vehicle = match self.topics.classify(&topic) {
+            Topic::Uplink { vehicle, .. } | Topic::Liveness { vehicle } => vehicle.to_owned(),
             _ => {
                 inc(&self.counters.dropped_topic);
                 return true;
             }
         };
         let up = Uplink {
-            client_id: vehicle.to_owned(),
-            topic: topic.to_owned(),
+            client_id: vehicle,
+            topic,
             payload,
         };
         let up = match self.uplink.try_send(up) {

@@ -46,7 +46,7 @@ pub(super) fn spawn(
                     subscribe(&subscriber, ctx.filters(), qos);
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if !ctx.deliver(&p.topic, p.payload, p.retain).await {
+                    if !ctx.deliver(p.topic, p.payload, p.retain).await {
                         break; // the engine is gone
                     }
                 }

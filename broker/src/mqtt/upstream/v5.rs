@@ -52,11 +52,10 @@ pub(super) fn spawn(
                     subscribe(&subscriber, ctx.filters(), qos);
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let Ok(topic) = std::str::from_utf8(&p.topic) else {
+                    let Ok(topic) = String::from_utf8(p.topic.to_vec()) else {
                         continue;
                     };
-                    let topic = topic.to_owned();
-                    if !ctx.deliver(&topic, p.payload, p.retain).await {
+                    if !ctx.deliver(topic, p.payload, p.retain).await {
                         break; // the engine is gone
                     }
                 }
