@@ -2,6 +2,7 @@
 //! an observer client that records what the broker publishes, and waiting with timeouts.
 
 pub mod fake_slack;
+pub mod postgres;
 pub mod upstream;
 
 use std::net::SocketAddr;

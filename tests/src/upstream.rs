@@ -43,7 +43,7 @@ pub fn password(user: &str) -> String {
     format!("pw-{user}")
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -2,8 +2,10 @@
 //! transactions. The engine hands it [`StoreBatch`]es; the writer commits a batch's records
 //! and only then forwards the batch's announcements (MQTT publishes, notifications, replies
 //! to operators), so nothing is announced that is not stored. At startup [`Store::load`]
-//! gives back what [`fleet_rules::Fleet::restore`] needs.
+//! gives back what [`fleet_rules::Fleet::restore`] needs. [`lease`] holds the PostgreSQL
+//! lease that elects the active engine of an active/standby pair.
 
+pub mod lease;
 mod load;
 mod outbox;
 mod reader;

@@ -1,0 +1,225 @@
+//! The task that holds the lease: every `renew_every` it renews (as leader) or tries to
+//! take it (as standby), and it steps down the moment its local trust runs out, whether or
+//! not the database answered. Its verdict is a [`Role`] on a watch channel.
+
+use std::time::Duration;
+
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::{Leadership, LeaseError, LeaseRow, LeaseTimings, PgLease, Role};
+
+/// While the database fails, a WARN line at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Where the lease lives and who this engine is.
+#[derive(Debug, Clone)]
+pub struct LeaseTarget {
+    /// PostgreSQL connection URL.
+    pub url: String,
+    /// This engine's node name (unique in the cluster).
+    pub node: String,
+    /// Its ops API address, shown to operators by standbys.
+    pub address: String,
+}
+
+/// The running lease task.
+#[derive(Debug)]
+pub struct LeaseHandle {
+    role: watch::Receiver<Role>,
+    stop: Option<oneshot::Sender<()>>,
+    join: JoinHandle<()>,
+}
+
+impl LeaseHandle {
+    /// The role now and its changes.
+    pub fn role(&self) -> watch::Receiver<Role> {
+        self.role.clone()
+    }
+
+    /// Stops the task; a leader releases the lease so a standby takes over at once.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = self.join.await;
+    }
+}
+
+enum Answer {
+    Granted(u64),
+    Refused(LeaseRow),
+}
+
+/// Starts the lease task on the current runtime.
+pub fn run(target: LeaseTarget, timings: LeaseTimings) -> LeaseHandle {
+    let (role_tx, role) = watch::channel(Role::Standby { leader: None });
+    let (stop, stop_rx) = oneshot::channel();
+    let join = tokio::spawn(hold(target, timings, role_tx, stop_rx));
+    LeaseHandle {
+        role,
+        stop: Some(stop),
+        join,
+    }
+}
+
+async fn attempt(
+    conn: &mut Option<PgLease>,
+    target: &LeaseTarget,
+    held: u64,
+    timings: LeaseTimings,
+) -> Result<Answer, LeaseError> {
+    let lease = match conn {
+        Some(lease) => lease,
+        None => conn.insert(
+            PgLease::open(
+                &target.url,
+                &target.node,
+                &target.address,
+                timings.renew_every,
+            )
+            .await?,
+        ),
+    };
+    match lease.acquire(held, timings.ttl).await? {
+        Some(epoch) => Ok(Answer::Granted(epoch)),
+        None => Ok(Answer::Refused(lease.read().await?)),
+    }
+}
+
+async fn hold(
+    target: LeaseTarget,
+    timings: LeaseTimings,
+    role_tx: watch::Sender<Role>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut leadership = Leadership::new(timings);
+    let mut conn: Option<PgLease> = None;
+    let mut leader_row: Option<LeaseRow> = None;
+    let mut last_warn: Option<Instant> = None;
+    loop {
+        let sent = Instant::now();
+        let held = leadership.epoch_to_renew();
+        // Dropped before the answer is looked at: it borrows the connection.
+        let answer = {
+            let asked = tokio::time::timeout(
+                timings.renew_every,
+                attempt(&mut conn, &target, held, timings),
+            );
+            tokio::pin!(asked);
+            // While the database is asked, the local trust may run out: step down right then,
+            // not when the answer (or the timeout) comes.
+            loop {
+                let trust_ends = leadership.trusted_until().filter(|&t| t > Instant::now());
+                tokio::select! {
+                    answer = &mut asked => break answer,
+                    _ = sleep_until_some(trust_ends) => {
+                        publish(&role_tx, &leadership, &leader_row, &target.node);
+                    }
+                    _ = &mut stop => {
+                        let _ = role_tx.send(Role::Standby { leader: None });
+                        return;
+                    }
+                }
+            }
+        };
+        match answer {
+            Ok(Ok(Answer::Granted(epoch))) => {
+                leadership.granted(epoch, sent);
+                last_warn = None;
+            }
+            Ok(Ok(Answer::Refused(row))) => {
+                leadership.refused();
+                leader_row = Some(row);
+                last_warn = None;
+            }
+            failed => {
+                // A fresh connection next time: this one may be half dead.
+                conn = None;
+                leader_row = None;
+                if last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                    let why = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => format!("no answer within {:?}", timings.renew_every),
+                    };
+                    warn!(node = %target.node, error = %why, "lease: PostgreSQL unreachable; a leader steps down when its lease runs out");
+                    last_warn = Some(Instant::now());
+                }
+            }
+        }
+        let next = sent + timings.renew_every;
+        loop {
+            publish(&role_tx, &leadership, &leader_row, &target.node);
+            let now = Instant::now();
+            if now >= next {
+                break;
+            }
+            // Wake at the next attempt, or earlier when the local trust runs out.
+            let wake = leadership
+                .trusted_until()
+                .filter(|&t| t > now && t < next)
+                .unwrap_or(next);
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => {}
+                _ = &mut stop => {
+                    release(&conn, &leadership).await;
+                    let _ = role_tx.send(Role::Standby { leader: None });
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn publish(
+    role_tx: &watch::Sender<Role>,
+    leadership: &Leadership,
+    leader_row: &Option<LeaseRow>,
+    node: &str,
+) {
+    let role = match leadership.acting_epoch(Instant::now()) {
+        Some(epoch) => Role::Leader { epoch },
+        None => Role::Standby {
+            leader: leader_row.clone().filter(LeaseRow::is_live),
+        },
+    };
+    role_tx.send_if_modified(|current| {
+        if *current == role {
+            return false;
+        }
+        match (&*current, &role) {
+            (_, Role::Leader { epoch }) => info!(node, epoch, "lease: leading"),
+            (Role::Leader { epoch }, Role::Standby { .. }) => {
+                warn!(node, epoch, "lease: stepped down")
+            }
+            (Role::Standby { .. }, Role::Standby { leader }) => match leader {
+                Some(l) => info!(node, leader = %l.holder, address = %l.address, epoch = l.epoch, "lease: standing by"),
+                None => info!(node, "lease: standing by, no live leader known"),
+            },
+        }
+        *current = role;
+        true
+    });
+}
+
+async fn release(conn: &Option<PgLease>, leadership: &Leadership) {
+    let (Some(lease), Some(epoch)) = (conn, leadership.acting_epoch(Instant::now())) else {
+        return;
+    };
+    match tokio::time::timeout(Duration::from_secs(2), lease.release(epoch)).await {
+        Ok(Ok(true)) => info!(node = lease.node(), epoch, "lease: released"),
+        Ok(Ok(false)) => {}
+        Ok(Err(e)) => warn!(error = %e, "lease: not released; it expires on its own"),
+        Err(_) => warn!("lease: release timed out; it expires on its own"),
+    }
+}

@@ -1,0 +1,205 @@
+//! The leader lease of active/standby engines (see `crate::ha`), in PostgreSQL: one row, `fleet_leader`, with the holder, its ops address, the
+//! fencing epoch and the expiry, all times in the database's own clock
+//! (`clock_timestamp()`, so engines with skewed clocks still agree).
+
+use std::time::Duration;
+
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Transaction};
+
+/// Statement parameters.
+type Params<'a, const N: usize> = [&'a (dyn ToSql + Sync); N];
+
+/// Why the lease could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// No connection to the database.
+    #[error("cannot connect to PostgreSQL at {target}: {source}")]
+    Connect {
+        /// Host and port (never the password).
+        target: String,
+        /// The driver's error.
+        source: tokio_postgres::Error,
+    },
+    /// A statement failed (connection lost, server restarting, ...).
+    #[error("PostgreSQL: {0}")]
+    Database(#[from] tokio_postgres::Error),
+    /// A fenced write was refused: the epoch is no longer the lease's.
+    #[error("deposed: the lease is no longer held with epoch {epoch}; nothing was written")]
+    Deposed {
+        /// The epoch the write carried.
+        epoch: u64,
+    },
+}
+
+/// The lease as the database holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRow {
+    /// The node name of the holder (`""` before anyone held it).
+    pub holder: String,
+    /// Its ops API address, for standbys to point writers at.
+    pub address: String,
+    /// The fencing epoch of the current (or last) term.
+    pub epoch: u64,
+    /// Milliseconds until it expires (0 when expired).
+    pub remaining_ms: u64,
+}
+
+impl LeaseRow {
+    /// Held and not expired.
+    pub fn is_live(&self) -> bool {
+        self.remaining_ms > 0 && !self.holder.is_empty()
+    }
+}
+
+/// Creates the lease table (and its one row) if missing.
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS fleet_leader (
+        singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
+        holder TEXT NOT NULL,
+        address TEXT NOT NULL,
+        epoch BIGINT NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL,
+        acquired_at TIMESTAMPTZ NOT NULL
+    );
+    INSERT INTO fleet_leader (holder, address, epoch, expires_at, acquired_at)
+    VALUES ('', '', 0, '-infinity', '-infinity') ON CONFLICT DO NOTHING;";
+
+/// Takes the lease if it is free or expired (a new term: epoch + 1), or renews it if this
+/// node holds it with `$3` and it has not expired (the same term). Nothing otherwise.
+const ACQUIRE: &str = "UPDATE fleet_leader SET
+        epoch = CASE WHEN holder = $1 AND epoch = $3 AND expires_at > clock_timestamp()
+                     THEN epoch ELSE epoch + 1 END,
+        acquired_at = CASE WHEN holder = $1 AND epoch = $3 AND expires_at > clock_timestamp()
+                           THEN acquired_at ELSE clock_timestamp() END,
+        holder = $1,
+        address = $2,
+        expires_at = clock_timestamp() + $4::float8 * interval '1 millisecond'
+    WHERE expires_at <= clock_timestamp() OR (holder = $1 AND epoch = $3)
+    RETURNING epoch";
+
+const READ: &str = "SELECT holder, address, epoch,
+        greatest(0, extract(epoch FROM (expires_at - clock_timestamp())) * 1000)::float8
+    FROM fleet_leader";
+
+/// Held by `$1` with epoch `$2` and not expired. `FOR SHARE` makes a takeover (an UPDATE
+/// of the row) wait until the fenced transaction ends, so no write of an old term can
+/// commit after its successor's term began.
+const FENCE: &str = "SELECT 1 FROM fleet_leader
+    WHERE holder = $1 AND epoch = $2 AND expires_at > clock_timestamp() FOR SHARE";
+
+const RELEASE: &str = "UPDATE fleet_leader SET expires_at = clock_timestamp()
+    WHERE holder = $1 AND epoch = $2";
+
+/// A connection that reads and writes the lease for one node.
+pub struct PgLease {
+    client: Client,
+    node: String,
+    address: String,
+}
+
+impl std::fmt::Debug for PgLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgLease").field("node", &self.node).finish()
+    }
+}
+
+/// Host:port of a connection URL, for messages (never its password).
+pub fn describe(url: &str) -> String {
+    match url.parse::<tokio_postgres::Config>() {
+        Ok(c) => {
+            let host = match c.get_hosts().first() {
+                Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+                #[cfg(unix)]
+                Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+                None => "localhost".into(),
+            };
+            let port = c.get_ports().first().copied().unwrap_or(5432);
+            format!("{host}:{port}")
+        }
+        Err(_) => "an unparsable URL".into(),
+    }
+}
+
+/// Opens a connection (bounded by `timeout`) whose driver runs on the current runtime.
+pub async fn connect(url: &str, timeout: Duration) -> Result<Client, LeaseError> {
+    let target = describe(url);
+    let mut config: tokio_postgres::Config = url.parse().map_err(|source| LeaseError::Connect {
+        target: target.clone(),
+        source,
+    })?;
+    config.connect_timeout(timeout);
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|source| LeaseError::Connect { target, source })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// Refuses the transaction unless `node` holds the lease with `epoch`, and holds the row
+/// against a takeover until the transaction ends. Run it first in every write.
+pub async fn fence(tx: &Transaction<'_>, node: &str, epoch: u64) -> Result<(), LeaseError> {
+    let epoch_i = epoch as i64;
+    let params: Params<2> = [&node, &epoch_i];
+    let held = tx.query_opt(FENCE, &params).await?;
+    match held {
+        Some(_) => Ok(()),
+        None => Err(LeaseError::Deposed { epoch }),
+    }
+}
+
+impl PgLease {
+    /// Connects, and creates the lease table if this is the first engine.
+    pub async fn open(
+        url: &str,
+        node: &str,
+        address: &str,
+        timeout: Duration,
+    ) -> Result<PgLease, LeaseError> {
+        let client = connect(url, timeout).await?;
+        client.batch_execute(SCHEMA).await?;
+        Ok(PgLease {
+            client,
+            node: node.to_owned(),
+            address: address.to_owned(),
+        })
+    }
+
+    /// This engine's node name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Takes or renews the lease for `ttl`: the epoch granted, or `None` when another
+    /// node holds it. `held` is the epoch this node holds (0 for none).
+    pub async fn acquire(&self, held: u64, ttl: Duration) -> Result<Option<u64>, LeaseError> {
+        let ttl_ms = ttl.as_secs_f64() * 1000.0;
+        let held = held as i64;
+        let params: Params<4> = [&self.node, &self.address, &held, &ttl_ms];
+        let row = self.client.query_opt(ACQUIRE, &params).await?;
+        Ok(row.map(|r| r.get::<_, i64>(0).max(0) as u64))
+    }
+
+    /// The lease as stored now.
+    pub async fn read(&self) -> Result<LeaseRow, LeaseError> {
+        let r = self.client.query_one(READ, &[]).await?;
+        Ok(LeaseRow {
+            holder: r.get(0),
+            address: r.get(1),
+            epoch: r.get::<_, i64>(2).max(0) as u64,
+            remaining_ms: r.get::<_, f64>(3).max(0.0) as u64,
+        })
+    }
+
+    /// Ends this node's term now (a clean stop), so a standby takes over at its next try.
+    pub async fn release(&self, epoch: u64) -> Result<bool, LeaseError> {
+        let epoch = epoch as i64;
+        let params: Params<2> = [&self.node, &epoch];
+        let n = self.client.execute(RELEASE, &params).await?;
+        Ok(n > 0)
+    }
+}
