@@ -113,6 +113,9 @@ pub struct EngineMetrics {
     transitions_by: [AtomicU64; TRANSITION_LABELS.len()],
     /// Downlink publishes that failed.
     pub publish_errors: AtomicU64,
+    /// SLI reports computed for fleet/sli (each sums the whole SLO window: at most one a
+    /// second).
+    pub sli_reports: AtomicU64,
     /// Deadline to `heartbeat_lost` transition, in seconds.
     pub detection_latency: Histogram,
     /// Command issue to ack, in seconds (every ack of a known command, ok or not).
@@ -144,6 +147,7 @@ impl Default for EngineMetrics {
             transitions: AtomicU64::new(0),
             transitions_by: Default::default(),
             publish_errors: AtomicU64::new(0),
+            sli_reports: AtomicU64::new(0),
             detection_latency: Histogram::new(&DETECTION_BUCKETS),
             command_ack_latency: Histogram::new(&ACK_BUCKETS),
             ack_outcomes: Default::default(),
@@ -531,6 +535,12 @@ fn ingest(w: &mut TextWriter, m: &EngineMetrics) {
         Kind::Counter,
         "Broker publishes (commands, state, events) that failed.",
         get(&m.publish_errors) as f64,
+    );
+    w.single(
+        "fleet_sli_reports_total",
+        Kind::Counter,
+        "SLI reports computed for fleet/sli (each sums the SLO window; at most one a second).",
+        get(&m.sli_reports) as f64,
     );
 }
 

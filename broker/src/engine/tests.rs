@@ -175,6 +175,32 @@ async fn effects_of_one_transition_go_out_state_then_event_then_command() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_sli_report_is_computed_at_most_once_a_second_between_publishes_of_a_steady_fleet() {
+    let mut h = harness();
+    // 20 s of heartbeats from a steady fleet, a batch every 10 ms: fleet/sli is due every
+    // 10 s and nothing changes, so the report is needed about once a second, not per batch.
+    for i in 0..2000 {
+        let vehicle = ["v1", "v2", "v3"][i % 3];
+        h.uplinks
+            .send(uplink(vehicle, "heartbeat", b""))
+            .await
+            .expect("engine running");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        while h.out.try_recv().is_ok() {}
+    }
+    let computed = h
+        .metrics
+        .sli_reports
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        (15..=25).contains(&computed),
+        "{computed} SLI reports over 20 s of 2,000 batches"
+    );
+    let _ = h.stop.send(());
+    h.task.await.expect("engine ends cleanly");
+}
+
+#[tokio::test(start_paused = true)]
 async fn shutdown_handles_every_queued_uplink_before_the_engine_stops() {
     let mut h = harness();
     for i in 0..100 {
