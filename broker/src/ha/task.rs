@@ -114,16 +114,19 @@ async fn hold(
             loop {
                 let trust_ends = leadership.trusted_until().filter(|&t| t > Instant::now());
                 tokio::select! {
-                    answer = &mut asked => break answer,
+                    answer = &mut asked => break Some(answer),
                     _ = sleep_until_some(trust_ends) => {
                         publish(&role_tx, &leadership, &leader_row, &target.node);
                     }
-                    _ = &mut stop => {
-                        let _ = role_tx.send(Role::Standby { leader: None });
-                        return;
-                    }
+                    _ = &mut stop => break None,
                 }
             }
+        };
+        let Some(answer) = answer else {
+            // Stopped while asking: the attempt is dropped, the term released.
+            release(&conn, &leadership).await;
+            let _ = role_tx.send(Role::Standby { leader: None });
+            return;
         };
         match answer {
             Ok(Ok(Answer::Granted(epoch))) => {
