@@ -88,16 +88,6 @@ pub enum Role {
     },
 }
 
-impl Role {
-    /// The epoch while leading.
-    pub fn epoch(&self) -> Option<u64> {
-        match self {
-            Role::Leader { epoch } => Some(*epoch),
-            Role::Standby { .. } => None,
-        }
-    }
-}
-
 /// The leader's local view of its lease: which epoch it holds and until when it may act.
 #[derive(Debug, Clone)]
 pub struct Leadership {

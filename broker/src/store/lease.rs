@@ -1,4 +1,5 @@
-//! The leader lease of active/standby engines (see `crate::ha`), in PostgreSQL: one row, `fleet_leader`, with the holder, its ops address, the
+//! The leader lease of active/standby engines (the `ha` module holds the task that renews
+//! it), in PostgreSQL: one row, `fleet_leader`, with the holder, its ops address, the
 //! fencing epoch and the expiry, all times in the database's own clock
 //! (`clock_timestamp()`, so engines with skewed clocks still agree).
 
