@@ -196,14 +196,14 @@ impl Engine {
             let topic = self.opts.topics.alerts().to_owned();
             self.send(topic, payload, true).await;
         }
+        let chunk_done = self.persist.chunk_done();
         loop {
             let wake = self.fleet.poll_timeout().map(|t| self.clock.instant_at(t));
             let sli_due = self.next_sli_instant();
-            let persist_due = if self.persist.busy() {
-                tokio::time::Instant::now()
-            } else {
-                self.clock.instant_at(self.persist.next_checkpoint())
-            };
+            let persist_due = self
+                .persist
+                .wake_at(self.clock.now())
+                .map(|t| self.clock.instant_at(t));
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
@@ -232,7 +232,10 @@ impl Engine {
                 },
                 _ = sleep_until_opt(wake) => {}
                 _ = tokio::time::sleep_until(sli_due) => {}
-                _ = tokio::time::sleep_until(persist_due) => {}
+                _ = chunk_done.notified(), if self.persist.chunk_in_flight() => {
+                    self.persist.chunk_landed();
+                }
+                _ = sleep_until_opt(persist_due) => {}
             }
             self.settle().await;
         }
@@ -242,8 +245,7 @@ impl Engine {
         }
         self.settle().await;
         self.publish_sli(true).await;
-        self.persist_final(self.clock.now());
-        self.commit_batch().await;
+        self.persist_final(self.clock.now()).await;
         info!(vehicles = self.fleet.len(), "engine stopped");
     }
 

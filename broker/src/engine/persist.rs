@@ -5,16 +5,19 @@
 //! history (saved at most once a second, with the batches). After a restart the retained
 //! service state is published again, in chunks, from the restored fleet.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use fleet_rules::{Fleet, ScanCursor, UnixMs};
+use tokio::sync::Notify;
 
 use super::{payloads, Engine, Outbound};
 use crate::store::Record;
 
-/// Vehicles looked at per engine wake by a checkpoint or the retained-state republish, so
-/// a million-vehicle fleet never stalls the engine for long.
-const SCAN_CHUNK: usize = 8192;
+/// Vehicles looked at per chunk of a checkpoint or of the retained-state republish, so a
+/// million-vehicle fleet never stalls the engine for long. One chunk is with the store
+/// writer at a time (see [`ChunkInFlight`]), so this also bounds the views held in memory.
+pub(super) const SCAN_CHUNK: usize = 2048;
 /// Messages in one batch before it is handed to the writer (bounds a batch's memory in a
 /// burst such as a mass loss).
 pub(super) const MAX_BATCH_MESSAGES: usize = 4096;
@@ -60,6 +63,21 @@ pub(super) struct Persist {
     next_prune: UnixMs,
     /// The retained-state republish after a restart, while it runs.
     reseed: Option<Reseed>,
+    /// A chunk's batch is with the store writer; the next chunk waits for it.
+    chunk_in_flight: bool,
+    /// Notified when the chunk in flight is done with (stored or given up).
+    chunk_done: Arc<Notify>,
+}
+
+/// Rides in the batch of a checkpoint or republish chunk and wakes the engine when the
+/// writer drops that batch, whether it was stored or given up. Without it the chunks of a
+/// round would queue behind a slow commit until the whole fleet's views sat in memory.
+struct ChunkInFlight(Arc<Notify>);
+
+impl Drop for ChunkInFlight {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
 }
 
 /// Where the republish stands, and the stored change time of each vehicle, sorted by id.
@@ -79,17 +97,36 @@ impl Persist {
             sli_saved_at: None,
             next_prune: now,
             reseed: None,
+            chunk_in_flight: false,
+            chunk_done: Arc::new(Notify::new()),
             opts,
         }
     }
 
-    /// True while a chunked scan is in progress: the engine should wake again at once.
-    pub(super) fn busy(&self) -> bool {
-        self.round.is_some() || self.reseed.is_some()
+    /// When the engine must wake for persistence: at once while a chunked scan has more to
+    /// do, never while its last chunk is with the writer (the engine waits on
+    /// [`Persist::chunk_done`] instead), else at the next checkpoint.
+    pub(super) fn wake_at(&self, now: UnixMs) -> Option<UnixMs> {
+        if self.chunk_in_flight {
+            None
+        } else if self.round.is_some() || self.reseed.is_some() {
+            Some(now)
+        } else {
+            Some(self.next_checkpoint)
+        }
     }
 
-    pub(super) fn next_checkpoint(&self) -> UnixMs {
-        self.next_checkpoint
+    pub(super) fn chunk_in_flight(&self) -> bool {
+        self.chunk_in_flight
+    }
+
+    pub(super) fn chunk_done(&self) -> Arc<Notify> {
+        Arc::clone(&self.chunk_done)
+    }
+
+    /// The writer is done with the chunk in flight: the next one may be scanned.
+    pub(super) fn chunk_landed(&mut self) {
+        self.chunk_in_flight = false;
     }
 }
 
@@ -119,6 +156,29 @@ impl Engine {
 
     /// The periodic persistence work due at `now`, added to the current batch.
     pub(super) fn persist_step(&mut self, now: UnixMs) {
+        if !self.persist.chunk_in_flight {
+            self.scan_chunk(now);
+        }
+        let sli_due = self
+            .persist
+            .sli_saved_at
+            .is_none_or(|at| now >= at + SLI_SAVE_EVERY);
+        if sli_due && !self.batch.is_empty() {
+            self.save_sli(now);
+        }
+        if now >= self.persist.next_prune {
+            self.persist.next_prune = now + PRUNE_EVERY;
+            let retention = ms(self.persist.opts.command_log_retention);
+            self.record(Record::PruneCommands {
+                before: now.saturating_sub(retention),
+            });
+        }
+    }
+
+    /// The next chunk of the republish and of the checkpoint round (starting one when due);
+    /// if they added anything to the batch, the next chunk waits until it is stored.
+    fn scan_chunk(&mut self, now: UnixMs) {
+        let before = (self.batch.records.len(), self.batch.outbound.len());
         self.reseed_chunk();
         if self.persist.round.is_none() && now >= self.persist.next_checkpoint {
             self.persist.round = Some((ScanCursor::default(), self.persist.seen_since));
@@ -135,19 +195,23 @@ impl Engine {
                 self.save_sli(now);
             }
         }
-        let sli_due = self
-            .persist
-            .sli_saved_at
-            .is_none_or(|at| now >= at + SLI_SAVE_EVERY);
-        if sli_due && !self.batch.is_empty() {
-            self.save_sli(now);
+        if (self.batch.records.len(), self.batch.outbound.len()) != before {
+            self.mark_chunk();
         }
-        if now >= self.persist.next_prune {
-            self.persist.next_prune = now + PRUNE_EVERY;
-            let retention = ms(self.persist.opts.command_log_retention);
-            self.record(Record::PruneCommands {
-                before: now.saturating_sub(retention),
-            });
+    }
+
+    /// The batch being assembled carries a chunk: the next one waits until it is stored.
+    fn mark_chunk(&mut self) {
+        let chunk = ChunkInFlight(self.persist.chunk_done());
+        self.batch.after.push(Box::new(move || drop(chunk)));
+        self.persist.chunk_in_flight = true;
+    }
+
+    /// Waits until the writer is done with the chunk in flight, if there is one.
+    async fn chunk_landed_or_none(&mut self) {
+        if self.persist.chunk_in_flight {
+            self.persist.chunk_done.notified().await;
+            self.persist.chunk_landed();
         }
     }
 
@@ -182,8 +246,10 @@ impl Engine {
         self.persist.reseed = next.map(|c| (c, changed_at));
     }
 
-    /// At shutdown: a full checkpoint, the SLI history, and the clean-stop mark.
-    pub(super) fn persist_final(&mut self, now: UnixMs) {
+    /// At shutdown: a full checkpoint, the SLI history, and the clean-stop mark, stored
+    /// chunk by chunk like a round (so stopping a large fleet holds one chunk of views,
+    /// not all of them).
+    pub(super) async fn persist_final(&mut self, now: UnixMs) {
         let since = self
             .persist
             .round
@@ -193,12 +259,17 @@ impl Engine {
         while let Some(c) = cursor {
             let (views, next) = self.fleet.scan(c, SCAN_CHUNK, since);
             if !views.is_empty() {
+                self.chunk_landed_or_none().await;
                 self.record(Record::Seen(views));
+                self.mark_chunk();
+                self.commit_batch().await;
             }
             cursor = next;
         }
+        self.chunk_landed_or_none().await;
         self.save_sli(now);
         self.record(Record::Stopped { at: now });
+        self.commit_batch().await;
     }
 
     /// Hands the batch assembled so far to the store writer. Waits while its queue is full

@@ -395,3 +395,63 @@ async fn a_clean_stop_writes_a_final_checkpoint_the_sli_history_and_the_stop_mar
         .collect();
     assert_eq!(tail, ["stopped", "sli", "seen"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_checkpoint_round_keeps_one_chunk_with_the_store_writer_at_a_time() {
+    let metrics = Arc::new(EngineMetrics::default());
+    let (engine, mut batch_rx) = engine(metrics);
+    // A writer that holds every batch with a checkpoint chunk until the test lets it go,
+    // and is done with every other batch at once.
+    let (held_tx, mut held) = mpsc::unbounded_channel::<Batch>();
+    tokio::spawn(async move {
+        while let Some(batch) = batch_rx.recv().await {
+            if batch.records.iter().any(|r| matches!(r, Record::Seen(_))) {
+                let _ = held_tx.send(batch);
+            } else {
+                for after in batch.after {
+                    after();
+                }
+            }
+        }
+    });
+    let (uplinks, uplink_rx) = mpsc::channel(UPLINK_QUEUE);
+    let (_ops_tx, ops_rx) = mpsc::channel(OPS_QUEUE);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(engine.run(uplink_rx, ops_rx, async {
+        let _ = stopped.await;
+    }));
+    let fleet = 3 * persist::SCAN_CHUNK;
+    let ids: Vec<String> = (0..fleet).map(|i| format!("v{i:05}")).collect();
+    for id in &ids {
+        let up = Uplink {
+            client_id: id.clone(),
+            topic: format!("vehicles/{id}/heartbeat"),
+            payload: Bytes::new(),
+        };
+        uplinks.send(up).await.expect("engine running");
+    }
+    tokio::time::sleep(PersistOptions::default().checkpoint_interval + Duration::from_secs(1))
+        .await;
+
+    let mut checkpointed = 0;
+    for chunk in 1..=3 {
+        let batch = held.recv().await.expect("a checkpoint chunk");
+        // However long the writer takes, the engine scans no further chunk meanwhile.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(
+            held.try_recv().is_err(),
+            "chunk {chunk}: a second one was queued"
+        );
+        for r in &batch.records {
+            if let Record::Seen(views) = r {
+                assert!(views.len() <= persist::SCAN_CHUNK);
+                checkpointed += views.len();
+            }
+        }
+        drop(batch); // stored or given up: either way the next chunk may go
+    }
+    assert_eq!(checkpointed, fleet, "every vehicle checkpointed once");
+    drop(held); // the stop's own chunks are done with as they arrive
+    let _ = stop.send(());
+    task.await.expect("engine ends cleanly");
+}
