@@ -342,9 +342,13 @@ def attached_section(w, results, steps, rss, storms):
     mpts = [(n, (v[0] or 0)) for n, v in rss.get("mosquitto", {}).items()]
     ka, _ = slope(pts)
     km, _ = slope(mpts)
-    if ka is not None and km is not None:
-        w(f"\nPer connected vehicle: attached {ka * 1024:.2f} KiB (Mosquitto + broker), Mosquitto alone {km * 1024:.2f} KiB: "
-          f"the attached broker adds {(ka - km) * 1024:.2f} KiB per vehicle.")
+    kb, _ = slope([(n, v[1]) for n, v in rss.get("attached", {}).items() if v[1] is not None])
+    if ka is not None and km is not None and kb is not None:
+        w(f"\nPer connected vehicle: attached {ka * 1024:.2f} KiB (Mosquitto + broker), Mosquitto in the stand-in run "
+          f"{km * 1024:.2f} KiB: the pair adds {(ka - km) * 1024:.2f} KiB per vehicle, of which the broker's own RSS "
+          f"{kb * 1024:.2f} KiB; the rest is Mosquitto holding what the contract retains upstream (one "
+          f"`vehicles/{{id}}/service` per vehicle) and the broker's subscription. Taken right after the connect "
+          f"ramp, so it includes what the registration burst still holds.")
     st = storms.get("attached")
     if st:
         w(f"\nUpstream restart (Mosquitto killed and restarted, the broker reconnects by itself): all tracked after "

@@ -5,6 +5,7 @@
 #
 #   scripts/heap_profile.sh [embedded|attach] [VEHICLES] [SECONDS]
 #   BIN_DIR=target/release scripts/heap_profile.sh attach 5000 40
+#   HEAPTRACK=0 scripts/heap_profile.sh ...   # no profiler: the broker's RSS only
 #
 # attach: a Mosquitto on a free port serves the vehicles and the broker attaches to it.
 # Needs heaptrack (Debian: heaptrack) and, for attach, mosquitto. Allocation sizes do not
@@ -16,10 +17,16 @@ mode=${1:-attach}
 n=${2:-5000}
 secs=${3:-40}
 bin=${BIN_DIR:-target/debug}
-command -v heaptrack >/dev/null || { echo "heap_profile: heaptrack is needed" >&2; exit 1; }
+work=$(mktemp -d)
+profile=${HEAPTRACK:-1}
+if [ "$profile" != 0 ]; then
+  command -v heaptrack >/dev/null || { echo "heap_profile: heaptrack is needed" >&2; exit 1; }
+  run=(heaptrack -o "$work/heap")
+else
+  run=()
+fi
 [ -x "$bin/fleet-broker" ] && [ -x "$bin/sim-device" ] || cargo build -q -p fleet-broker -p sim-device
 
-work=$(mktemp -d)
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -57,7 +64,7 @@ path = "$work/fleet.db"
 listen = "127.0.0.1:$http_port"
 EOF
 
-RUST_LOG=warn heaptrack -o "$work/heap" "$bin/fleet-broker" --config "$work/fleet.toml" >"$work/broker.log" 2>&1 &
+RUST_LOG=warn "${run[@]}" "$bin/fleet-broker" --config "$work/fleet.toml" >"$work/broker.log" 2>&1 &
 broker=$!
 pids+=($broker)
 wait_port "$http_port"
@@ -68,12 +75,21 @@ done
 "$bin/sim-device" run --broker "127.0.0.1:$mqtt_port" --vehicles "$n" --heartbeat 30s \
   --duration "${secs}s" --summary-every 10s >"$work/sim.log" 2>&1
 tracked=$(curl -fs "http://127.0.0.1:$http_port/metrics" | awk '/^fleet_vehicles\{/ {s += $2} END {print s}')
-# heaptrack runs the broker as its child: signal and measure that process.
+# Under heaptrack the broker is its child: signal and measure that process.
 pid=$(pgrep -n -x fleet-broker)
 rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+upstream=""
+if [ "$mode" = attach ]; then
+  upstream=", Mosquitto RSS $(awk '/VmRSS/ {print $2}' "/proc/${pids[0]}/status") KiB"
+fi
 kill -TERM "$pid"
 wait "$broker" || true
-echo "heap_profile: $mode, $n vehicles for $secs s, tracked ${tracked:-?}, broker RSS ${rss} KiB (under heaptrack)"
+echo "heap_profile: $mode, $n vehicles for $secs s, tracked ${tracked:-?}, broker RSS ${rss} KiB${upstream}$([ "$profile" != 0 ] && echo " (under heaptrack)")"
+if [ "$profile" = 0 ]; then
+  trap - EXIT
+  cleanup
+  exit 0
+fi
 # Peak heap by the innermost frame of ours (or of a dependency) that allocated it.
 heaptrack_print -f "$work"/heap*.zst -p 0 -a 0 -T 0 -l 0 --flamegraph-cost-type peak \
   -F "$work/peak.stacks" 2>&1 | grep -E '^(peak heap memory|calls to allocation|total memory leaked)'
