@@ -17,18 +17,10 @@ BIN=${FLEET_BROKER:-target/debug/fleet-broker}
 command -v python3 >/dev/null || { echo "conformance: python3 is needed" >&2; exit 1; }
 
 work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
+. scripts/procs.sh
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Starts a broker for suite $1 and prints its port once it listens (at most 30 s).
+# Starts a broker for suite $1 and sets port$1 once it listens (at most 30 s). Not run in
+# a subshell, so the broker's pid stays in `pids` and the exit trap ends it.
 start_broker() {
   local v=$1 port dir
   port=$(free_port)
@@ -38,20 +30,17 @@ start_broker() {
     deploy/conformance.toml > "$dir/broker.toml"
   RUST_BACKTRACE=0 "$BIN" --config "$dir/broker.toml" > "$dir/broker.log" 2>&1 &
   pids+=($!)
-  for _ in $(seq 300); do
-    if python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null; then
-      echo "$port"
-      return 0
-    fi
-    sleep 0.1
-  done
+  if wait_port "$port" 30; then
+    printf -v "port$v" '%s' "$port"
+    return 0
+  fi
   echo "conformance: the broker for MQTT $v did not listen within 30 s:" >&2
   cat "$dir/broker.log" >&2
   return 1
 }
 
-port3=$(start_broker 3)
-port5=$(start_broker 5)
+start_broker 3
+start_broker 5
 # Each test in its own process, bounded (some take 25 s on a busy machine); the whole run
 # is bounded too.
 export PAHO_TEST_TIMEOUT=${PAHO_TEST_TIMEOUT:-60}

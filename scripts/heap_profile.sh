@@ -27,23 +27,7 @@ else
 fi
 [ -x "$bin/fleet-broker" ] && [ -x "$bin/sim-device" ] || cargo build -q -p fleet-broker -p sim-device
 
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-wait_port() {
-  for _ in $(seq 200); do
-    python3 -c "import socket; socket.create_connection(('127.0.0.1', $1), 0.2)" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "heap_profile: nothing listens on $1 after 20 s" >&2
-  return 1
-}
+. scripts/procs.sh
 
 mqtt_port=$(free_port)
 http_port=$(free_port)
@@ -51,7 +35,7 @@ if [ "$mode" = attach ]; then
   printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$mqtt_port" >"$work/mosquitto.conf"
   mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
   pids+=($!)
-  wait_port "$mqtt_port"
+  wait_port "$mqtt_port" || { echo "heap_profile: Mosquitto did not listen" >&2; exit 1; }
   mqtt=$(printf '[mqtt]\nmode = "attach"\n[mqtt.attach]\nurl = "mqtt://127.0.0.1:%s"\n' "$mqtt_port")
 else
   mqtt=$(printf '[mqtt]\nlisten = "127.0.0.1:%s"\nmax_connections = 100000\n' "$mqtt_port")
@@ -67,7 +51,7 @@ EOF
 RUST_LOG=warn "${run[@]}" "$bin/fleet-broker" --config "$work/fleet.toml" >"$work/broker.log" 2>&1 &
 broker=$!
 pids+=($broker)
-wait_port "$http_port"
+wait_port "$http_port" || { echo "heap_profile: the broker did not listen; see $work/broker.log" >&2; exit 1; }
 for _ in $(seq 200); do
   curl -fs "http://127.0.0.1:$http_port/readyz" >/dev/null 2>&1 && break
   sleep 0.1
@@ -76,7 +60,10 @@ done
   --duration "${secs}s" --summary-every 10s >"$work/sim.log" 2>&1
 tracked=$(curl -fs "http://127.0.0.1:$http_port/metrics" | awk '/^fleet_vehicles\{/ {s += $2} END {print s}')
 # Under heaptrack the broker is its child: signal and measure that process.
-pid=$(pgrep -n -x fleet-broker)
+pid=$broker
+if [ "$profile" != 0 ]; then
+  pid=$(pgrep -P "$broker" -x fleet-broker)
+fi
 rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
 upstream=""
 if [ "$mode" = attach ]; then
