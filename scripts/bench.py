@@ -298,6 +298,80 @@ def ratio(a, b, digits=2):
     return f"{a / b:.{digits}f}×"
 
 
+def metric_sum(http_port, name):
+    """The sum of a metric's series in the broker's /metrics, or None."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") or line.startswith(name + " "))
+
+
+def operating_point(args, kind, n):
+    """N vehicles at a real heartbeat period: CPU and RSS over a quiet window once every
+    vehicle has sent its first heartbeat (the steady state a fleet runs in)."""
+    op = argparse.Namespace(**vars(args))
+    op.timeout = f"{3 * args.op_heartbeat + 5}s"  # the bench's short timeout would evict them
+    workdir = tempfile.mkdtemp(prefix=f"bench-op-{kind}-{n}-")
+    target = Target(kind, op, workdir, free_port())
+    target.start()
+    ramp_s = n / args.ramp
+    warm_s = args.op_heartbeat * 1.15  # the sim's periods are drawn within +-10 %
+    run_s = int(ramp_s + warm_s + args.op_seconds + 10)
+    sim = subprocess.Popen(
+        [args.sim_bin, "run", "--broker", f"127.0.0.1:{target.port}", "--vehicles", str(n),
+         "--heartbeat", f"{args.op_heartbeat}s", "--ramp", f"{args.ramp}/s", "--prefix", f"o{kind[:1]}{n}",
+         "--duration", f"{run_s}s", "--summary-every", "10s"],
+        stdout=open(os.path.join(workdir, "sim.log"), "w"), stderr=subprocess.STDOUT)
+    log(f"operating point, {kind}: {n} vehicles on {args.op_heartbeat} s heartbeats (logs in {workdir})")
+    try:
+        time.sleep(ramp_s + warm_s)
+        cpu0, side0, t0 = *target.cpu(), time.time()
+        time.sleep(args.op_seconds)
+        cpu1, side1 = target.cpu()
+        wall = time.time() - t0
+        broker_rss, side_rss = target.rss()
+        tracked = metric_sum(target.http_port, "fleet_vehicles") if kind != "mosquitto" else None
+        ev = {
+            "event": "operating_point", "vehicles": n, "heartbeat_s": args.op_heartbeat,
+            "seconds": round(wall, 1), "tracked": tracked,
+            "broker_cpu": round((cpu1 - cpu0) / wall, 4),
+            "side_cpu": round((side1 - side0) / wall, 4) if side0 is not None and side1 is not None else None,
+            "broker_rss_mib": broker_rss, "side_rss_mib": side_rss,
+        }
+        log(f"  cpu {ev['broker_cpu']} + {ev['side_cpu']} cores, RSS {broker_rss:.1f} + {side_rss or 0:.1f} MiB, tracked {tracked}")
+        return ev
+    finally:
+        sim.kill()
+        sim.wait()
+        target.stop()
+
+
+def op_section(args, op):
+    """The operating-point table: per kind, CPU per heartbeat and memory at N vehicles."""
+    L = ["## 0. Operating point: a real heartbeat period\n",
+         f"N vehicles on {args.op_heartbeat} s heartbeats, CPU averaged over {args.op_seconds} s once every vehicle "
+         "had sent its first heartbeat, RSS at the end; the broker's heartbeat timeout is 3 periods + 5 s here. "
+         "Mosquitto + stand-in and Mosquitto + attached broker count both processes.\n",
+         "| setup | N | CPU cores | µs per heartbeat | RSS MiB | tracked | ÷ Mosquitto + stand-in (CPU, RSS) |",
+         "|---|---:|---:|---:|---:|---:|---:|"]
+    names = {"fleet-broker": "embedded", "mosquitto": "Mosquitto + stand-in", "attached": "Mosquitto + attached broker"}
+    total = lambda e, k: (e[k] or 0) + (e[k.replace("broker", "side")] or 0)
+    base = op.get("mosquitto", {})
+    for kind in ("fleet-broker", "mosquitto", "attached"):
+        for n, e in sorted(op.get(kind, {}).items()):
+            cpu, rss = total(e, "broker_cpu"), total(e, "broker_rss_mib")
+            per_hb = cpu / (n / e["heartbeat_s"]) * 1e6
+            b = base.get(n)
+            vs = (f"{cpu / total(b, 'broker_cpu'):.2f}×, {rss / total(b, 'broker_rss_mib'):.2f}×"
+                  if b and kind != "mosquitto" and total(b, "broker_cpu") else "")
+            L.append(f"| {names[kind]} | {n:,} | {cpu:.3f} | {per_hb:.1f} | {rss:.1f} | "
+                     f"{'' if e['tracked'] is None else int(e['tracked'])} | {vs} |")
+    return "\n".join(L) + "\n"
+
+
 def slope(points):
     pts = [(n, r) for n, r in points if r is not None]
     if len(pts) < 2:
@@ -532,6 +606,13 @@ def main():
     p.add_argument("--nice", type=int, default=0,
                    help="niceness for the brokers and the simulator (negative needs root): "
                         "keeps other work on a shared machine from dominating the figures")
+    p.add_argument("--operating-point", default="",
+                   help="fleet sizes (comma-separated) to also run at a real heartbeat period, "
+                        "CPU and RSS in the steady state (section 0 of the report)")
+    p.add_argument("--op-heartbeat", type=int, default=30, help="seconds, for --operating-point")
+    p.add_argument("--op-seconds", type=int, default=60, help="measured window, for --operating-point")
+    p.add_argument("--only-operating-point", action="store_true",
+                   help="skip the rate steps, detection and storm; run only --operating-point")
     p.add_argument("--check", action="store_true",
                    help="exit non-zero unless every phase completed with every vehicle accounted for (CI smoke)")
     args = p.parse_args()
@@ -555,13 +636,18 @@ def main():
     info["nice"] = args.nice
     log(f"machine: {info}")
     ns = [int(n) for n in args.vehicles.split(",")]
+    op_ns = [int(n) for n in args.operating_point.split(",") if n]
+    op = {kind: {n: operating_point(args, kind, n) for n in op_ns} for kind in kinds} if op_ns else {}
     results = {}
-    for kind in kinds:
-        results[kind] = {}
-        for n in ns:
-            results[kind][n] = run_one(args, kind, n, n == ns[-1])
+    if not args.only_operating_point:
+        for kind in kinds:
+            results[kind] = {}
+            for n in ns:
+                results[kind][n] = run_one(args, kind, n, n == ns[-1])
     command = args.command or " ".join(sys.argv)
-    text = report(args, info, results, command)
+    text = report(args, info, results, command) if results else f"# Benchmarks\n\nProduced by `{command}`.\n"
+    if op:
+        text += "\n" + op_section(args, op)
     print(text)
     if args.out:
         with open(args.out, "w") as f:
@@ -569,8 +655,12 @@ def main():
         log(f"report written to {args.out}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": info, "results": results}, f, indent=1)
+            json.dump({"machine": info, "results": results, "operating_point": op}, f, indent=1)
     problems = []
+    for kind, r in op.items():
+        for n, e in r.items():
+            if e["tracked"] is not None and e["tracked"] != n:
+                problems.append(f"operating point, {kind} N={n}: {e['tracked']:.0f} vehicles tracked")
     for kind, r in results.items():
         for n, evs in r.items():
             names = [e.get("event") for e in evs]
