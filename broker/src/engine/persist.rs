@@ -24,6 +24,9 @@ pub(super) const MAX_BATCH_MESSAGES: usize = 4096;
 /// The SLI history is saved with a batch at most this often (ms): a crash loses at most
 /// this much up-time, which the restart then counts as downtime.
 const SLI_SAVE_EVERY: UnixMs = 1000;
+/// At shutdown, how long one checkpoint chunk may take to be stored before the rest is
+/// queued without waiting for it.
+const STOP_CHUNK_WAIT: Duration = Duration::from_secs(2);
 /// Old command log entries are deleted this often (ms).
 const PRUNE_EVERY: UnixMs = 3600 * 1000;
 const MINUTE: u64 = 60_000;
@@ -207,12 +210,19 @@ impl Engine {
         self.persist.chunk_in_flight = true;
     }
 
-    /// Waits until the writer is done with the chunk in flight, if there is one.
-    async fn chunk_landed_or_none(&mut self) {
-        if self.persist.chunk_in_flight {
-            self.persist.chunk_done.notified().await;
+    /// Waits until the writer is done with the chunk in flight, if there is one, for at
+    /// most `limit`. False if it is still in flight.
+    async fn chunk_landed_within(&mut self, limit: Duration) -> bool {
+        if !self.persist.chunk_in_flight {
+            return true;
+        }
+        let landed = tokio::time::timeout(limit, self.persist.chunk_done.notified())
+            .await
+            .is_ok();
+        if landed {
             self.persist.chunk_landed();
         }
+        landed
     }
 
     fn save_sli(&mut self, now: UnixMs) {
@@ -248,25 +258,27 @@ impl Engine {
 
     /// At shutdown: a full checkpoint, the SLI history, and the clean-stop mark, stored
     /// chunk by chunk like a round (so stopping a large fleet holds one chunk of views,
-    /// not all of them).
+    /// not all of them). A chunk the writer has not stored within [`STOP_CHUNK_WAIT`]
+    /// means the store is failing: the rest is queued without waiting, so the stop stays
+    /// bounded (the writer gives a failing store up once the engine is gone).
     pub(super) async fn persist_final(&mut self, now: UnixMs) {
         let since = self
             .persist
             .round
             .take()
             .map_or(self.persist.seen_since, |(_, since)| since);
+        let mut wait = true;
         let mut cursor = Some(ScanCursor::default());
         while let Some(c) = cursor {
+            wait = wait && self.chunk_landed_within(STOP_CHUNK_WAIT).await;
             let (views, next) = self.fleet.scan(c, SCAN_CHUNK, since);
             if !views.is_empty() {
-                self.chunk_landed_or_none().await;
                 self.record(Record::Seen(views));
                 self.mark_chunk();
                 self.commit_batch().await;
             }
             cursor = next;
         }
-        self.chunk_landed_or_none().await;
         self.save_sli(now);
         self.record(Record::Stopped { at: now });
         self.commit_batch().await;

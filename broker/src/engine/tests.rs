@@ -397,7 +397,7 @@ async fn a_clean_stop_writes_a_final_checkpoint_the_sli_history_and_the_stop_mar
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_checkpoint_round_keeps_one_chunk_with_the_store_writer_at_a_time() {
+async fn checkpoints_keep_one_chunk_with_the_store_writer_and_a_stop_stays_bounded() {
     let metrics = Arc::new(EngineMetrics::default());
     let (engine, mut batch_rx) = engine(metrics);
     // A writer that holds every batch with a checkpoint chunk until the test lets it go,
@@ -451,7 +451,30 @@ async fn a_checkpoint_round_keeps_one_chunk_with_the_store_writer_at_a_time() {
         drop(batch); // stored or given up: either way the next chunk may go
     }
     assert_eq!(checkpointed, fleet, "every vehicle checkpointed once");
-    drop(held); // the stop's own chunks are done with as they arrive
+
+    // Every vehicle heard from again, then a stop while the writer keeps every chunk (as a
+    // store that cannot be written does): the final checkpoint waits for its first chunk
+    // a bounded time, then queues the rest, and the engine ends.
+    for id in &ids {
+        let up = Uplink {
+            client_id: id.clone(),
+            topic: format!("vehicles/{id}/heartbeat"),
+            payload: Bytes::new(),
+        };
+        uplinks.send(up).await.expect("engine running");
+    }
     let _ = stop.send(());
-    task.await.expect("engine ends cleanly");
+    tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("the stop is bounded with a writer that never finishes")
+        .expect("engine ends cleanly");
+    let mut at_stop = 0;
+    while let Ok(batch) = held.try_recv() {
+        for r in &batch.records {
+            if let Record::Seen(views) = r {
+                at_stop += views.len();
+            }
+        }
+    }
+    assert_eq!(at_stop, fleet, "the final checkpoint covers every vehicle");
 }
