@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Heap profile of the broker holding a steady simulated fleet: heaptrack records every
 # allocation of `fleet-broker` while N vehicles heartbeat every 30 s for D seconds, then
-# prints the peak heap, what was still allocated at the end, and the top peak consumers.
+# prints the peak heap, what was never freed, and the top peak consumers.
 #
 #   scripts/heap_profile.sh [embedded|attach] [VEHICLES] [SECONDS]
 #   BIN_DIR=target/release scripts/heap_profile.sh attach 5000 40
 #   HEAPTRACK=0 scripts/heap_profile.sh ...   # no profiler: the broker's RSS only
 #
 # attach: a Mosquitto on a free port serves the vehicles and the broker attaches to it.
-# Needs heaptrack (Debian: heaptrack) and, for attach, mosquitto. Allocation sizes do not
-# depend on the optimisation level, so the debug build answers "where do the bytes go".
+# Needs heaptrack (Debian: heaptrack) and, for attach, mosquitto. The debug build is the
+# default; futures are larger unoptimised, so profile target/release (built with debug
+# info) for the figures that go into docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -72,11 +73,7 @@ fi
 kill -TERM "$pid"
 wait "$broker" || true
 echo "heap_profile: $mode, $n vehicles for $secs s, tracked ${tracked:-?}, broker RSS ${rss} KiB${upstream}$([ "$profile" != 0 ] && echo " (under heaptrack)")"
-if [ "$profile" = 0 ]; then
-  trap - EXIT
-  cleanup
-  exit 0
-fi
+[ "$profile" != 0 ] || exit 0
 # Peak heap by the innermost frame of ours (or of a dependency) that allocated it.
 heaptrack_print -f "$work"/heap*.zst -p 0 -a 0 -T 0 -l 0 --flamegraph-cost-type peak \
   -F "$work/peak.stacks" 2>&1 | grep -E '^(peak heap memory|calls to allocation|total memory leaked)'
@@ -92,5 +89,3 @@ for frame, cost in peak.most_common(12):
     print(f"{cost / 1024:9.1f} KiB  {frame[:140]}")
 ' "$work/peak.stacks"
 echo "heap_profile: full profile in $work (heaptrack_print $work/heap*.zst)"
-trap - EXIT
-cleanup
