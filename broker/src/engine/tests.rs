@@ -423,11 +423,7 @@ async fn checkpoints_keep_one_chunk_with_the_store_writer_and_a_stop_stays_bound
     let fleet = 3 * persist::SCAN_CHUNK;
     let ids: Vec<String> = (0..fleet).map(|i| format!("v{i:05}")).collect();
     for id in &ids {
-        let up = Uplink {
-            client_id: id.clone(),
-            topic: format!("vehicles/{id}/heartbeat"),
-            payload: Bytes::new(),
-        };
+        let up = uplink(id, "heartbeat", b"");
         uplinks.send(up).await.expect("engine running");
     }
     tokio::time::sleep(PersistOptions::default().checkpoint_interval + Duration::from_secs(1))
@@ -456,11 +452,7 @@ async fn checkpoints_keep_one_chunk_with_the_store_writer_and_a_stop_stays_bound
     // store that cannot be written does): the final checkpoint waits for its first chunk
     // a bounded time, then queues the rest, and the engine ends.
     for id in &ids {
-        let up = Uplink {
-            client_id: id.clone(),
-            topic: format!("vehicles/{id}/heartbeat"),
-            payload: Bytes::new(),
-        };
+        let up = uplink(id, "heartbeat", b"");
         uplinks.send(up).await.expect("engine running");
     }
     let _ = stop.send(());
