@@ -2,7 +2,8 @@
 //! how many transitions per second the writer commits.
 //!
 //! `cargo bench -p fleet-broker --bench store` (set `STORE_BENCH_VEHICLES` for another
-//! fleet size). Prints one line per figure.
+//! fleet size, `STORE_BENCH_POSTGRES` to an empty PostgreSQL database's URL to measure
+//! that store too). Prints one line per figure.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,7 +16,8 @@ use tokio::time::Instant;
 use fleet_broker::clock::Clock;
 use fleet_broker::config::Config;
 use fleet_broker::store::{
-    recover, spawn_writer, Record, Store, StoreBatch, StoreMetrics, StoreOptions, Synchronous,
+    recover, spawn_writer, Location, Record, Store, StoreBatch, StoreMetrics, StoreOptions,
+    Synchronous,
 };
 use fleet_broker::Broker;
 use fleet_rules::{
@@ -81,7 +83,7 @@ fn populate(opts: &StoreOptions, n: usize) -> Duration {
 
 fn startup(opts: &StoreOptions) {
     let started = Instant::now();
-    let store = Store::open(opts).expect("store opens");
+    let mut store = Store::open(opts).expect("store opens");
     let opened = started.elapsed();
     let restored = store.load(0).expect("loads");
     let loaded = started.elapsed();
@@ -89,7 +91,8 @@ fn startup(opts: &StoreOptions) {
     let recovery = recover(RulesConfig::default(), restored, T0 + 60_000, true);
     let total = started.elapsed();
     println!(
-        "startup, store only: {vehicles} vehicles: open + quick_check + migrate {:.0} ms, load {:.0} ms, Fleet::restore {:.0} ms, total {:.2} s ({} out of service)",
+        "{} startup, store only: {vehicles} vehicles: open + check + migrate {:.0} ms, load {:.0} ms, Fleet::restore {:.0} ms, total {:.2} s ({} out of service)",
+        backend(opts),
         opened.as_secs_f64() * 1e3,
         (loaded - opened).as_secs_f64() * 1e3,
         (total - loaded).as_secs_f64() * 1e3,
@@ -98,10 +101,10 @@ fn startup(opts: &StoreOptions) {
     );
 }
 
-fn broker_startup(opts: &StoreOptions) {
+fn broker_startup(path: &std::path::Path) {
     let text = format!(
         "[mqtt]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n",
-        opts.path.display()
+        path.display()
     );
     let config = Config::parse(&text).expect("config");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -130,13 +133,18 @@ fn broker_startup(opts: &StoreOptions) {
     });
 }
 
+/// Which database, for the report.
+fn backend(opts: &StoreOptions) -> &'static str {
+    match opts.location {
+        Location::File(_) => "sqlite",
+        Location::Postgres(_) => "postgres",
+    }
+}
+
 /// Transitions per second through the writer thread, in batches of `per_batch`.
-fn throughput(dir: &std::path::Path, sync: Synchronous, per_batch: usize, total: usize) {
-    let opts = StoreOptions {
-        path: dir.join(format!("throughput-{sync:?}-{per_batch}.db")),
-        synchronous: sync,
-    };
-    let store = Store::open(&opts).expect("store opens");
+fn throughput(opts: &StoreOptions, per_batch: usize, total: usize) {
+    let sync = opts.synchronous;
+    let store = Store::open(opts).expect("store opens");
     let metrics = Arc::new(StoreMetrics::default());
     let (batch_tx, batch_rx) = mpsc::channel(fleet_broker::store::STORE_QUEUE);
     let (out_tx, mut out_rx) = mpsc::channel::<fleet_broker::engine::Outbound>(8192);
@@ -161,7 +169,8 @@ fn throughput(dir: &std::path::Path, sync: Synchronous, per_batch: usize, total:
     let elapsed = started.elapsed();
     let _ = drain.join();
     println!(
-        "write throughput, synchronous={sync:?}, {per_batch} transition(s) per engine batch: {:.0} transitions/s ({total} in {:.2} s, {} commits)",
+        "{} write throughput, synchronous={sync:?}, {per_batch} transition(s) per engine batch: {:.0} transitions/s ({total} in {:.2} s, {} commits)",
+        backend(opts),
         total as f64 / elapsed.as_secs_f64(),
         elapsed.as_secs_f64(),
         metrics.commits.load(Ordering::Relaxed),
@@ -169,12 +178,9 @@ fn throughput(dir: &std::path::Path, sync: Synchronous, per_batch: usize, total:
 }
 
 /// One transition at a time, each waiting for its commit (and fsync): the latency bound.
-fn commit_latency(dir: &std::path::Path, sync: Synchronous, total: usize) {
-    let opts = StoreOptions {
-        path: dir.join(format!("latency-{sync:?}.db")),
-        synchronous: sync,
-    };
-    let store = Store::open(&opts).expect("store opens");
+fn commit_latency(opts: &StoreOptions, total: usize) {
+    let sync = opts.synchronous;
+    let store = Store::open(opts).expect("store opens");
     let metrics = Arc::new(StoreMetrics::default());
     let (batch_tx, batch_rx) = mpsc::channel(fleet_broker::store::STORE_QUEUE);
     let (out_tx, _out_rx) = mpsc::channel::<fleet_broker::engine::Outbound>(8192);
@@ -197,7 +203,8 @@ fn commit_latency(dir: &std::path::Path, sync: Synchronous, total: usize) {
     drop(batch_tx);
     writer.join();
     println!(
-        "commit latency, synchronous={sync:?}, one transition per commit, waiting for each: {:.2} ms per commit ({:.0} commits/s)",
+        "{} commit latency, synchronous={sync:?}, one transition per commit, waiting for each: {:.2} ms per commit ({:.0} commits/s)",
+        backend(opts),
         elapsed.as_secs_f64() * 1e3 / total as f64,
         total as f64 / elapsed.as_secs_f64()
     );
@@ -209,12 +216,15 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     let dir = tempfile::tempdir().expect("tempdir");
-    let opts = StoreOptions {
-        path: dir.path().join("fleet.db"),
-        synchronous: Synchronous::Full,
+    let path = dir.path().join("fleet.db");
+    let file = |name: &str, synchronous| StoreOptions {
+        location: Location::File(dir.path().join(name)),
+        synchronous,
+        fence: None,
     };
+    let opts = file("fleet.db", Synchronous::Full);
     let took = populate(&opts, n);
-    let size = std::fs::metadata(&opts.path).map(|m| m.len()).unwrap_or(0);
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     println!(
         "populate: {n} vehicles + 43,200 SLI minutes in {:.1} s ({:.0} vehicles/s), file {:.0} MB",
         took.as_secs_f64(),
@@ -223,11 +233,36 @@ fn main() {
     );
     startup(&opts);
     startup(&opts);
-    broker_startup(&opts);
+    broker_startup(&path);
     for sync in [Synchronous::Full, Synchronous::Normal] {
-        commit_latency(dir.path(), sync, 2000);
+        commit_latency(&file(&format!("latency-{sync:?}.db"), sync), 2000);
         for per_batch in [1, 16, 512] {
-            throughput(dir.path(), sync, per_batch, 100_000);
+            let name = format!("throughput-{sync:?}-{per_batch}.db");
+            throughput(&file(&name, sync), per_batch, 100_000);
+        }
+    }
+    // The same on PostgreSQL, when given an empty database to fill.
+    let Ok(url) = std::env::var("STORE_BENCH_POSTGRES") else {
+        println!("postgres: set STORE_BENCH_POSTGRES=postgres://... (an empty database) to measure it too");
+        return;
+    };
+    let pg = |synchronous| StoreOptions {
+        location: Location::Postgres(url.clone()),
+        synchronous,
+        fence: None,
+    };
+    let took = populate(&pg(Synchronous::Full), n);
+    println!(
+        "postgres populate: {n} vehicles + 43,200 SLI minutes in {:.1} s ({:.0} vehicles/s)",
+        took.as_secs_f64(),
+        n as f64 / took.as_secs_f64(),
+    );
+    startup(&pg(Synchronous::Full));
+    startup(&pg(Synchronous::Full));
+    for sync in [Synchronous::Full, Synchronous::Normal] {
+        commit_latency(&pg(sync), 2000);
+        for per_batch in [1, 16, 512] {
+            throughput(&pg(sync), per_batch, 100_000);
         }
     }
 }

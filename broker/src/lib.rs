@@ -23,7 +23,6 @@ pub use fleet_contract as contract;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
@@ -37,7 +36,7 @@ use crate::metrics::inc;
 use crate::mqtt::upstream::{Upstream, UpstreamError};
 use crate::mqtt::{Front, MqttError, MqttFront};
 use crate::slack::SlackMetrics;
-use crate::store::{Store, StoreError, StoreMetrics, StoreOptions, WriterHandle};
+use crate::store::{Location, Store, StoreError, StoreMetrics, StoreOptions, WriterHandle};
 
 /// Why the broker did not start. Whatever had started is stopped again.
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +99,7 @@ pub struct Broker {
     metrics: Arc<EngineMetrics>,
     slack_metrics: Arc<SlackMetrics>,
     store_metrics: Arc<StoreMetrics>,
-    store_path: PathBuf,
+    store_location: Location,
     stop_engine: oneshot::Sender<()>,
     engine_task: JoinHandle<()>,
     writer: WriterHandle,
@@ -139,7 +138,7 @@ impl Broker {
         let slack_metrics = Arc::new(SlackMetrics::default());
         let store_metrics = Arc::new(StoreMetrics::default());
         let (store, recovery) = open_store(&settings, clock.now()).await?;
-        let store_path = store.path().to_owned();
+        let store_location = store.location().clone();
 
         let (uplink_tx, uplink_rx) = mpsc::channel(engine::UPLINK_QUEUE);
         let front = match &settings.attach {
@@ -196,7 +195,7 @@ impl Broker {
             metrics: metrics.clone(),
             slack_metrics: slack_metrics.clone(),
             store_metrics: store_metrics.clone(),
-            store_path: store_path.clone(),
+            store_location: store_location.clone(),
         };
         let started = match parts.start().await {
             Ok(started) => started,
@@ -216,7 +215,7 @@ impl Broker {
             metrics,
             slack_metrics,
             store_metrics,
-            store_path,
+            store_location,
             stop_engine: started.stop_engine,
             engine_task: started.engine_task,
             writer,
@@ -230,9 +229,9 @@ impl Broker {
         &self.store_metrics
     }
 
-    /// The database file (for read-only access through [`store::StoreReader`]).
-    pub fn store_path(&self) -> &Path {
-        &self.store_path
+    /// The database (for read-only access through [`store::StoreReader`]).
+    pub fn store_location(&self) -> &Location {
+        &self.store_location
     }
 
     /// The embedded MQTT listener's address; in attach mode (vehicles connect to the
@@ -313,7 +312,7 @@ struct Parts {
     metrics: Arc<EngineMetrics>,
     slack_metrics: Arc<SlackMetrics>,
     store_metrics: Arc<StoreMetrics>,
-    store_path: PathBuf,
+    store_location: Location,
 }
 
 impl Parts {
@@ -333,7 +332,7 @@ impl Parts {
             metrics,
             slack_metrics,
             store_metrics,
-            store_path,
+            store_location,
         } = self;
         let (ops_tx, ops_rx) = mpsc::channel(engine::OPS_QUEUE);
         let engine_handle = EngineHandle::new(ops_tx);
@@ -350,7 +349,7 @@ impl Parts {
             batch_tx.clone(),
         );
         if let (Some(link), Some(attach)) = (front.link(), &settings.attach) {
-            engine = engine.with_link(link, attach.blindness, store_path.clone());
+            engine = engine.with_link(link, attach.blindness, store_location.clone());
         }
         let mut slack_sender = None;
         if let Some(slack_settings) = settings.slack {
@@ -362,7 +361,7 @@ impl Parts {
                 &recovery.open,
             ));
             let links = slack::SenderLinks {
-                path: store_path.clone(),
+                location: store_location.clone(),
                 store: batch_tx,
                 wake,
                 sli: engine.sli_reports(),
@@ -381,7 +380,7 @@ impl Parts {
             token: settings.api.token,
             slo: settings.api.slo,
             mds_provider_id: settings.api.mds_provider_id,
-            history: api::History::new(store_path),
+            history: api::History::new(store_location),
             page: settings.api.page,
         };
         let api = match api::ApiServer::spawn(http, api::router(Arc::new(api_context))) {
@@ -443,7 +442,7 @@ async fn open_store(
     let downtime_is_bad = settings.downtime_counts_as_bad;
     let started = tokio::time::Instant::now();
     let (store, recovery) = tokio::task::spawn_blocking(move || {
-        let store = Store::open(&opts)?;
+        let mut store = Store::open(&opts)?;
         let restored =
             store.load(fleet_rules::Fleet::minute_of(now).saturating_sub(history_minutes))?;
         let recovery = store::recover(rules, restored, now, downtime_is_bad);
@@ -451,7 +450,7 @@ async fn open_store(
     })
     .await??;
     info!(
-        path = %store.path().display(),
+        store = %store.location(),
         vehicles = recovery.vehicles,
         out_of_service = recovery.out_of_service,
         decommissioned = recovery.decommissioned,

@@ -14,7 +14,7 @@ use std::time::Duration;
 // same monotonic clock here.
 use tokio::time::Instant;
 
-use fleet_broker::store::StoreReader;
+use fleet_broker::store::{Location, StoreReader};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -233,7 +233,7 @@ fn record(seen: &mut Seen, topic: &str, json: &serde_json::Value) {
 
 /// Every fault seen is in the transition log and among the stored reasons.
 fn assert_stored(db: &Path, seen: &Seen, life: usize) {
-    let reader = StoreReader::open(db).expect("store readable");
+    let reader = StoreReader::open(&Location::File(db.to_owned())).expect("store readable");
     let log = reader
         .transitions(None, usize::MAX)
         .expect("transition log");

@@ -17,7 +17,7 @@ pub struct Postgres {
     data: PathBuf,
     /// Its port on 127.0.0.1.
     pub port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 fn bin_dir() -> Option<PathBuf> {
@@ -106,26 +106,47 @@ impl Postgres {
             "initdb",
         );
         let port = crate::upstream::free_port();
+        let pg = Postgres {
+            bin,
+            data,
+            port,
+            dir,
+        };
+        pg.start_again();
+        Some(pg)
+    }
+
+    /// Starts the server again after [`Postgres::stop`] (same data, same port).
+    pub fn start_again(&self) {
+        let dir = self.dir.path();
         let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off",
-            dir.path().display()
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off",
+            self.port,
+            dir.display()
         );
-        let log = dir.path().join("server.log").display().to_string();
+        let log = dir.join("server.log").display().to_string();
+        let data = self.data.display().to_string();
         run(
             as_postgres(
-                &bin.join("pg_ctl"),
+                &self.bin.join("pg_ctl"),
                 &[
-                    "-D", &data_s, "-l", &log, "-o", &opts, "-w", "-t", "30", "start",
+                    "-D", &data, "-l", &log, "-o", &opts, "-w", "-t", "30", "start",
                 ],
             ),
             "pg_ctl start",
         );
-        Some(Postgres {
-            bin,
-            data,
-            port,
-            _dir: dir,
-        })
+    }
+
+    /// Stops the server at once (`immediate`: like a crash, every connection cut).
+    pub fn stop(&self) {
+        let data = self.data.display().to_string();
+        run(
+            as_postgres(
+                &self.bin.join("pg_ctl"),
+                &["-D", &data, "-m", "immediate", "-w", "-t", "30", "stop"],
+            ),
+            "pg_ctl stop",
+        );
     }
 
     /// The connection URL (trust authentication on loopback).

@@ -43,7 +43,8 @@ pub fn password(user: &str) -> String {
     format!("pw-{user}")
 }
 
-pub(crate) fn free_port() -> u16 {
+/// A port on 127.0.0.1 nothing listens on (at the time of asking).
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -2,10 +2,9 @@
 //! read-only connection used off the async threads (SQLite calls block). The connection is
 //! opened on first use and reopened after an error.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use crate::store::{StoreError, StoreReader, StoredCommand, StoredTransition};
+use crate::store::{Location, StoreError, StoreReader, StoredCommand, StoredTransition};
 
 /// Why the history could not be read (the API still answers with the current state).
 #[derive(Debug, thiserror::Error)]
@@ -24,15 +23,15 @@ pub enum HistoryError {
 /// Reads the store's history.
 #[derive(Debug, Clone)]
 pub struct History {
-    path: PathBuf,
+    location: Location,
     reader: Arc<Mutex<Option<StoreReader>>>,
 }
 
 impl History {
-    /// History from the database at `path`.
-    pub fn new(path: PathBuf) -> History {
+    /// History from the database at `location`.
+    pub fn new(location: Location) -> History {
         History {
-            path,
+            location,
             reader: Arc::new(Mutex::new(None)),
         }
     }
@@ -41,13 +40,13 @@ impl History {
         &self,
         query: impl FnOnce(&StoreReader) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, HistoryError> {
-        let path = self.path.clone();
+        let location = self.location.clone();
         let reader = self.reader.clone();
         let run = move || {
             let mut guard = reader.lock().map_err(|_| HistoryError::Poisoned)?;
             let r = match guard.take() {
                 Some(r) => r,
-                None => StoreReader::open(&path)?,
+                None => StoreReader::open(&location)?,
             };
             // A reader that failed is dropped and opened afresh next time.
             let result = query(&r)?;

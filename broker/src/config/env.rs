@@ -10,13 +10,17 @@ use super::Config;
 /// Environment variable for `[http] token`.
 pub const API_TOKEN_ENV: &str = "FLEET_API_TOKEN";
 
+/// Environment variable for `[store] url` (it may hold the database password).
+pub const STORE_URL_ENV: &str = "FLEET_STORE_URL";
+
 /// Every variable [`Config::apply_env`] reads.
-pub const ENV_VARS: [&str; 5] = [
+pub const ENV_VARS: [&str; 6] = [
     FLEET_KEY_ENV,
     API_TOKEN_ENV,
     WEBHOOK_ENV,
     BOT_TOKEN_ENV,
     UPSTREAM_PASSWORD_ENV,
+    STORE_URL_ENV,
 ];
 
 impl Config {
@@ -32,7 +36,8 @@ impl Config {
     /// - `FLEET_API_TOKEN` gives `[http] token` when the file has none;
     /// - `SLACK_BOT_TOKEN`, else `SLACK_WEBHOOK_URL`, gives `[slack]` its target when the
     ///   file names neither a webhook nor a bot token;
-    /// - `FLEET_UPSTREAM_PASSWORD` gives `[mqtt.attach] password` when the file has none.
+    /// - `FLEET_UPSTREAM_PASSWORD` gives `[mqtt.attach] password` when the file has none;
+    /// - `FLEET_STORE_URL` gives `[store] url` when the file has none.
     pub fn apply_env_from(&mut self, var: impl Fn(&str) -> Option<String>) {
         let var = |name: &str| var(name).filter(|v| !v.is_empty());
         if let Some(key) = var(FLEET_KEY_ENV) {
@@ -54,6 +59,12 @@ impl Config {
                 self.mqtt.attach.password = Some(password);
                 self.from_env
                     .push(("mqtt.attach.password", UPSTREAM_PASSWORD_ENV));
+            }
+        }
+        if let Some(url) = var(STORE_URL_ENV) {
+            if self.store.url.is_none() {
+                self.store.url = Some(url);
+                self.from_env.push(("store.url", STORE_URL_ENV));
             }
         }
         let (bot, webhook) = (var(BOT_TOKEN_ENV), var(WEBHOOK_ENV));
@@ -100,6 +111,24 @@ mod tests {
             Some("from-the-environment-0123456789ab")
         );
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn the_store_url_from_the_environment_is_used_only_when_the_file_has_none() {
+        let env = [("FLEET_STORE_URL", "postgres://fleet@db.example/env")];
+        let c = with_env("", &env);
+        assert_eq!(
+            c.store.url.as_deref(),
+            Some("postgres://fleet@db.example/env")
+        );
+        let c = with_env(
+            "[store]\nurl = \"postgres://fleet@db.example/file\"\n",
+            &env,
+        );
+        assert_eq!(
+            c.store.url.as_deref(),
+            Some("postgres://fleet@db.example/file")
+        );
     }
 
     #[test]

@@ -132,11 +132,14 @@ impl Default for HttpSection {
 }
 
 /// `[store]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSection {
     /// Database file (its directory is created on first run).
     pub path: PathBuf,
+    /// A PostgreSQL database instead of the file: `postgres://user:password@host:port/db`
+    /// (or env `FLEET_STORE_URL` when unset here). `path` is then unused.
+    pub url: Option<String>,
     /// `"full"`: fsync at every commit (an announced transition survives a power loss);
     /// `"normal"`: survives the broker being killed, not a power loss.
     pub synchronous: crate::store::Synchronous,
@@ -147,10 +150,37 @@ pub struct StoreSection {
     pub command_log_retention: HumanDuration,
 }
 
+/// Never shows the URL's password.
+impl std::fmt::Debug for StoreSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreSection")
+            .field("path", &self.path)
+            .field(
+                "url",
+                &self.url.as_deref().map(crate::store::lease::describe),
+            )
+            .field("synchronous", &self.synchronous)
+            .field("checkpoint_interval", &self.checkpoint_interval)
+            .field("command_log_retention", &self.command_log_retention)
+            .finish()
+    }
+}
+
+impl StoreSection {
+    /// Where the store lives: the PostgreSQL database when `url` is set, else the file.
+    pub fn location(&self) -> crate::store::Location {
+        match &self.url {
+            Some(url) => crate::store::Location::Postgres(url.clone()),
+            None => crate::store::Location::File(self.path.clone()),
+        }
+    }
+}
+
 impl Default for StoreSection {
     fn default() -> Self {
         StoreSection {
             path: PathBuf::from("data/fleet.db"),
+            url: None,
             synchronous: crate::store::Synchronous::Full,
             checkpoint_interval: HumanDuration::from_secs(30),
             command_log_retention: HumanDuration::from_secs(30 * 24 * 3600),

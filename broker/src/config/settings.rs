@@ -106,8 +106,9 @@ impl Config {
                 },
             },
             store: StoreOptions {
-                path: self.store.path.clone(),
+                location: self.store.location(),
                 synchronous: self.store.synchronous,
+                fence: None,
             },
             engine: EngineOptions {
                 topics: layout,

@@ -220,6 +220,11 @@ pub(super) fn ranges(c: &Config, k: &mut Checker) {
         "store.path",
         "must name a database file, e.g. \"data/fleet.db\"",
     );
+    if let Some(url) = &c.store.url {
+        if let Err(problem) = check_postgres_url(url) {
+            k.check(false, "store.url", problem);
+        }
+    }
     k.check(
         c.store.checkpoint_interval.0 >= Duration::from_secs(1)
             && c.store.checkpoint_interval.0 <= Duration::from_secs(3600),
@@ -237,6 +242,24 @@ pub(super) fn ranges(c: &Config, k: &mut Checker) {
             c.store.command_log_retention
         ),
     );
+}
+
+/// A PostgreSQL URL the store can use, or what is wrong with it (never repeating it: it
+/// may hold a password).
+fn check_postgres_url(url: &str) -> Result<(), String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(
+            "must be a PostgreSQL URL, e.g. \"postgres://fleet:PASSWORD@db.example:5432/fleet\""
+                .into(),
+        );
+    }
+    let config: postgres::Config = url
+        .parse()
+        .map_err(|e| format!("is not a valid PostgreSQL URL: {e}"))?;
+    if config.get_ssl_mode() == postgres::config::SslMode::Require {
+        return Err("asks for sslmode=require, but the store connects without TLS: use a network where plain connections are safe (sslmode=disable) or a TLS-terminating proxy".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -388,6 +411,31 @@ target = 1.0
         let ok = "[slo]\ncommand_ack_target = 0.95\ncommand_ack_within = \"10s\"\n\
                   [mds]\nprovider_id = \"63f13c48-34ff-49d2-aca7-cf6a5b6171c3\"\n";
         assert_eq!(problems(ok), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_postgres_store_url_is_checked_without_repeating_it() {
+        let c = Config::parse("[store]\nurl = \"postgres://fleet:pw@db.example:5433/fleet\"\n")
+            .expect("parses");
+        assert!(c.validate().is_ok());
+        assert_eq!(
+            c.store.location(),
+            crate::store::Location::Postgres("postgres://fleet:pw@db.example:5433/fleet".into())
+        );
+        let shown = format!("{:?} {}", c.store, c.store.location());
+        assert!(shown.contains("db.example:5433"), "{shown}");
+        assert!(!shown.contains("pw@"), "{shown}");
+        for bad in [
+            "mysql://fleet:s3cret@db/fleet",
+            "postgres://fleet:s3cret@db/fleet?sslmode=require",
+            "postgres://fleet:s3cret@db:notaport/fleet",
+        ] {
+            let c = Config::parse(&format!("[store]\nurl = \"{bad}\"\n")).expect("parses");
+            let err = c.validate().expect_err(bad);
+            assert_eq!(err.0.len(), 1, "{bad}: {err}");
+            assert_eq!(err.0[0].key, "store.url");
+            assert!(!err.to_string().contains("s3cret"), "{err}");
+        }
     }
 
     #[test]

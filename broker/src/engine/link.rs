@@ -4,7 +4,6 @@
 //! persistence does, its retained messages) the retained service state and the SLI are
 //! published again.
 
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
 use fleet_rules::Blindness;
@@ -13,13 +12,13 @@ use tracing::{info, warn};
 
 use super::Engine;
 use crate::mqtt::upstream::Link;
-use crate::store::StoreReader;
+use crate::store::{Location, StoreReader};
 
 /// The link as the engine follows it.
 pub(super) struct LinkWatch {
     pub(super) rx: watch::Receiver<Link>,
     how: Blindness,
-    store_path: PathBuf,
+    store: Location,
     /// Connections seen so far.
     connects: u64,
 }
@@ -39,12 +38,12 @@ impl Engine {
         mut self,
         rx: watch::Receiver<Link>,
         how: Blindness,
-        store_path: PathBuf,
+        store: Location,
     ) -> Engine {
         self.link = Some(LinkWatch {
             rx,
             how,
-            store_path,
+            store,
             connects: 0,
         });
         self
@@ -82,8 +81,8 @@ impl Engine {
 
     /// The upstream forgot the broker's session: publish the retained state again.
     async fn republish_after_upstream_loss(&mut self, watch: &LinkWatch) {
-        let path = watch.store_path.clone();
-        let read = tokio::task::spawn_blocking(move || StoreReader::open(&path)?.changed_at());
+        let location = watch.store.clone();
+        let read = tokio::task::spawn_blocking(move || StoreReader::open(&location)?.changed_at());
         match read.await {
             Ok(Ok(changed_at)) => {
                 info!(

@@ -22,7 +22,9 @@ use super::notice::Notice;
 use super::policy::{Next, Outcome};
 use super::{render, Poster, SlackMetrics, SlackSettings};
 use crate::clock::Clock;
-use crate::store::{ComposedRow, OutboxRecord, Record, StoreBatch, StoreError, StoreReader};
+use crate::store::{
+    ComposedRow, Location, OutboxRecord, Record, StoreBatch, StoreError, StoreReader,
+};
 
 /// Notices read from the outbox per pass.
 const READ_BATCH: usize = 10_000;
@@ -92,8 +94,8 @@ struct Sender<M> {
 
 /// Where the sender reads, writes and learns of new notices.
 pub struct SenderLinks<M> {
-    /// The store file, read through the sender's own read-only connection.
-    pub path: std::path::PathBuf,
+    /// The store, read through the sender's own read-only connection.
+    pub location: Location,
     /// The store writer: every change of the outbox goes through it.
     pub store: mpsc::Sender<StoreBatch<M>>,
     /// Notified by the engine after each stored notice.
@@ -124,7 +126,7 @@ pub async fn spawn<M: Send + 'static>(
     metrics: Arc<SlackMetrics>,
 ) -> Result<SenderHandle, SenderError> {
     let SenderLinks {
-        path,
+        location,
         store,
         wake,
         sli,
@@ -136,7 +138,7 @@ pub async fn spawn<M: Send + 'static>(
         clock,
     )?;
     let (reader, depth) = tokio::task::spawn_blocking(move || {
-        let reader = StoreReader::open(&path)?;
+        let reader = StoreReader::open(&location)?;
         let depth = reader.outbox_depth()?;
         Ok::<_, StoreError>((reader, depth))
     })

@@ -85,7 +85,7 @@ const READ: &str = "SELECT holder, address, epoch,
 /// Held by `$1` with epoch `$2` and not expired. `FOR SHARE` makes a takeover (an UPDATE
 /// of the row) wait until the fenced transaction ends, so no write of an old term can
 /// commit after its successor's term began.
-const FENCE: &str = "SELECT 1 FROM fleet_leader
+pub(super) const FENCE: &str = "SELECT 1 FROM fleet_leader
     WHERE holder = $1 AND epoch = $2 AND expires_at > clock_timestamp() FOR SHARE";
 
 const RELEASE: &str = "UPDATE fleet_leader SET expires_at = clock_timestamp()

@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 
 use fleet_rules::{Reason, SliMinute, UnixMs, VehicleSnapshot};
-use rusqlite::{params, OptionalExtension};
 
 use super::records::{
     OpenIncidents, MASS_LOSS_SINCE, MASS_LOSS_THRESHOLD, PAGE_SINCE, SLI_SAVED_TO, STOPPED_AT,
     TICKET_SINCE,
 };
-use super::{classify, Store, StoreError};
+use super::sql::{args, DbError, Sql};
+use super::{Store, StoreError};
 
 /// Everything a restart needs.
 #[derive(Debug, Default)]
@@ -62,18 +62,18 @@ fn reason(
 
 impl Store {
     /// Reads the state back; SLI minutes before `sli_from` (unix minute) are skipped.
-    pub fn load(&self, sli_from: u64) -> Result<Restored, StoreError> {
-        self.read(sli_from).map_err(|e| classify(&self.path, e))
+    pub fn load(&mut self, sli_from: u64) -> Result<Restored, StoreError> {
+        self.read(|db| read(db, sli_from))
     }
+}
 
-    fn read(&self, sli_from: u64) -> rusqlite::Result<Restored> {
-        let mut out = Restored::default();
-        let mut reasons: HashMap<String, Vec<Reason>> = HashMap::new();
-        let mut stmt = self
-            .conn
-            .prepare("SELECT vehicle, kind, code, operator, note, since FROM reasons")?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
+fn read(db: &mut dyn Sql, sli_from: u64) -> Result<Restored, DbError> {
+    let mut out = Restored::default();
+    let mut reasons: HashMap<String, Vec<Reason>> = HashMap::new();
+    db.each(
+        "SELECT vehicle, kind, code, operator, note, since FROM reasons",
+        args![],
+        &mut |r| {
             let vehicle: String = r.get(0)?;
             let kind: String = r.get(1)?;
             if let Some(reason) = reason(&kind, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?) {
@@ -81,22 +81,25 @@ impl Store {
             } else {
                 tracing::warn!(vehicle, kind, "stored reason of an unknown kind ignored");
             }
-        }
+            Ok(true)
+        },
+    )?;
 
-        let count: i64 = self
-            .conn
-            .query_row("SELECT count(*) FROM vehicles", [], |r| r.get(0))?;
-        let count = usize::try_from(count).unwrap_or(0);
-        out.vehicles.reserve(count);
-        out.changed_at.reserve(count);
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, model, last_seen, changed_at, error_counts FROM vehicles")?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
+    let count = db
+        .row("SELECT count(*) FROM vehicles", args![], |r| {
+            r.get::<u64>(0)
+        })?
+        .unwrap_or(0);
+    let count = usize::try_from(count).unwrap_or(0);
+    out.vehicles.reserve(count);
+    out.changed_at.reserve(count);
+    db.each(
+        "SELECT id, model, last_seen, changed_at, error_counts FROM vehicles",
+        args![],
+        &mut |r| {
             let id: String = r.get(0)?;
-            if let Some(text) = r.get_ref(4)?.as_str_or_null()? {
-                out.error_counts.push((id.clone(), parse_counts(text)));
+            if let Some(text) = r.get::<Option<String>>(4)? {
+                out.error_counts.push((id.clone(), parse_counts(&text)));
             }
             out.vehicles.push(VehicleSnapshot {
                 reasons: reasons.remove(&id).unwrap_or_default(),
@@ -107,46 +110,37 @@ impl Store {
                 error_counts: Vec::new(),
             });
             out.changed_at.push(r.get(3)?);
-        }
+            Ok(true)
+        },
+    )?;
 
-        let mut stmt = self.conn.prepare("SELECT id FROM decommissioned")?;
-        out.decommissioned = stmt
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-
-        let mut stmt = self.conn.prepare(
-            "SELECT minute, good, valid, down_ms FROM sli_minutes WHERE minute >= ?1 ORDER BY minute",
-        )?;
-        out.sli = stmt
-            .query_map(params![sli_from], |r| {
-                Ok(SliMinute {
-                    minute: r.get(0)?,
-                    good: r.get(1)?,
-                    valid: r.get(2)?,
-                    down_ms: r.get(3)?,
-                })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        out.sli_saved_to = self.meta(SLI_SAVED_TO)?;
-        out.stopped_at = self.meta(STOPPED_AT)?;
-        out.open = OpenIncidents {
-            mass_loss: self.meta(MASS_LOSS_SINCE)?.zip(
-                self.meta(MASS_LOSS_THRESHOLD)?
-                    .map(|t| usize::try_from(t).unwrap_or(usize::MAX)),
-            ),
-            page_since: self.meta(PAGE_SINCE)?,
-            ticket_since: self.meta(TICKET_SINCE)?,
-        };
-        Ok(out)
-    }
-
-    fn meta(&self, key: &str) -> rusqlite::Result<Option<UnixMs>> {
-        self.conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
-                r.get(0)
+    out.decommissioned = db.rows("SELECT id FROM decommissioned", args![], |r| r.get(0))?;
+    out.sli = db.rows(
+        "SELECT minute, good, valid, down_ms FROM sli_minutes WHERE minute >= ?1 ORDER BY minute",
+        args![sli_from],
+        |r| {
+            Ok(SliMinute {
+                minute: r.get(0)?,
+                good: r.get(1)?,
+                valid: r.get(2)?,
+                down_ms: r.get(3)?,
             })
-            .optional()
-    }
+        },
+    )?;
+    let mut meta = |key: &str| {
+        db.row("SELECT value FROM meta WHERE key = ?1", args![key], |r| {
+            r.get::<u64>(0)
+        })
+    };
+    out.sli_saved_to = meta(SLI_SAVED_TO)?;
+    out.stopped_at = meta(STOPPED_AT)?;
+    out.open = OpenIncidents {
+        mass_loss: meta(MASS_LOSS_SINCE)?
+            .zip(meta(MASS_LOSS_THRESHOLD)?.map(|t| usize::try_from(t).unwrap_or(usize::MAX))),
+        page_since: meta(PAGE_SINCE)?,
+        ticket_since: meta(TICKET_SINCE)?,
+    };
+    Ok(out)
 }
 
 /// `{"CODE": n, ...}`; anything else counts as no counters.

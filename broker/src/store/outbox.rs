@@ -6,10 +6,9 @@
 //! file); the notifier reads through its own [`StoreReader`]. The store keeps notices as
 //! JSON text: what they mean is the notifier's business.
 
+use super::sql::{args, DbError, Sql};
+use super::{StoreError, StoreReader};
 use fleet_rules::UnixMs;
-use rusqlite::{params, OptionalExtension, Transaction};
-
-use super::{classify, StoreError, StoreReader};
 
 /// A change to the outbox, stored by the store writer.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,31 +88,33 @@ pub struct PendingMessage {
     pub attempts: u32,
 }
 
-pub(super) fn write(tx: &Transaction<'_>, r: &OutboxRecord) -> rusqlite::Result<()> {
+pub(super) fn write(tx: &mut dyn Sql, r: &OutboxRecord) -> Result<(), DbError> {
     match r {
         OutboxRecord::Notice { kind, json, at } => {
-            tx.prepare_cached("INSERT INTO slack_notices (kind, notice, at) VALUES (?1, ?2, ?3)")?
-                .execute(params![kind, json, at])?;
+            tx.exec(
+                "INSERT INTO slack_notices (kind, notice, at) VALUES (?1, ?2, ?3)",
+                args![kind, json, at],
+            )?;
         }
         OutboxRecord::Composed(m) => {
-            tx.prepare_cached(
+            tx.exec(
                 "INSERT INTO slack_messages
                  (key, content, opens, resolves, notices, created_at, state, attempts)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0) ON CONFLICT (key) DO NOTHING",
-            )?
-            .execute(params![
-                m.key,
-                m.content,
-                m.opens,
-                m.resolves,
-                m.notices.len() as i64,
-                m.created_at
-            ])?;
-            let mut assign = tx.prepare_cached(
-                "UPDATE slack_notices SET message = ?1 WHERE seq = ?2 AND message IS NULL",
+                args![
+                    m.key,
+                    m.content,
+                    m.opens,
+                    m.resolves,
+                    m.notices.len(),
+                    m.created_at
+                ],
             )?;
             for seq in &m.notices {
-                assign.execute(params![m.key, seq])?;
+                tx.exec(
+                    "UPDATE slack_notices SET message = ?1 WHERE seq = ?2 AND message IS NULL",
+                    args![m.key, seq],
+                )?;
             }
         }
         OutboxRecord::Attempt {
@@ -121,10 +122,10 @@ pub(super) fn write(tx: &Transaction<'_>, r: &OutboxRecord) -> rusqlite::Result<
             attempts,
             error,
         } => {
-            tx.prepare_cached(
+            tx.exec(
                 "UPDATE slack_messages SET attempts = ?2, last_error = ?3 WHERE key = ?1",
-            )?
-            .execute(params![key, attempts, error])?;
+                args![key, attempts, error],
+            )?;
         }
         OutboxRecord::Sent {
             key,
@@ -132,11 +133,11 @@ pub(super) fn write(tx: &Transaction<'_>, r: &OutboxRecord) -> rusqlite::Result<
             attempts,
             at,
         } => {
-            tx.prepare_cached(
+            tx.exec(
                 "UPDATE slack_messages SET state = 'sent', ts = ?2, attempts = ?3, done_at = ?4
                  WHERE key = ?1",
-            )?
-            .execute(params![key, ts, attempts, at])?;
+                args![key, ts, attempts, at],
+            )?;
         }
         OutboxRecord::GaveUp {
             key,
@@ -144,22 +145,22 @@ pub(super) fn write(tx: &Transaction<'_>, r: &OutboxRecord) -> rusqlite::Result<
             attempts,
             at,
         } => {
-            tx.prepare_cached(
+            tx.exec(
                 "UPDATE slack_messages SET state = 'gave_up', last_error = ?2, attempts = ?3,
                  done_at = ?4 WHERE key = ?1",
-            )?
-            .execute(params![key, error, attempts, at])?;
+                args![key, error, attempts, at],
+            )?;
         }
         OutboxRecord::Prune { before } => {
-            tx.prepare_cached(
+            tx.exec(
                 "DELETE FROM slack_notices WHERE message IN
                  (SELECT key FROM slack_messages WHERE state != 'pending' AND done_at < ?1)",
-            )?
-            .execute(params![before])?;
-            tx.prepare_cached(
+                args![before],
+            )?;
+            tx.exec(
                 "DELETE FROM slack_messages WHERE state != 'pending' AND done_at < ?1",
-            )?
-            .execute(params![before])?;
+                args![before],
+            )?;
         }
     }
     Ok(())
@@ -173,30 +174,24 @@ impl StoreReader {
         after: i64,
         limit: usize,
     ) -> Result<Vec<(i64, String)>, StoreError> {
-        let run = || -> rusqlite::Result<Vec<(i64, String)>> {
-            let mut stmt = self.conn.prepare_cached(
+        self.read(|db| {
+            db.rows(
                 "SELECT seq, notice FROM slack_notices
                  WHERE message IS NULL AND seq > ?1 ORDER BY seq LIMIT ?2",
-            )?;
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let rows = stmt.query_map(params![after, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect()
-        };
-        run().map_err(|e| classify(&self.path, e))
+                args![after, limit],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })
     }
 
     /// Messages composed and not yet delivered nor given up, oldest first.
     pub fn pending_messages(&self) -> Result<Vec<PendingMessage>, StoreError> {
-        let run = || -> rusqlite::Result<Vec<PendingMessage>> {
-            let mut stmt = self.conn.prepare_cached(
+        self.read(|db| {
+            let rows: Vec<(ComposedRow, u32)> = db.rows(
                 "SELECT key, content, opens, resolves, created_at, attempts FROM slack_messages
                  WHERE state = 'pending' ORDER BY created_at, key",
-            )?;
-            let mut notices = self
-                .conn
-                .prepare_cached("SELECT seq FROM slack_notices WHERE message = ?1 ORDER BY seq")?;
-            let rows: Vec<(ComposedRow, u32)> = stmt
-                .query_map([], |r| {
+                args![],
+                |r| {
                     Ok((
                         ComposedRow {
                             key: r.get(0)?,
@@ -208,56 +203,47 @@ impl StoreReader {
                         },
                         r.get(5)?,
                     ))
-                })?
-                .collect::<rusqlite::Result<_>>()?;
+                },
+            )?;
             let mut out = Vec::with_capacity(rows.len());
             for (mut row, attempts) in rows {
-                row.notices = notices
-                    .query_map(params![row.key], |r| r.get(0))?
-                    .collect::<rusqlite::Result<_>>()?;
+                row.notices = db.rows(
+                    "SELECT seq FROM slack_notices WHERE message = ?1 ORDER BY seq",
+                    args![row.key],
+                    |r| r.get(0),
+                )?;
                 out.push(PendingMessage { row, attempts });
             }
             Ok(out)
-        };
-        run().map_err(|e| classify(&self.path, e))
+        })
     }
 
     /// The delivered message that opened `thread`: its Slack ts and content.
     pub fn opened_thread(&self, thread: &str) -> Result<Option<(String, String)>, StoreError> {
-        self.conn
-            .prepare_cached(
+        self.read(|db| {
+            db.row(
                 "SELECT ts, content FROM slack_messages
                  WHERE opens = ?1 AND state = 'sent' AND ts IS NOT NULL",
+                args![thread],
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .and_then(|mut s| {
-                s.query_row(params![thread], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()
-            })
-            .map_err(|e| classify(&self.path, e))
+        })
     }
 
     /// Notices waiting for delivery: in no message yet, or in a pending one.
     pub fn outbox_depth(&self) -> Result<u64, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT count(*) FROM slack_notices n LEFT JOIN slack_messages m
-                 ON n.message = m.key WHERE n.message IS NULL OR m.state = 'pending'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n.max(0) as u64)
-            .map_err(|e| classify(&self.path, e))
+        self.count(
+            "SELECT count(*) FROM slack_notices n LEFT JOIN slack_messages m
+             ON n.message = m.key WHERE n.message IS NULL OR m.state = 'pending'",
+            args![],
+        )
     }
 
     /// For the digest: notices of `kind` decided since `since`.
     pub fn notices_since(&self, kind: &str, since: UnixMs) -> Result<u64, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT count(*) FROM slack_notices WHERE kind = ?1 AND at >= ?2",
-                params![kind, since],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n.max(0) as u64)
-            .map_err(|e| classify(&self.path, e))
+        self.count(
+            "SELECT count(*) FROM slack_notices WHERE kind = ?1 AND at >= ?2",
+            args![kind, since],
+        )
     }
 }

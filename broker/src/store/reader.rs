@@ -1,13 +1,15 @@
-//! Read-only queries for the ops API and tools: each reader has its own connection, and in
-//! WAL mode readers never block the writer (nor the engine behind it). The calls block on
-//! disk: call them from `tokio::task::spawn_blocking`.
+//! Read-only queries for the ops API and tools: each reader has its own connection; in
+//! SQLite's WAL mode and in PostgreSQL readers never block the writer (nor the engine
+//! behind it). The calls block on the disk or the network: call them from
+//! `tokio::task::spawn_blocking`.
 
-use std::path::{Path, PathBuf};
+use std::cell::RefCell;
 
 use fleet_rules::UnixMs;
-use rusqlite::{params, Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags};
 
-use super::{classify, StoreError};
+use super::sql::{args, DbError, Lite, Row, Sql, Val};
+use super::{classify, db_error, pg, Location, StoreError};
 
 /// One entry of the audit trail.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -60,8 +62,23 @@ pub struct StoredCommand {
 /// A read-only connection.
 #[derive(Debug)]
 pub struct StoreReader {
-    pub(super) conn: Connection,
-    pub(super) path: PathBuf,
+    db: ReaderDb,
+    location: Location,
+}
+
+enum ReaderDb {
+    Sqlite(Connection),
+    /// The client needs `&mut`; a reader is used by one thread at a time.
+    Postgres(Box<RefCell<pg::Reader>>),
+}
+
+impl std::fmt::Debug for ReaderDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReaderDb::Sqlite(_) => "Sqlite",
+            ReaderDb::Postgres(_) => "Postgres",
+        })
+    }
 }
 
 fn parse(text: Option<String>) -> Option<serde_json::Value> {
@@ -70,15 +87,41 @@ fn parse(text: Option<String>) -> Option<serde_json::Value> {
 
 impl StoreReader {
     /// Opens the database read-only (it must exist).
-    pub fn open(path: &Path) -> Result<StoreReader, StoreError> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(|e| classify(path, e))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(|e| classify(path, e))?;
+    pub fn open(location: &Location) -> Result<StoreReader, StoreError> {
+        let db = match location {
+            Location::File(path) => {
+                let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let conn =
+                    Connection::open_with_flags(path, flags).map_err(|e| classify(path, e))?;
+                conn.busy_timeout(std::time::Duration::from_secs(5))
+                    .map_err(|e| classify(path, e))?;
+                ReaderDb::Sqlite(conn)
+            }
+            Location::Postgres(url) => {
+                ReaderDb::Postgres(Box::new(RefCell::new(pg::Reader::open(url)?)))
+            }
+        };
         Ok(StoreReader {
-            conn,
-            path: path.to_owned(),
+            db,
+            location: location.clone(),
         })
+    }
+
+    /// Runs `f` on the connection.
+    pub(super) fn read<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Sql) -> Result<T, DbError>,
+    ) -> Result<T, StoreError> {
+        match &self.db {
+            ReaderDb::Sqlite(conn) => f(&mut Lite(conn)).map_err(|e| db_error(&self.location, e)),
+            ReaderDb::Postgres(reader) => reader.borrow_mut().read(f),
+        }
+    }
+
+    /// The count `sql` returns.
+    pub(super) fn count(&self, sql: &'static str, params: &[Val<'_>]) -> Result<u64, StoreError> {
+        self.read(|db| db.row(sql, params, |r| r.get::<i64>(0)))
+            .map(|n| n.unwrap_or(0).max(0) as u64)
     }
 
     /// The latest `limit` transitions, newest first: of one vehicle, or of all.
@@ -87,22 +130,7 @@ impl StoreReader {
         vehicle: Option<&str>,
         limit: usize,
     ) -> Result<Vec<StoredTransition>, StoreError> {
-        self.query_transitions(vehicle, limit)
-            .map_err(|e| classify(&self.path, e))
-    }
-
-    fn query_transitions(
-        &self,
-        vehicle: Option<&str>,
-        limit: usize,
-    ) -> rusqlite::Result<Vec<StoredTransition>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, vehicle, from_state, to_state, change, reason, reasons, cause,
-                    operator, note, at
-             FROM transitions WHERE ?1 IS NULL OR vehicle = ?1 ORDER BY seq DESC LIMIT ?2",
-        )?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt.query_map(params![vehicle, limit], |r| {
+        let row = |r: &Row| {
             Ok(StoredTransition {
                 seq: r.get(0)?,
                 vehicle: r.get(1)?,
@@ -116,64 +144,75 @@ impl StoreReader {
                 note: r.get(9)?,
                 at: r.get(10)?,
             })
-        })?;
-        rows.collect()
+        };
+        self.read(|db| match vehicle {
+            Some(v) => db.rows(
+                "SELECT seq, vehicle, from_state, to_state, change, reason, reasons, cause,
+                        operator, note, at
+                 FROM transitions WHERE vehicle = ?1 ORDER BY seq DESC LIMIT ?2",
+                args![v, limit],
+                row,
+            ),
+            None => db.rows(
+                "SELECT seq, vehicle, from_state, to_state, change, reason, reasons, cause,
+                        operator, note, at
+                 FROM transitions ORDER BY seq DESC LIMIT ?1",
+                args![limit],
+                row,
+            ),
+        })
     }
 
     /// The latest `limit` commands of a vehicle, newest first.
     pub fn commands(&self, vehicle: &str, limit: usize) -> Result<Vec<StoredCommand>, StoreError> {
-        self.query_commands(vehicle, limit)
-            .map_err(|e| classify(&self.path, e))
-    }
-
-    fn query_commands(&self, vehicle: &str, limit: usize) -> rusqlite::Result<Vec<StoredCommand>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, vehicle, command, resend, issued_at, acked_at, ok, error
-             FROM commands WHERE vehicle = ?1 ORDER BY issued_at DESC, id DESC LIMIT ?2",
-        )?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt.query_map(params![vehicle, limit], |r| {
-            Ok(StoredCommand {
-                id: r.get(0)?,
-                vehicle: r.get(1)?,
-                command: r.get(2)?,
-                resend: r.get(3)?,
-                issued_at: r.get(4)?,
-                acked_at: r.get(5)?,
-                ok: r.get(6)?,
-                error: r.get(7)?,
-            })
-        })?;
-        rows.collect()
+        self.read(|db| {
+            db.rows(
+                "SELECT id, vehicle, command, resend, issued_at, acked_at, ok, error
+                 FROM commands WHERE vehicle = ?1 ORDER BY issued_at DESC, id DESC LIMIT ?2",
+                args![vehicle, limit],
+                |r| {
+                    Ok(StoredCommand {
+                        id: r.get(0)?,
+                        vehicle: r.get(1)?,
+                        command: r.get(2)?,
+                        resend: r.get(3)?,
+                        issued_at: r.get(4)?,
+                        acked_at: r.get(5)?,
+                        ok: r.get(6)?,
+                        error: r.get(7)?,
+                    })
+                },
+            )
+        })
     }
 
     /// Stored vehicles with each of their reasons' kinds, for checks and tools:
     /// `(id, [kind or "hardware_fault:CODE", ...])`, in id order.
     pub fn vehicle_reasons(&self) -> Result<Vec<(String, Vec<String>)>, StoreError> {
-        let run = || -> rusqlite::Result<Vec<(String, Vec<String>)>> {
-            let mut stmt = self.conn.prepare_cached(
+        self.read(|db| {
+            let mut out: Vec<(String, Vec<String>)> = Vec::new();
+            db.each(
                 "SELECT v.id, r.kind, r.code FROM vehicles v
                  LEFT JOIN reasons r ON r.vehicle = v.id ORDER BY v.id, r.kind, r.code",
+                args![],
+                &mut |r| {
+                    let id: String = r.get(0)?;
+                    let kind: Option<String> = r.get(1)?;
+                    let code: Option<String> = r.get(2)?;
+                    if out.last().is_none_or(|(last, _)| *last != id) {
+                        out.push((id, Vec::new()));
+                    }
+                    if let (Some(kind), Some((_, kinds))) = (kind, out.last_mut()) {
+                        kinds.push(match code.filter(|c| !c.is_empty()) {
+                            Some(code) => format!("{kind}:{code}"),
+                            None => kind,
+                        });
+                    }
+                    Ok(true)
+                },
             )?;
-            let mut rows = stmt.query([])?;
-            let mut out: Vec<(String, Vec<String>)> = Vec::new();
-            while let Some(r) = rows.next()? {
-                let id: String = r.get(0)?;
-                let kind: Option<String> = r.get(1)?;
-                let code: Option<String> = r.get(2)?;
-                if out.last().is_none_or(|(last, _)| *last != id) {
-                    out.push((id, Vec::new()));
-                }
-                if let (Some(kind), Some((_, kinds))) = (kind, out.last_mut()) {
-                    kinds.push(match code.filter(|c| !c.is_empty()) {
-                        Some(code) => format!("{kind}:{code}"),
-                        None => kind,
-                    });
-                }
-            }
             Ok(out)
-        };
-        run().map_err(|e| classify(&self.path, e))
+        })
     }
 
     /// Incidents that started at or after `since` or are still open, newest first (at most
@@ -183,74 +222,62 @@ impl StoreReader {
         since: UnixMs,
         limit: usize,
     ) -> Result<Vec<(String, UnixMs, Option<UnixMs>)>, StoreError> {
-        let run = || -> rusqlite::Result<Vec<(String, UnixMs, Option<UnixMs>)>> {
-            let mut stmt = self.conn.prepare_cached(
+        self.read(|db| {
+            db.rows(
                 "SELECT kind, started_at, ended_at FROM incidents
                  WHERE started_at >= ?1 OR ended_at IS NULL OR ended_at >= ?1
                  ORDER BY started_at DESC LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![since, limit as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })?;
-            rows.collect()
-        };
-        run().map_err(|e| classify(&self.path, e))
+                args![since, limit],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+        })
     }
 
     /// When each stored vehicle's state last changed, `(id, changed_at)` in id order (to
     /// publish the retained service state again).
     pub fn changed_at(&self) -> Result<Vec<(Box<str>, UnixMs)>, StoreError> {
-        let run = || -> rusqlite::Result<Vec<(Box<str>, UnixMs)>> {
-            let mut stmt = self
-                .conn
-                .prepare_cached("SELECT id, changed_at FROM vehicles ORDER BY id")?;
-            let rows = stmt.query_map([], |r| {
-                Ok((r.get::<_, String>(0)?.into_boxed_str(), r.get(1)?))
-            })?;
-            rows.collect()
-        };
-        run().map_err(|e| classify(&self.path, e))
+        self.read(|db| {
+            db.rows(
+                "SELECT id, changed_at FROM vehicles ORDER BY id",
+                args![],
+                |r| Ok((r.get::<String>(0)?.into_boxed_str(), r.get(1)?)),
+            )
+        })
     }
 
     /// SLI minutes `(minute, good, valid, down_ms)` from `from_minute` on.
     pub fn sli_minutes(&self, from_minute: u64) -> Result<Vec<(u64, u64, u64, u64)>, StoreError> {
-        let run = || -> rusqlite::Result<Vec<(u64, u64, u64, u64)>> {
-            let mut stmt = self.conn.prepare_cached(
+        self.read(|db| {
+            db.rows(
                 "SELECT minute, good, valid, down_ms FROM sli_minutes WHERE minute >= ?1
                  ORDER BY minute",
-            )?;
-            let rows = stmt.query_map(params![from_minute as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })?;
-            rows.collect()
-        };
-        run().map_err(|e| classify(&self.path, e))
+                args![from_minute],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+        })
     }
 
-    /// The reasons set since `since` (newest first), as `(reason JSON,
-    /// cause)`.
+    /// The reasons set since `since` (newest first), as `(reason JSON, cause)`.
     pub fn reasons_set_since(&self, since: UnixMs) -> Result<Vec<(String, String)>, StoreError> {
-        let run = || -> rusqlite::Result<Vec<(String, String)>> {
-            let mut stmt = self.conn.prepare_cached(
-                "SELECT reason, cause, at, change FROM transitions ORDER BY seq DESC",
-            )?;
-            let mut rows = stmt.query([])?;
+        // Newest first, stopping at the first older one: the log is in time order.
+        self.read(|db| {
             let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                let at: u64 = r.get(2)?;
-                if at < since {
-                    break;
-                }
-                let change: String = r.get(3)?;
-                if change != "set" {
-                    continue;
-                }
-                if let Some(reason) = r.get::<_, Option<String>>(0)? {
-                    out.push((reason, r.get(1)?));
-                }
-            }
+            db.each(
+                "SELECT reason, cause, at, change FROM transitions ORDER BY seq DESC",
+                args![],
+                &mut |r| {
+                    if r.get::<u64>(2)? < since {
+                        return Ok(false);
+                    }
+                    if let ("set", Some(reason)) =
+                        (r.get::<String>(3)?.as_str(), r.get::<Option<String>>(0)?)
+                    {
+                        out.push((reason, r.get(1)?));
+                    }
+                    Ok(true)
+                },
+            )?;
             Ok(out)
-        };
-        run().map_err(|e| classify(&self.path, e))
+        })
     }
 }

@@ -1,11 +1,12 @@
-//! What the engine asks the store to keep, and how each record is written. One batch of
-//! records is one transaction; every statement is prepared once and cached.
+//! What the engine asks the store to keep, and how each record is written (the same
+//! statements on SQLite and PostgreSQL). One batch of records is one transaction; every
+//! statement is prepared once per connection and cached.
 
+use super::sql::{args, DbError, Sql};
 use fleet_rules::{
     Cause, Command, CommandKind, Reason, ReasonChange, ServiceState, SliMinute, Transition, UnixMs,
     VehicleView,
 };
-use rusqlite::{params, Transaction};
 
 /// One thing to store.
 #[derive(Debug, Clone, PartialEq)]
@@ -141,14 +142,14 @@ fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
-pub(super) fn write(tx: &Transaction<'_>, record: &Record) -> rusqlite::Result<()> {
+pub(super) fn write(tx: &mut dyn Sql, record: &Record) -> Result<(), DbError> {
     match record {
         Record::Registered { vehicle, at } => {
-            tx.prepare_cached(
+            tx.exec(
                 "INSERT INTO vehicles (id, model, last_seen, changed_at) VALUES (?1, NULL, ?2, ?2)
                  ON CONFLICT (id) DO NOTHING",
-            )?
-            .execute(params![vehicle, at])?;
+                args![vehicle, at],
+            )?;
         }
         Record::Transition(t) => transition(tx, t)?,
         Record::CommandSent { id, command } => {
@@ -156,18 +157,18 @@ pub(super) fn write(tx: &Transaction<'_>, record: &Record) -> rusqlite::Result<(
                 CommandKind::ServiceIn => "service_in",
                 CommandKind::ServiceOut => "service_out",
             };
-            tx.prepare_cached(
+            tx.exec(
                 "INSERT INTO commands (id, vehicle, command, reasons, resend, issued_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
-            )?
-            .execute(params![
-                id,
-                command.vehicle,
-                kind,
-                json(&command.reasons),
-                command.resend,
-                command.issued_at
-            ])?;
+                args![
+                    id,
+                    command.vehicle,
+                    kind,
+                    json(&command.reasons),
+                    command.resend,
+                    command.issued_at
+                ],
+            )?;
         }
         Record::CommandAck {
             id,
@@ -176,17 +177,13 @@ pub(super) fn write(tx: &Transaction<'_>, record: &Record) -> rusqlite::Result<(
             error,
             at,
         } => {
-            tx.prepare_cached(
+            tx.exec(
                 "UPDATE commands SET acked_at = ?3, ok = ?4, error = ?5
                  WHERE id = ?1 AND vehicle = ?2 AND acked_at IS NULL",
-            )?
-            .execute(params![id, vehicle, at, ok, error])?;
+                args![id, vehicle, at, ok, error],
+            )?;
         }
         Record::Seen(views) => {
-            let mut update = tx.prepare_cached(
-                "UPDATE vehicles SET last_seen = max(last_seen, ?2), model = coalesce(?3, model),
-                 error_counts = coalesce(?4, error_counts) WHERE id = ?1",
-            )?;
             for v in views {
                 let counts = (!v.error_counts.is_empty()).then(|| {
                     let map: serde_json::Map<String, serde_json::Value> = v
@@ -196,7 +193,13 @@ pub(super) fn write(tx: &Transaction<'_>, record: &Record) -> rusqlite::Result<(
                         .collect();
                     json(&map)
                 });
-                update.execute(params![v.id, v.last_seen, v.model, counts])?;
+                tx.exec(
+                    "UPDATE vehicles SET
+                     last_seen = CASE WHEN ?2 > last_seen THEN ?2 ELSE last_seen END,
+                     model = coalesce(?3, model), error_counts = coalesce(?4, error_counts)
+                     WHERE id = ?1",
+                    args![v.id, v.last_seen, v.model, counts],
+                )?;
             }
         }
         Record::Sli {
@@ -204,21 +207,22 @@ pub(super) fn write(tx: &Transaction<'_>, record: &Record) -> rusqlite::Result<(
             saved_to,
             keep_from,
         } => {
-            let mut upsert = tx.prepare_cached(
-                "INSERT INTO sli_minutes (minute, good, valid, down_ms) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (minute) DO UPDATE
-                 SET good = excluded.good, valid = excluded.valid, down_ms = excluded.down_ms",
-            )?;
             for m in minutes {
-                upsert.execute(params![m.minute, m.good, m.valid, m.down_ms])?;
+                tx.exec(
+                    "INSERT INTO sli_minutes (minute, good, valid, down_ms) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (minute) DO UPDATE
+                     SET good = excluded.good, valid = excluded.valid, down_ms = excluded.down_ms",
+                    args![m.minute, m.good, m.valid, m.down_ms],
+                )?;
             }
-            tx.prepare_cached("DELETE FROM sli_minutes WHERE minute < ?1")?
-                .execute(params![keep_from])?;
+            tx.exec(
+                "DELETE FROM sli_minutes WHERE minute < ?1",
+                args![keep_from],
+            )?;
             set_meta(tx, SLI_SAVED_TO, *saved_to)?;
         }
         Record::PruneCommands { before } => {
-            tx.prepare_cached("DELETE FROM commands WHERE issued_at < ?1")?
-                .execute(params![before])?;
+            tx.exec("DELETE FROM commands WHERE issued_at < ?1", args![before])?;
         }
         Record::Outbox(r) => super::outbox::write(tx, r)?,
         Record::Incident(change) => incident(tx, *change)?,
@@ -227,7 +231,7 @@ pub(super) fn write(tx: &Transaction<'_>, record: &Record) -> rusqlite::Result<(
     Ok(())
 }
 
-fn incident(tx: &Transaction<'_>, change: IncidentChange) -> rusqlite::Result<()> {
+fn incident(tx: &mut dyn Sql, change: IncidentChange) -> Result<(), DbError> {
     let alert_key = |page| if page { PAGE_SINCE } else { TICKET_SINCE };
     let alert_kind = |page| if page { "page" } else { "ticket" };
     match change {
@@ -255,37 +259,39 @@ fn incident(tx: &Transaction<'_>, change: IncidentChange) -> rusqlite::Result<()
 }
 
 /// The incident log: a row per incident; one of a kind is open at a time.
-fn log_opened(tx: &Transaction<'_>, kind: &str, at: UnixMs) -> rusqlite::Result<()> {
+fn log_opened(tx: &mut dyn Sql, kind: &str, at: UnixMs) -> Result<(), DbError> {
     log_closed(tx, kind, at)?;
-    tx.prepare_cached("INSERT INTO incidents (kind, started_at) VALUES (?1, ?2)")?
-        .execute(params![kind, at])?;
+    tx.exec(
+        "INSERT INTO incidents (kind, started_at) VALUES (?1, ?2)",
+        args![kind, at],
+    )?;
     Ok(())
 }
 
-fn log_closed(tx: &Transaction<'_>, kind: &str, at: UnixMs) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "UPDATE incidents SET ended_at = max(?2, started_at) WHERE kind = ?1 AND ended_at IS NULL",
-    )?
-    .execute(params![kind, at])?;
+fn log_closed(tx: &mut dyn Sql, kind: &str, at: UnixMs) -> Result<(), DbError> {
+    tx.exec(
+        "UPDATE incidents SET ended_at = CASE WHEN ?2 > started_at THEN ?2 ELSE started_at END
+         WHERE kind = ?1 AND ended_at IS NULL",
+        args![kind, at],
+    )?;
     Ok(())
 }
 
-fn clear_meta(tx: &Transaction<'_>, key: &str) -> rusqlite::Result<()> {
-    tx.prepare_cached("DELETE FROM meta WHERE key = ?1")?
-        .execute(params![key])?;
+fn clear_meta(tx: &mut dyn Sql, key: &str) -> Result<(), DbError> {
+    tx.exec("DELETE FROM meta WHERE key = ?1", args![key])?;
     Ok(())
 }
 
-pub(super) fn set_meta(tx: &Transaction<'_>, key: &str, value: UnixMs) -> rusqlite::Result<()> {
-    tx.prepare_cached(
+pub(super) fn set_meta(tx: &mut dyn Sql, key: &str, value: UnixMs) -> Result<(), DbError> {
+    tx.exec(
         "INSERT INTO meta (key, value) VALUES (?1, ?2)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )?
-    .execute(params![key, value])?;
+        args![key, value],
+    )?;
     Ok(())
 }
 
-fn transition(tx: &Transaction<'_>, t: &Transition) -> rusqlite::Result<()> {
+fn transition(tx: &mut dyn Sql, t: &Transition) -> Result<(), DbError> {
     let (change, reason) = match &t.change {
         ReasonChange::Set(r) => ("set", Some(json(r))),
         ReasonChange::Cleared(r) => ("cleared", Some(json(r))),
@@ -295,66 +301,61 @@ fn transition(tx: &Transaction<'_>, t: &Transition) -> rusqlite::Result<()> {
         Cause::Rule => ("rule", None, None),
         Cause::Operator { name, note } => ("operator", Some(name.as_str()), Some(note.as_str())),
     };
-    tx.prepare_cached(
+    tx.exec(
         "INSERT INTO transitions
          (vehicle, from_state, to_state, change, reason, reasons, cause, operator, note, at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?
-    .execute(params![
-        t.vehicle,
-        state_name(t.from),
-        state_name(t.to),
-        change,
-        reason,
-        json(&t.reasons),
-        cause,
-        operator,
-        note,
-        t.at
-    ])?;
-    tx.prepare_cached("DELETE FROM reasons WHERE vehicle = ?1")?
-        .execute(params![t.vehicle])?;
+        args![
+            t.vehicle,
+            state_name(t.from),
+            state_name(t.to),
+            change,
+            reason,
+            json(&t.reasons),
+            cause,
+            operator,
+            note,
+            t.at
+        ],
+    )?;
+    tx.exec("DELETE FROM reasons WHERE vehicle = ?1", args![t.vehicle])?;
     if t.change == ReasonChange::Decommissioned {
-        tx.prepare_cached("DELETE FROM vehicles WHERE id = ?1")?
-            .execute(params![t.vehicle])?;
-        tx.prepare_cached(
+        tx.exec("DELETE FROM vehicles WHERE id = ?1", args![t.vehicle])?;
+        tx.exec(
             "INSERT INTO decommissioned (id, operator, at) VALUES (?1, ?2, ?3)
              ON CONFLICT (id) DO UPDATE SET operator = excluded.operator, at = excluded.at",
-        )?
-        .execute(params![t.vehicle, operator.unwrap_or(""), t.at])?;
+            args![t.vehicle, operator.unwrap_or(""), t.at],
+        )?;
         return Ok(());
     }
-    tx.prepare_cached(
+    tx.exec(
         "INSERT INTO vehicles (id, model, last_seen, changed_at) VALUES (?1, NULL, ?2, ?2)
          ON CONFLICT (id) DO UPDATE SET changed_at = excluded.changed_at",
-    )?
-    .execute(params![t.vehicle, t.at])?;
-    let mut insert = tx.prepare_cached(
-        "INSERT OR REPLACE INTO reasons (vehicle, kind, code, operator, note, since)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        args![t.vehicle, t.at],
     )?;
     for r in &t.reasons {
-        match r {
-            Reason::HeartbeatLost { since } => insert.execute(params![
-                t.vehicle,
-                "heartbeat_lost",
-                "",
-                None::<&str>,
-                None::<&str>,
-                since
-            ])?,
-            Reason::HardwareFault { code, since } => insert.execute(params![
-                t.vehicle,
-                "hardware_fault",
-                code,
-                None::<&str>,
-                None::<&str>,
-                since
-            ])?,
-            Reason::Maintenance { by, note, since } => {
-                insert.execute(params![t.vehicle, "maintenance", "", by, note, since])?
+        let none: Option<&str> = None;
+        let (kind, code, by, note, since) = match r {
+            Reason::HeartbeatLost { since } => ("heartbeat_lost", "", none, none, since),
+            Reason::HardwareFault { code, since } => {
+                ("hardware_fault", code.as_str(), none, none, since)
             }
+            Reason::Maintenance { by, note, since } => (
+                "maintenance",
+                "",
+                Some(by.as_str()),
+                Some(note.as_str()),
+                since,
+            ),
         };
+        // Of a (kind, code) listed twice, the last entry stays.
+        tx.exec(
+            "INSERT INTO reasons (vehicle, kind, code, operator, note, since)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (vehicle, kind, code) DO UPDATE SET operator = excluded.operator,
+             note = excluded.note, since = excluded.since",
+            args![t.vehicle, kind, code, by, note, since],
+        )?;
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use super::{Record, Store};
+use super::{Record, Store, StoreError};
 use crate::metrics::{Kind, TextWriter};
 
 /// Batches committed in one transaction at most.
@@ -96,6 +96,8 @@ pub struct StoreMetrics {
     pub held: AtomicU64,
     /// Batches given up at shutdown because they could not be stored (never announced).
     pub dropped_batches: AtomicU64,
+    /// Batches refused because this engine no longer leads (never stored nor announced).
+    pub fenced_batches: AtomicU64,
     /// Duration of the last commit, in microseconds.
     pub last_commit_us: AtomicU64,
 }
@@ -140,6 +142,12 @@ impl StoreMetrics {
             Kind::Counter,
             "Batches given up at shutdown because they could not be stored.",
             load(&st.dropped_batches),
+        );
+        w.single(
+            "fleet_store_fenced_batches_total",
+            Kind::Counter,
+            "Batches refused because this engine no longer held the leader lease: neither stored nor announced.",
+            load(&st.fenced_batches),
         );
         w.single(
             "fleet_store_last_commit_seconds",
@@ -199,11 +207,22 @@ fn run<M>(
                 Err(_) => break,
             }
         }
-        let stored = records == 0 || commit(&mut store, &group, &batches, metrics);
+        let outcome = if records == 0 {
+            Committed::Stored
+        } else {
+            commit(&mut store, &group, &batches, metrics)
+        };
         for batch in group.drain(..) {
-            if !stored {
-                metrics.dropped_batches.fetch_add(1, Ordering::Relaxed);
-                continue;
+            match outcome {
+                Committed::Stored => {}
+                Committed::GaveUp => {
+                    metrics.dropped_batches.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                Committed::Fenced => {
+                    metrics.fenced_batches.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
             }
             for m in batch.outbound {
                 if out.blocking_send(m).is_err() {
@@ -216,19 +235,30 @@ fn run<M>(
         }
     }
     match store.checkpoint() {
-        Ok(()) => info!(path = %store.path().display(), "store flushed and closed"),
+        Ok(()) => info!(store = %store.location(), "store flushed and closed"),
         Err(e) => warn!("store closed without a final WAL checkpoint (the WAL is replayed at the next start): {e}"),
     }
 }
 
+/// What became of a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Committed {
+    Stored,
+    /// Not stored after [`GIVE_UP_AT_SHUTDOWN`] of a stopped engine.
+    GaveUp,
+    /// Refused: this engine no longer leads. Retrying cannot help, and announcing would
+    /// speak for a term that is over.
+    Fenced,
+}
+
 /// Stores the group's records, retrying until it works (or, once the engine has stopped,
-/// until [`GIVE_UP_AT_SHUTDOWN`]). True when stored.
+/// until [`GIVE_UP_AT_SHUTDOWN`]).
 fn commit<M>(
     store: &mut Store,
     group: &[StoreBatch<M>],
     batches: &mpsc::Receiver<StoreBatch<M>>,
     metrics: &StoreMetrics,
-) -> bool {
+) -> Committed {
     let records: Vec<&Record> = group.iter().flat_map(|b| &b.records).collect();
     let held: usize = group.iter().map(|b| b.outbound.len() + b.after.len()).sum();
     let mut backoff = FIRST_BACKOFF;
@@ -254,7 +284,18 @@ fn commit<M>(
                         "store writable again: held announcements go out now"
                     );
                 }
-                return true;
+                return Committed::Stored;
+            }
+            Err(StoreError::Deposed { epoch }) => {
+                metrics.failing.store(0, Ordering::Relaxed);
+                metrics.held.store(0, Ordering::Relaxed);
+                warn!(
+                    epoch,
+                    records = records.len(),
+                    held,
+                    "not the leader (any more): this batch is neither stored nor announced"
+                );
+                return Committed::Fenced;
             }
             Err(e) => {
                 failures += 1;
@@ -280,7 +321,7 @@ fn commit<M>(
                             held,
                             "shutting down with a store that cannot be written: these records are lost and were never announced"
                         );
-                        return false;
+                        return Committed::GaveUp;
                     }
                 }
                 std::thread::sleep(backoff);
