@@ -236,7 +236,19 @@ async fn a_service_in_of_a_silent_faulted_vehicle_clears_the_fault_and_answers_4
 
 #[tokio::test]
 async fn taking_a_vehicle_out_and_back_by_hand_is_recorded_with_operator_and_note() {
-    let (broker, api) = broker_with(STEADY, Some(TOKEN)).await;
+    out_and_back_by_hand(STEADY).await;
+}
+
+#[tokio::test]
+async fn on_postgres_the_audit_trail_of_a_manual_out_and_back_is_read_from_the_database() {
+    let Some(pg) = fleet_tests::postgres::Postgres::start() else {
+        return;
+    };
+    out_and_back_by_hand(&format!("{STEADY}[store]\nurl = \"{}\"\n", pg.url())).await;
+}
+
+async fn out_and_back_by_hand(config: &str) {
+    let (broker, api) = broker_with(config, Some(TOKEN)).await;
     let _v = vehicle(&broker, "v1", None).await;
     let r = post(&api, "/api/v1/vehicles/v1/service-out", "ana", "tyre swap").await;
     let body = r.json();

@@ -1,13 +1,15 @@
 //! Restarts: state comes back from the store, in-service vehicles get the restart grace
 //! counted from startup (nobody is evicted in the meantime), faults, maintenance and
 //! decommissionings survive, the retained service state is published again, and the SLI
-//! history goes on with the broker's downtime reported as such.
+//! history goes on with the broker's downtime reported as such. Each on a SQLite file and
+//! on PostgreSQL.
 
 use std::time::Duration;
 
 use fleet_broker::clock::Clock;
 use fleet_broker::Broker;
 use fleet_rules::{Reason, ServiceState};
+use fleet_tests::postgres::Postgres;
 use fleet_tests::{test_config, Observer, WAIT};
 use sim_device::{Vehicle, VehicleOptions};
 
@@ -48,7 +50,24 @@ fn kinds(reasons: &[Reason]) -> Vec<&'static str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_faults_and_maintenance_and_evicts_nobody_during_the_grace() {
-    let config = config();
+    restart_keeps_faults_and_maintenance(config()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_restart_keeps_faults_and_maintenance_and_evicts_nobody() {
+    let Some(pg) = Postgres::start() else { return };
+    restart_keeps_faults_and_maintenance(on_postgres(&pg)).await;
+}
+
+/// The test config with the store in `pg`.
+fn on_postgres(pg: &Postgres) -> fleet_broker::config::Config {
+    let mut config = config();
+    config.store.url = Some(pg.url());
+    config.validate().expect("valid");
+    config
+}
+
+async fn restart_keeps_faults_and_maintenance(config: fleet_broker::config::Config) {
     let first_clock = Clock::system();
     let broker = Broker::start(&config, first_clock).await.expect("starts");
     let addr = broker.mqtt_addr();
@@ -182,7 +201,18 @@ async fn a_restart_keeps_faults_and_maintenance_and_evicts_nobody_during_the_gra
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_broker_publishes_its_sli_with_the_downtime() {
-    let config = config();
+    restarted_broker_publishes_its_sli_with_the_downtime(config()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_restarted_broker_publishes_its_sli_with_the_downtime() {
+    let Some(pg) = Postgres::start() else { return };
+    restarted_broker_publishes_its_sli_with_the_downtime(on_postgres(&pg)).await;
+}
+
+async fn restarted_broker_publishes_its_sli_with_the_downtime(
+    config: fleet_broker::config::Config,
+) {
     let clock = Clock::system();
     let broker = Broker::start(&config, clock).await.expect("starts");
     let v = Vehicle::connect(broker.mqtt_addr(), "v1", VehicleOptions::default())

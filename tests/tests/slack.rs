@@ -68,8 +68,20 @@ fn text(r: &Request) -> String {
 
 #[tokio::test]
 async fn a_hardware_fault_reaches_the_webhook_with_what_a_person_needs() {
+    fault_reaches_the_webhook("").await;
+}
+
+#[tokio::test]
+async fn on_postgres_a_hardware_fault_reaches_the_webhook_through_the_stored_outbox() {
+    let Some(pg) = fleet_tests::postgres::Postgres::start() else {
+        return;
+    };
+    fault_reaches_the_webhook(&format!("[store]\nurl = \"{}\"\n", pg.url())).await;
+}
+
+async fn fault_reaches_the_webhook(extra: &str) {
     let fake = FakeSlack::start().await;
-    let broker = start(&slack_config(&webhook(&fake), "")).await;
+    let broker = start(&slack_config(&webhook(&fake), extra)).await;
     let v = vehicle(&broker, "scooter-17").await;
     v.error("BRAKE_SENSOR", 1).await.expect("error report");
 
