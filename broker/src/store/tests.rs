@@ -53,25 +53,6 @@ fn fault(code: &str, since: u64) -> Reason {
     }
 }
 
-fn view(
-    id: &str,
-    last_seen: u64,
-    model: Option<&str>,
-    counts: &[(&str, u64)],
-) -> fleet_rules::VehicleView {
-    fleet_rules::VehicleView {
-        id: id.into(),
-        state: ServiceState::InService,
-        reasons: Vec::new(),
-        last_seen,
-        model: model.map(str::to_owned),
-        reported: None,
-        battery: None,
-        held: false,
-        error_counts: counts.iter().map(|(c, n)| (c.to_string(), *n)).collect(),
-    }
-}
-
 #[test]
 fn a_new_database_and_its_directory_are_created_at_the_current_schema_version() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -118,12 +99,17 @@ fn a_database_of_schema_version_1_is_migrated_and_keeps_its_data() {
     assert_eq!((restored.sli[0].good, restored.sli[0].valid), (5, 6));
     // The v2 tables work.
     store
-        .apply(&[Record::Seen(vec![view(
-            "v1",
-            T0 + 1,
-            None,
-            &[("BRAKE", 2)],
-        )])])
+        .apply(&[Record::Seen(vec![fleet_rules::VehicleView {
+            id: "v1".into(),
+            state: ServiceState::InService,
+            reasons: Vec::new(),
+            last_seen: T0 + 1,
+            model: None,
+            reported: None,
+            battery: None,
+            held: false,
+            error_counts: vec![("BRAKE".into(), 2)],
+        }])])
         .expect("v2 column");
 }
 
