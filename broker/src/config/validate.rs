@@ -253,10 +253,10 @@ fn check_postgres_url(url: &str) -> Result<(), String> {
                 .into(),
         );
     }
-    let config: postgres::Config = url
+    let config: tokio_postgres::Config = url
         .parse()
         .map_err(|e| format!("is not a valid PostgreSQL URL: {e}"))?;
-    if config.get_ssl_mode() == postgres::config::SslMode::Require {
+    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
         return Err("asks for sslmode=require, but the store connects without TLS: use a network where plain connections are safe (sslmode=disable) or a TLS-terminating proxy".into());
     }
     Ok(())

@@ -160,8 +160,11 @@ pub enum StoreError {
         /// Host, port and database (never the password).
         at: String,
         /// The driver's error.
-        source: postgres::Error,
+        source: tokio_postgres::Error,
     },
+    /// The PostgreSQL client's runtime could not be started.
+    #[error("cannot start the PostgreSQL client: {0}")]
+    Runtime(std::io::Error),
     /// The write was fenced off: this engine no longer leads with the epoch it wrote with.
     #[error("deposed: this engine does not hold the leader lease with epoch {epoch}; nothing was written or announced")]
     Deposed {
@@ -440,7 +443,7 @@ impl StoreError {
                 source.sqlite_error_code() == Some(ErrorCode::DiskFull)
             }
             StoreError::Postgres { source, .. } => {
-                source.code() == Some(&postgres::error::SqlState::DISK_FULL)
+                source.code() == Some(&tokio_postgres::error::SqlState::DISK_FULL)
             }
             _ => false,
         }

@@ -263,10 +263,13 @@ pub fn migrate_to(conn: &mut Connection, target: u32) -> Result<u32, SchemaError
 const MIGRATION_LOCK: i64 = 0x666c_6565_7401;
 
 /// Brings a PostgreSQL database to [`SCHEMA_VERSION`]; returns the version found.
-pub(super) fn migrate_postgres(client: &mut postgres::Client) -> Result<u32, SchemaError> {
-    let read = |e: postgres::Error| SchemaError::Read(e.into());
-    let mut tx = client.transaction().map_err(read)?;
+pub(super) async fn migrate_postgres(
+    client: &mut tokio_postgres::Client,
+) -> Result<u32, SchemaError> {
+    let read = |e: tokio_postgres::Error| SchemaError::Read(e.into());
+    let tx = client.transaction().await.map_err(read)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
         .map_err(read)?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS fleet_schema (
@@ -275,9 +278,11 @@ pub(super) fn migrate_postgres(client: &mut postgres::Client) -> Result<u32, Sch
          );
          INSERT INTO fleet_schema (version) VALUES (0) ON CONFLICT DO NOTHING;",
     )
+    .await
     .map_err(read)?;
     let found: i64 = tx
         .query_one("SELECT version FROM fleet_schema", &[])
+        .await
         .map_err(read)?
         .try_get(0)
         .map_err(read)?;
@@ -286,14 +291,15 @@ pub(super) fn migrate_postgres(client: &mut postgres::Client) -> Result<u32, Sch
         return Err(SchemaError::TooNew { found });
     }
     for (to, step) in POSTGRES.iter().filter(|(to, _)| *to > found) {
-        let fail = |e: postgres::Error| SchemaError::Step {
+        let fail = |e: tokio_postgres::Error| SchemaError::Step {
             from: found,
             source: e.into(),
         };
-        tx.batch_execute(step).map_err(fail)?;
+        tx.batch_execute(step).await.map_err(fail)?;
         tx.execute("UPDATE fleet_schema SET version = $1", &[&i64::from(*to)])
+            .await
             .map_err(fail)?;
     }
-    tx.commit().map_err(read)?;
+    tx.commit().await.map_err(read)?;
     Ok(found)
 }

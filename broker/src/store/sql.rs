@@ -2,19 +2,30 @@
 //! statement, read rows. Statements are written once, in the SQL both accept, with
 //! numbered placeholders (`?1`, `?2`: PostgreSQL gets `$1`, `$2`); each is prepared once per
 //! connection and cached. Values are integers, text or NULL: the schema has nothing else.
+//! The SQLite side is here; the PostgreSQL connections are in `pg.rs`.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 
-use postgres::fallible_iterator::FallibleIterator;
-use postgres::types::{IsNull, ToSql, Type};
 use rusqlite::types::{ToSqlOutput, ValueRef};
+use tokio_postgres::types::{IsNull, ToSql, Type};
 
 /// A statement parameter.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) enum Val<'a> {
     Null,
     Int(i64),
-    Text(&'a str),
+    Text(Cow<'a, str>),
+}
+
+impl Val<'_> {
+    /// The same value, owning its text.
+    pub(crate) fn into_owned(self) -> Val<'static> {
+        match self {
+            Val::Null => Val::Null,
+            Val::Int(i) => Val::Int(i),
+            Val::Text(t) => Val::Text(Cow::Owned(t.into_owned())),
+        }
+    }
 }
 
 /// What can be a parameter.
@@ -24,13 +35,13 @@ pub(crate) trait Arg {
 
 impl Arg for str {
     fn val(&self) -> Val<'_> {
-        Val::Text(self)
+        Val::Text(Cow::Borrowed(self))
     }
 }
 
 impl Arg for String {
     fn val(&self) -> Val<'_> {
-        Val::Text(self)
+        Val::Text(Cow::Borrowed(self))
     }
 }
 
@@ -189,7 +200,7 @@ impl Row {
         Ok(Row(cells))
     }
 
-    fn from_postgres(r: &postgres::Row) -> Result<Row, DbError> {
+    pub(crate) fn from_postgres(r: &tokio_postgres::Row) -> Result<Row, DbError> {
         let mut cells = Vec::with_capacity(r.len());
         for (i, column) in r.columns().iter().enumerate() {
             let ty = column.type_();
@@ -222,7 +233,11 @@ pub enum DbError {
     Sqlite(#[from] rusqlite::Error),
     /// PostgreSQL's error.
     #[error(transparent)]
-    Postgres(#[from] postgres::Error),
+    Postgres(#[from] tokio_postgres::Error),
+    /// A read was asked of a PostgreSQL write transaction, whose statements are only
+    /// queued to be sent together (a bug: writes never read).
+    #[error("a read inside a pipelined write transaction")]
+    ReadInPipeline,
     /// A stored value is not what the column should hold.
     #[error("column {index} does not hold {expected}")]
     Column {
@@ -235,7 +250,8 @@ pub enum DbError {
 
 /// Runs statements: on a connection or inside a transaction.
 pub(crate) trait Sql {
-    /// Runs `sql`; the number of rows changed.
+    /// Runs `sql`; the number of rows changed (0 in a PostgreSQL write transaction, where
+    /// statements are queued and sent together at its end).
     fn exec(&mut self, sql: &'static str, params: &[Val<'_>]) -> Result<u64, DbError>;
 
     /// Calls `f` with each row of `sql`, in order, without holding them all, until it
@@ -285,9 +301,9 @@ impl dyn Sql + '_ {
 
 impl rusqlite::ToSql for Val<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::Borrowed(match *self {
+        Ok(ToSqlOutput::Borrowed(match self {
             Val::Null => ValueRef::Null,
-            Val::Int(i) => ValueRef::Integer(i),
+            Val::Int(i) => ValueRef::Integer(*i),
             Val::Text(s) => ValueRef::Text(s.as_bytes()),
         }))
     }
@@ -325,12 +341,12 @@ impl ToSql for Val<'_> {
         ty: &Type,
         out: &mut bytes::BytesMut,
     ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        match *self {
+        match self {
             Val::Null => Ok(IsNull::Yes),
-            Val::Text(s) => s.to_sql(ty, out),
+            Val::Text(s) => s.as_ref().to_sql(ty, out),
             Val::Int(i) if *ty == Type::INT8 => i.to_sql(ty, out),
-            Val::Int(i) if *ty == Type::INT4 => i32::try_from(i)?.to_sql(ty, out),
-            Val::Int(i) if *ty == Type::BOOL => (i != 0).to_sql(ty, out),
+            Val::Int(i) if *ty == Type::INT4 => i32::try_from(*i)?.to_sql(ty, out),
+            Val::Int(i) if *ty == Type::BOOL => (*i != 0).to_sql(ty, out),
             Val::Int(_) => Err(format!("an integer given for a {ty} parameter").into()),
         }
     }
@@ -348,76 +364,9 @@ impl ToSql for Val<'_> {
     }
 }
 
-/// Statements prepared on one PostgreSQL connection, by their SQLite-style text.
-#[derive(Default)]
-pub(crate) struct Prepared(HashMap<&'static str, postgres::Statement>);
-
-impl Prepared {
-    fn get<C: postgres::GenericClient>(
-        &mut self,
-        client: &mut C,
-        sql: &'static str,
-    ) -> Result<postgres::Statement, DbError> {
-        if let Some(s) = self.0.get(sql) {
-            return Ok(s.clone());
-        }
-        let s = client.prepare(&dollars(sql))?;
-        self.0.insert(sql, s.clone());
-        Ok(s)
-    }
-
-    /// Forgets every statement (the connection they belong to is gone).
-    pub(crate) fn clear(&mut self) {
-        self.0.clear();
-    }
-}
-
-/// `?1` → `$1`: the statements have no `?` but their placeholders.
-fn dollars(sql: &str) -> String {
-    sql.replace('?', "$")
-}
-
-/// A PostgreSQL connection or transaction, with the statements prepared on it.
-pub(crate) struct Pg<'a, C> {
-    pub(crate) client: &'a mut C,
-    pub(crate) prepared: &'a mut Prepared,
-}
-
-impl<C: postgres::GenericClient> Sql for Pg<'_, C> {
-    fn exec(&mut self, sql: &'static str, params: &[Val<'_>]) -> Result<u64, DbError> {
-        let stmt = self.prepared.get(self.client, sql)?;
-        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
-        Ok(self.client.execute(&stmt, &refs)?)
-    }
-
-    fn each(
-        &mut self,
-        sql: &'static str,
-        params: &[Val<'_>],
-        f: &mut dyn FnMut(&Row) -> Result<bool, DbError>,
-    ) -> Result<(), DbError> {
-        let stmt = self.prepared.get(self.client, sql)?;
-        let mut rows = self.client.query_raw(&stmt, params.iter())?;
-        while let Some(r) = rows.next()? {
-            if !f(&Row::from_postgres(&r)?)? {
-                break;
-            }
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn placeholders_become_postgres_ones() {
-        assert_eq!(
-            dollars("UPDATE t SET a = ?2 WHERE id = ?1 AND ?10 IS NULL"),
-            "UPDATE t SET a = $2 WHERE id = $1 AND $10 IS NULL"
-        );
-    }
 
     #[test]
     fn columns_read_as_their_type_or_fail_clearly() {
