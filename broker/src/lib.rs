@@ -83,11 +83,102 @@ pub async fn run(
     clock: Clock,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let broker = Broker::start(config, clock).await?;
+    let settings = config.settings().map_err(StartError::Config)?;
+    if let Some(ha) = settings.ha.clone() {
+        return run_as_pair(settings, ha, clock, shutdown).await;
+    }
+    let broker = Broker::start_with(settings, clock).await?;
     shutdown.await;
     info!("shutdown requested: draining");
     broker.shutdown().await;
     Ok(())
+}
+
+/// One engine of an active/standby pair: stands by until it holds the lease, then runs
+/// the broker with its store fenced by the lease's epoch; when the lease is lost it
+/// refuses every further write at once (nothing more is stored or announced), stops the
+/// broker and stands by again. A clean stop releases the lease, so a standby takes over
+/// at its next attempt. (A cold standby: it loads the fleet from the database and
+/// attaches to the upstream when it takes over.)
+async fn run_as_pair(
+    settings: Settings,
+    ha: config::HaSettings,
+    clock: Clock,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let Some(epoch) = settings.store.fence.as_ref().map(|f| f.epoch.clone()) else {
+        return Err(StartError::Config(config::ConfigErrors(vec![
+            config::Problem {
+                key: "ha.node".into(),
+                message: "the store is not fenced by the lease".into(),
+            },
+        ])));
+    };
+    let node = ha.target.node.clone();
+    let lease = crate::ha::run(ha.target, ha.timings);
+    let mut role = lease.role();
+    tokio::pin!(shutdown);
+    info!(
+        node,
+        "active/standby: standing by until this engine holds the lease"
+    );
+    let outcome = loop {
+        let leading = tokio::select! {
+            () = &mut shutdown => break Ok(()),
+            e = leader_epoch(&mut role) => e,
+        };
+        let Some(term) = leading else {
+            break Ok(());
+        };
+        epoch.store(term, std::sync::atomic::Ordering::Release);
+        info!(
+            node,
+            epoch = term,
+            "active/standby: leading, starting the engine"
+        );
+        let broker = match Broker::start_with(settings.clone(), clock).await {
+            Ok(broker) => broker,
+            Err(e) => break Err(e),
+        };
+        let deposed = tokio::select! {
+            () = &mut shutdown => false,
+            () = term_ends(&mut role, term) => true,
+        };
+        if deposed {
+            epoch.store(0, std::sync::atomic::Ordering::Release);
+            warn!(node, epoch = term, "active/standby: the lease is lost: nothing more is stored or announced; stopping the engine and standing by");
+        } else {
+            info!("shutdown requested: draining");
+        }
+        broker.shutdown().await;
+        if !deposed {
+            break Ok(());
+        }
+    };
+    lease.stop().await;
+    outcome
+}
+
+/// The epoch once this engine leads (`None`: the lease task is gone).
+async fn leader_epoch(role: &mut tokio::sync::watch::Receiver<crate::ha::Role>) -> Option<u64> {
+    loop {
+        if let crate::ha::Role::Leader { epoch } = *role.borrow_and_update() {
+            return Some(epoch);
+        }
+        role.changed().await.ok()?;
+    }
+}
+
+/// Resolves when this engine no longer leads with `term`.
+async fn term_ends(role: &mut tokio::sync::watch::Receiver<crate::ha::Role>, term: u64) {
+    loop {
+        if *role.borrow_and_update() != (crate::ha::Role::Leader { epoch: term }) {
+            return;
+        }
+        if role.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// A running broker: the MQTT front, the engine, the store writer, the publisher and the

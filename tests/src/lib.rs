@@ -48,6 +48,40 @@ pub fn fresh_store_path() -> PathBuf {
     dir.join("fleet.db")
 }
 
+/// The `fleet-broker` binary cargo built in this target directory (`cargo test
+/// --workspace` builds it for the broker's own binary tests).
+pub fn broker_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let bin = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .map(|dir| dir.join("fleet-broker"))
+        .expect("the target directory");
+    assert!(
+        bin.exists(),
+        "{} is not built: run `cargo build -p fleet-broker` (or `cargo test --workspace`)",
+        bin.display()
+    );
+    bin
+}
+
+/// The HTTP status of `GET path` on 127.0.0.1:`port`, or `None` when nothing answers
+/// (within 1 s).
+pub fn http_status(port: u16, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
 /// Starts a broker with `config` on the system clock.
 pub async fn start(config: &Config) -> Broker {
     Broker::start(config, Clock::system())

@@ -4,6 +4,7 @@
 mod attach;
 mod duration;
 mod env;
+mod ha;
 mod security;
 mod settings;
 mod slack;
@@ -19,6 +20,7 @@ use serde::Deserialize;
 pub use attach::{AttachSection, MqttMode, OneOrMore, ProtocolValue, UPSTREAM_PASSWORD_ENV};
 pub use duration::HumanDuration;
 pub use env::{API_TOKEN_ENV, ENV_VARS};
+pub use ha::{HaSection, HaSettings};
 pub use security::{
     AuthModeSection, AuthSection, LimitsSection, TlsSection, UserSection, FLEET_KEY_ENV,
 };
@@ -65,6 +67,8 @@ pub struct Config {
     pub topics: crate::contract::LayoutSection,
     /// Entries that open the fleet's own topics (`[[acl]]`).
     pub acl: Vec<AclSection>,
+    /// Active/standby engines on the PostgreSQL store.
+    pub ha: HaSection,
     /// Keys whose value came from the environment, with the variable (for messages).
     #[serde(skip)]
     from_env: Vec<(&'static str, &'static str)>,

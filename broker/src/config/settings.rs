@@ -38,6 +38,8 @@ pub struct Settings {
     pub downtime_counts_as_bad: bool,
     /// The role names of `[[auth.users]]` (for `check-config`'s table).
     pub roles: topics::Roles,
+    /// Active/standby: the lease this engine leads by (its store is fenced by it).
+    pub ha: Option<super::HaSettings>,
 }
 
 impl Config {
@@ -59,6 +61,7 @@ impl Config {
                 .attach
                 .settings(self.slo.downtime_counts_as_bad, &mut k),
         };
+        let ha = super::ha::settings(self, &mut k);
         k.finish(&self.from_env)?;
         let (Some(auth), Some(layout)) = (auth, layout) else {
             // Only reachable if a section failed without recording why: say so.
@@ -108,7 +111,10 @@ impl Config {
             store: StoreOptions {
                 location: self.store.location(),
                 synchronous: self.store.synchronous,
-                fence: None,
+                fence: ha.as_ref().map(|ha| crate::store::Fence {
+                    node: ha.target.node.clone(),
+                    epoch: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
+                }),
             },
             engine: EngineOptions {
                 topics: layout,
@@ -129,6 +135,7 @@ impl Config {
             slack,
             downtime_counts_as_bad: self.slo.downtime_counts_as_bad,
             roles,
+            ha,
         })
     }
 }

@@ -196,8 +196,22 @@ fn publish(
             leader: leader_row.clone().filter(LeaseRow::is_live),
         },
     };
+    // A standby reads the lease at every attempt; only a change of who leads (not the
+    // time left on the lease) is news.
+    let who = |r: &Role| match r {
+        Role::Leader { epoch } => (None, *epoch),
+        Role::Standby { leader } => (
+            leader
+                .as_ref()
+                .map(|l| (l.holder.clone(), l.address.clone())),
+            leader.as_ref().map_or(0, |l| l.epoch),
+        ),
+    };
     role_tx.send_if_modified(|current| {
-        if *current == role {
+        if who(current) == who(&role) && matches!(
+            (&*current, &role),
+            (Role::Leader { .. }, Role::Leader { .. }) | (Role::Standby { .. }, Role::Standby { .. })
+        ) {
             return false;
         }
         match (&*current, &role) {

@@ -1,0 +1,226 @@
+//! Two `fleet-broker` processes as an active/standby pair: the store and the lease in one
+//! real PostgreSQL 15, both attached to one real Mosquitto, vehicles talking through
+//! Mosquitto. One leads; the other stands by with nothing open. Five times the leader acts
+//! on a fault and is killed with SIGKILL a moment later, and comes back as the standby:
+//! each time the standby takes over within 5 s, knows every fault recorded before, and
+//! announces none of them again; nobody still talking is taken out for the gaps. Each
+//! takeover's duration is printed, with the median and the maximum.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fleet_tests::postgres::Postgres;
+use fleet_tests::upstream::{free_port, mosquitto_installed, Mosquitto};
+use fleet_tests::{broker_binary, http_status, Observer, WAIT};
+use sim_device::{Vehicle, VehicleOptions};
+use tokio::time::Instant;
+
+/// Vehicles talking through the failovers.
+const VEHICLES: usize = 50;
+
+/// Leaders killed, one after the other.
+const KILLS: usize = 5;
+
+/// One engine of the pair.
+struct Engine {
+    child: Child,
+    http: u16,
+}
+
+impl Engine {
+    fn start(dir: &Path, node: &str, pg: &Postgres, upstream: &Mosquitto) -> Engine {
+        let http = free_port();
+        let config = dir.join(format!("{node}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[mqtt]\nmode = \"attach\"\n\
+                 [mqtt.attach]\nurl = \"{}\"\nclient_id = \"fleet-engine-{node}\"\n\
+                 [http]\nlisten = \"127.0.0.1:{http}\"\n\
+                 [store]\nurl = \"{}\"\n\
+                 [ha]\nnode = \"{node}\"\nttl = \"1500ms\"\nrenew_every = \"300ms\"\n\
+                 [heartbeat]\ntimeout = \"4s\"\n\
+                 [faults.default]\nthreshold = 1\nwindow = \"1m\"\n\
+                 [slo]\npublish_interval = \"1s\"\n",
+                upstream.url(),
+                pg.url()
+            ),
+        )
+        .expect("write the config");
+        let child = Command::new(broker_binary())
+            .arg("--config")
+            .arg(&config)
+            .env(
+                "RUST_LOG",
+                "warn,fleet_broker=info,fleet_broker::engine=warn",
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("fleet-broker starts");
+        Engine { child, http }
+    }
+
+    /// Ready: leading, attached, the engine answering.
+    fn ready(&self) -> bool {
+        http_status(self.http, "/readyz") == Some(200)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits (bounded by `within`) until `ok`; the time it took.
+async fn until(what: &str, within: Duration, ok: impl Fn() -> bool) -> Duration {
+    let started = Instant::now();
+    while !ok() {
+        assert!(started.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standby_takes_over_within_five_seconds_at_each_of_five_kills_of_the_leader() {
+    if !mosquitto_installed() {
+        return;
+    }
+    let Some(pg) = Postgres::start() else { return };
+    let upstream = Mosquitto::open();
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    let mut leader = Engine::start(dir.path(), "a", &pg, &upstream);
+    until("engine a leads and is ready", WAIT, || leader.ready()).await;
+    let mut standby = Engine::start(dir.path(), "b", &pg, &upstream);
+    // A standby opens nothing: no ops API, no upstream link, no store writer.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        http_status(standby.http, "/readyz"),
+        None,
+        "the standby serves"
+    );
+
+    let mut events = Observer::connect(upstream.addr(), &["fleet/events"]).await;
+    let mut beating = Vec::new();
+    for i in 0..VEHICLES {
+        let v = Vehicle::connect(
+            upstream.addr(),
+            &format!("v-{i}"),
+            VehicleOptions::default(),
+        )
+        .await
+        .expect("vehicle connects");
+        v.heartbeat().await.expect("heartbeat");
+        beating.push(v);
+    }
+    // Heartbeats go on through every failover, every second.
+    let beat = tokio::spawn(async move {
+        loop {
+            for v in &beating {
+                let _ = v.heartbeat().await;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+
+    let mut seen = Vec::new();
+    let mut takeovers = Vec::new();
+    let mut faulty: Vec<String> = Vec::new();
+    for round in 0..KILLS {
+        // The leader acts on a fault, then dies a moment later (a different moment each
+        // round).
+        let id = format!("faulty-{round}");
+        let v = Vehicle::connect(upstream.addr(), &id, VehicleOptions::default())
+            .await
+            .expect("connects");
+        v.error("BRAKE_SENSOR", 1).await.expect("report");
+        seen.push(
+            events
+                .wait_for("the leader takes the faulty vehicle out", |s| {
+                    s.json["vehicle"] == id.as_str() && s.json["change"] == "set"
+                })
+                .await,
+        );
+        faulty.push(id);
+        tokio::time::sleep(Duration::from_millis(150 * round as u64)).await;
+        leader.kill();
+        let took = until("the standby takes over", Duration::from_secs(10), || {
+            standby.ready()
+        })
+        .await;
+        println!(
+            "takeover {} after SIGKILL: {:.2} s",
+            round + 1,
+            took.as_secs_f64()
+        );
+        takeovers.push(took);
+        // The new leader knows every fault recorded before it.
+        for id in &faulty {
+            let detail = http_get_json(standby.http, &format!("/api/v1/vehicles/{id}")).await;
+            assert_eq!(detail["state"], "out_of_service", "{id}: {detail}");
+        }
+        // The killed engine comes back as the standby.
+        let node = if round % 2 == 0 { "a" } else { "b" };
+        let back = Engine::start(dir.path(), node, &pg, &upstream);
+        leader = std::mem::replace(&mut standby, back);
+    }
+    seen.extend(events.collect_for(Duration::from_secs(5)).await);
+    beat.abort();
+
+    takeovers.sort();
+    println!(
+        "takeovers: p50 {:.2} s, max {:.2} s over {KILLS} kills",
+        takeovers[KILLS / 2].as_secs_f64(),
+        takeovers[KILLS - 1].as_secs_f64()
+    );
+    assert!(
+        takeovers[KILLS - 1] <= Duration::from_secs(5),
+        "a takeover took over 5 s: {takeovers:?}"
+    );
+    // Each fault announced once: a takeover does not announce it again.
+    for id in &faulty {
+        let sets = seen
+            .iter()
+            .filter(|s| s.json["vehicle"] == id.as_str() && s.json["change"] == "set")
+            .filter(|s| s.json["reason"]["kind"] == "hardware_fault")
+            .count();
+        assert_eq!(sets, 1, "{id}'s fault announced {sets} times");
+    }
+    // Nobody still talking was taken out for silence across the takeovers.
+    let lost: Vec<String> = seen
+        .iter()
+        .filter(|s| s.json["reason"]["kind"] == "heartbeat_lost")
+        .filter_map(|s| s.json["vehicle"].as_str().map(str::to_owned))
+        .filter(|v| v.starts_with("v-"))
+        .collect();
+    assert!(lost.is_empty(), "taken out for silence: {lost:?}");
+}
+
+/// `GET path` on the engine's ops API, as JSON.
+async fn http_get_json(port: u16, path: &str) -> serde_json::Value {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connects");
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .expect("request");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("answer");
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
+    })
+    .await
+    .expect("request task")
+}
