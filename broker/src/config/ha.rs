@@ -15,7 +15,7 @@ pub struct HaSection {
     /// active/standby, the engine runs alone.
     pub node: Option<String>,
     /// This engine's ops API as operators reach it (shown by the others); default
-    /// `http://` + `[http] listen`.
+    /// `http://` + `[http] listen` (set it when that is `0.0.0.0`).
     pub address: Option<String>,
     /// Lifetime of a lease grant: a dead leader is replaced within `ttl` + `renew_every`.
     pub ttl: HumanDuration,
@@ -80,7 +80,7 @@ pub(super) fn settings(c: &Config, k: &mut Checker) -> Option<HaSettings> {
     let address = ha
         .address
         .clone()
-        .unwrap_or_else(|| crate::cli::default_url(Some(c.http.listen)));
+        .unwrap_or_else(|| format!("http://{}", c.http.listen));
     let url = c.store.url.clone()?;
     ok.then(|| HaSettings {
         target: LeaseTarget {

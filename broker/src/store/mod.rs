@@ -162,6 +162,14 @@ pub enum StoreError {
         /// The driver's error.
         source: tokio_postgres::Error,
     },
+    /// PostgreSQL did not answer in time.
+    #[error("the database at {at} did not answer within {after:?}; check the network to it and that it is not overloaded")]
+    TimedOut {
+        /// Host, port and database.
+        at: String,
+        /// How long it was given.
+        after: std::time::Duration,
+    },
     /// The PostgreSQL client's runtime could not be started.
     #[error("cannot start the PostgreSQL client: {0}")]
     Runtime(std::io::Error),

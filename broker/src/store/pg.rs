@@ -33,6 +33,11 @@ const LOCK_WAIT: Duration = Duration::from_secs(3);
 /// A connection attempt waits this long when the URL sets no `connect_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Longest wait for one call (a read, a whole write transaction, opening a connection):
+/// past it the connection is dropped and the call fails, so a cut network cannot hold the
+/// writer (and a leader's step-down behind it) for TCP's minutes.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Statements of a write transaction sent before waiting for their answers.
 const PIPELINE: usize = 1024;
 
@@ -102,9 +107,17 @@ impl Conn {
         Ok((self.slot.0.insert(session), &mut self.prepared))
     }
 
-    fn fail(&self, e: DbError) -> StoreError {
+    /// The call failed: the error to report. The session is dropped (the next call opens
+    /// a new one): after a failure it may be half dead, and errors are rare.
+    fn fail(&mut self, e: DbError) -> StoreError {
+        self.slot = Slot(None);
+        self.prepared.clear();
         match e {
             DbError::Postgres(source) => error(&self.at, source),
+            DbError::TimedOut(after) => StoreError::TimedOut {
+                at: self.at.clone(),
+                after,
+            },
             other => StoreError::Unreadable {
                 at: self.at.clone(),
                 source: other,
@@ -134,6 +147,18 @@ fn dollars(sql: &str) -> String {
     sql.replace('?', "$")
 }
 
+/// Runs `call` on the session's runtime, for at most [`CALL_TIMEOUT`].
+fn bounded<T>(
+    runtime: &Runtime,
+    call: impl std::future::Future<Output = Result<T, DbError>>,
+) -> Result<T, DbError> {
+    runtime.block_on(async {
+        tokio::time::timeout(CALL_TIMEOUT, call)
+            .await
+            .map_err(|_| DbError::TimedOut(CALL_TIMEOUT))?
+    })
+}
+
 async fn statement(
     client: &Client,
     prepared: &mut Prepared,
@@ -158,24 +183,33 @@ fn connect(url: &str, at: &str, writer: Option<&Writing>) -> Result<Session, Sto
         .enable_all()
         .build()
         .map_err(StoreError::Runtime)?;
-    let client = runtime.block_on(async {
-        let mut config: tokio_postgres::Config = url.parse().map_err(|e| error(at, e))?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-        config.application_name("fleet-broker");
-        let (mut client, connection) = config.connect(NoTls).await.map_err(|e| error(at, e))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "PostgreSQL store connection ended");
-            }
-        });
-        if let Some(writing) = writer {
-            prepare_writer(&mut client, at, writing).await?;
-        }
-        Ok::<_, StoreError>(client)
-    })?;
+    // The timeout is made inside the runtime: its timer is that runtime's.
+    let opened = runtime.block_on(async {
+        tokio::time::timeout(CALL_TIMEOUT, open_session(url, at, writer)).await
+    });
+    let client = opened.map_err(|_| StoreError::TimedOut {
+        at: at.to_owned(),
+        after: CALL_TIMEOUT,
+    })??;
     Ok(Session { runtime, client })
+}
+
+async fn open_session(url: &str, at: &str, writer: Option<&Writing>) -> Result<Client, StoreError> {
+    let mut config: tokio_postgres::Config = url.parse().map_err(|e| error(at, e))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    config.application_name("fleet-broker");
+    let (mut client, connection) = config.connect(NoTls).await.map_err(|e| error(at, e))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "PostgreSQL store connection ended");
+        }
+    });
+    if let Some(writing) = writer {
+        prepare_writer(&mut client, at, writing).await?;
+    }
+    Ok(client)
 }
 
 async fn prepare_writer(
@@ -234,7 +268,7 @@ struct Direct<'a> {
 impl Sql for Direct<'_> {
     fn exec(&mut self, sql: &'static str, params: &[Val<'_>]) -> Result<u64, DbError> {
         let Session { runtime, client } = &mut *self.session;
-        runtime.block_on(async {
+        bounded(runtime, async {
             let stmt = statement(client, self.prepared, sql).await?;
             Ok(client.execute(&stmt, &refs(params)).await?)
         })
@@ -247,7 +281,7 @@ impl Sql for Direct<'_> {
         f: &mut dyn FnMut(&Row) -> Result<bool, DbError>,
     ) -> Result<(), DbError> {
         let Session { runtime, client } = &mut *self.session;
-        runtime.block_on(async {
+        bounded(runtime, async {
             let stmt = statement(client, self.prepared, sql).await?;
             let rows = client.query_raw(&stmt, params.iter()).await?;
             futures_util::pin_mut!(rows);
@@ -360,18 +394,13 @@ impl Writer {
         let (session, prepared) = conn.open()?;
         let Session { runtime, client } = session;
         let fence = fenced.as_ref().map(|(node, epoch)| (node.as_str(), *epoch));
-        let result = runtime.block_on(pipelined(client, prepared, fence, &queue));
+        let result = bounded(runtime, pipelined(client, prepared, fence, &queue));
         match result {
             Ok(true) => Ok(()),
             Ok(false) => Err(StoreError::Deposed {
                 epoch: fence.map_or(0, |(_, epoch)| epoch),
             }),
-            Err(e) => {
-                // A statement that failed may leave the cache naming one the server
-                // dropped with its connection: start afresh on the next attempt.
-                conn.prepared.clear();
-                Err(conn.fail(e))
-            }
+            Err(e) => Err(conn.fail(e)),
         }
     }
 

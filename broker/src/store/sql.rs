@@ -238,6 +238,9 @@ pub enum DbError {
     /// queued to be sent together (a bug: writes never read).
     #[error("a read inside a pipelined write transaction")]
     ReadInPipeline,
+    /// PostgreSQL did not answer in time (the network or the server is stuck).
+    #[error("no answer within {0:?}")]
+    TimedOut(std::time::Duration),
     /// A stored value is not what the column should hold.
     #[error("column {index} does not hold {expected}")]
     Column {
