@@ -96,6 +96,32 @@ impl Drop for Engine {
     }
 }
 
+/// Raises this process's soft limit on open files (inherited by the Mosquitto it starts)
+/// to what 1,000 vehicles need, up to the hard limit; fails saying what to do when the
+/// hard limit is lower.
+fn enough_open_files() {
+    const NEED: libc::rlim_t = 4 * VEHICLES as libc::rlim_t;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    assert_eq!(got, 0, "getrlimit failed");
+    if limit.rlim_cur >= NEED {
+        return;
+    }
+    assert!(
+        limit.rlim_max >= NEED,
+        "{VEHICLES} vehicles need {NEED} open files and the hard limit is {}: raise it (ulimit -Hn)",
+        limit.rlim_max
+    );
+    limit.rlim_cur = NEED;
+    // SAFETY: as above.
+    let set = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    assert_eq!(set, 0, "setrlimit failed");
+}
+
 /// Waits (bounded by `within`) until `ok`; the time it took.
 async fn until(what: &str, within: Duration, ok: impl Fn() -> bool) -> Duration {
     let started = Instant::now();
@@ -111,6 +137,7 @@ async fn the_standby_takes_over_within_five_seconds_at_each_of_five_kills_of_the
     if !mosquitto_installed() {
         return;
     }
+    enough_open_files();
     let Some(pg) = Postgres::start() else { return };
     let upstream = Mosquitto::open();
     let dir = tempfile::tempdir().expect("tempdir");
