@@ -95,13 +95,7 @@ pub(super) fn settings(c: &Config, k: &mut Checker) -> Option<HaSettings> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn problems(toml: &str) -> Vec<String> {
-        match Config::parse(toml).expect("parses").validate() {
-            Ok(()) => Vec::new(),
-            Err(e) => e.0.into_iter().map(|p| p.key).collect(),
-        }
-    }
+    use crate::config::validate::problems;
 
     #[test]
     fn an_engine_of_a_pair_names_itself_and_needs_the_postgres_store() {

@@ -157,14 +157,8 @@ pub(super) fn check_role(role: &str, key: String, k: &mut Checker) {
 
 #[cfg(test)]
 mod tests {
+    use crate::config::validate::problems;
     use crate::config::Config;
-
-    fn problems(toml: &str) -> Vec<String> {
-        match Config::parse(toml).expect("parses").validate() {
-            Ok(()) => Vec::new(),
-            Err(e) => e.0.into_iter().map(|p| p.key).collect(),
-        }
-    }
 
     #[test]
     fn a_custom_layout_with_liveness_topics_is_valid_and_reaches_the_engine_and_the_acl() {

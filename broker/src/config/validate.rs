@@ -262,17 +262,19 @@ fn check_postgres_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The keys of the problems `toml` has, in order (for the config tests).
+#[cfg(test)]
+pub(super) fn problems(toml: &str) -> Vec<String> {
+    let config = super::Config::parse(toml).expect("test toml parses");
+    match config.validate() {
+        Ok(()) => Vec::new(),
+        Err(e) => e.0.into_iter().map(|p| p.key).collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn problems(toml: &str) -> Vec<String> {
-        let config = Config::parse(toml).expect("test toml parses");
-        match config.validate() {
-            Ok(()) => Vec::new(),
-            Err(e) => e.0.into_iter().map(|p| p.key).collect(),
-        }
-    }
 
     #[test]
     fn an_empty_file_is_the_valid_default() {
