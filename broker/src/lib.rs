@@ -98,8 +98,9 @@ pub async fn run(
 /// the broker with its store fenced by the lease's epoch; when the lease is lost it
 /// refuses every further write at once (nothing more is stored or announced), stops the
 /// broker and stands by again. A clean stop releases the lease, so a standby takes over
-/// at its next attempt. (A cold standby: it loads the fleet from the database and
-/// attaches to the upstream when it takes over.)
+/// at its next attempt. While standing by it serves a standby's ops API and, in attach
+/// mode, watches the uplinks, whose last-seen times the fleet restored at a takeover
+/// starts from.
 async fn run_as_pair(
     settings: Settings,
     ha: config::HaSettings,
@@ -115,7 +116,8 @@ async fn run_as_pair(
         ])));
     };
     let node = ha.target.node.clone();
-    let lease = crate::ha::run(ha.target, ha.timings);
+    let lease = crate::ha::run(ha.target.clone(), ha.timings);
+    let status = crate::ha::Status::new(node.clone(), lease.role());
     let mut role = lease.role();
     tokio::pin!(shutdown);
     info!(
@@ -123,20 +125,34 @@ async fn run_as_pair(
         "active/standby: standing by until this engine holds the lease"
     );
     let outcome = loop {
+        let standby = match Standby::start(&settings, &ha, &status, clock).await {
+            Ok(standby) => standby,
+            Err(e) => break Err(e),
+        };
         let leading = tokio::select! {
-            () = &mut shutdown => break Ok(()),
+            () = &mut shutdown => None,
             e = leader_epoch(&mut role) => e,
         };
         let Some(term) = leading else {
+            standby.stop().await;
             break Ok(());
         };
         epoch.store(term, std::sync::atomic::Ordering::Release);
+        status.took_over();
         info!(
             node,
             epoch = term,
             "active/standby: leading, starting the engine"
         );
-        let broker = match Broker::start_with(settings.clone(), clock).await {
+        let (watched, watch) = standby.hand_over(clock.now()).await;
+        let mut term_settings = settings.clone();
+        term_settings.engine.epoch = Some(term);
+        let started = Broker::start_in_term(term_settings, clock, status.clone(), watched).await;
+        // The watch stays until the engine's own link is up, so no uplink goes unheard.
+        if let Some(watch) = watch {
+            watch.stop().await;
+        }
+        let broker = match started {
             Ok(broker) => broker,
             Err(e) => break Err(e),
         };
@@ -157,6 +173,82 @@ async fn run_as_pair(
     };
     lease.stop().await;
     outcome
+}
+
+/// What runs while an engine of a pair stands by: the standby's ops API and, in attach
+/// mode, its watch on the uplinks.
+struct Standby {
+    api: api::ApiServer,
+    watch: Option<crate::ha::Watch>,
+}
+
+impl Standby {
+    async fn start(
+        settings: &Settings,
+        ha: &config::HaSettings,
+        status: &Arc<crate::ha::Status>,
+        clock: Clock,
+    ) -> Result<Standby, StartError> {
+        let watch = match (&settings.attach, ha.watch) {
+            (Some(attach), true) => Some(crate::ha::Watch::start(
+                crate::ha::WatchSettings {
+                    attach: attach.clone(),
+                    credentials: ha.watch_credentials.clone(),
+                    node: ha.target.node.clone(),
+                    topics: settings.engine.topics.clone(),
+                    max_payload: settings.engine.max_payload,
+                    max_vehicles: settings.rules.max_vehicles,
+                },
+                clock,
+            )?),
+            _ => None,
+        };
+        let served = match tokio::net::TcpListener::bind(settings.api.listen).await {
+            Ok(listener) => {
+                let ctx = api::standby::StandbyContext::new(
+                    status.clone(),
+                    watch.as_ref().map(|w| w.counters().clone()),
+                );
+                api::ApiServer::spawn(listener, api::standby::router(Arc::new(ctx))).map_err(
+                    |source| StartError::Spawn {
+                        what: "standby ops HTTP API",
+                        source,
+                    },
+                )
+            }
+            Err(source) => Err(StartError::HttpListen {
+                addr: settings.api.listen,
+                source,
+            }),
+        };
+        match served {
+            Ok(api) => Ok(Standby { api, watch }),
+            Err(e) => {
+                if let Some(watch) = watch {
+                    watch.stop().await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Frees the HTTP port for the leader's API and gives what the watch heard until `now`,
+    /// with the watch still running.
+    async fn hand_over(
+        self,
+        now: fleet_rules::UnixMs,
+    ) -> (Option<fleet_rules::Watched>, Option<crate::ha::Watch>) {
+        self.api.close().await;
+        let watched = self.watch.as_ref().map(|w| w.watched(now));
+        (watched, self.watch)
+    }
+
+    async fn stop(self) {
+        self.api.shutdown().await;
+        if let Some(watch) = self.watch {
+            watch.stop().await;
+        }
+    }
 }
 
 /// The epoch once this engine leads (`None`: the lease task is gone).
@@ -219,6 +311,27 @@ impl Broker {
 
     /// As [`Broker::start`], with settings already checked.
     pub async fn start_with(settings: Settings, clock: Clock) -> Result<Broker, StartError> {
+        Broker::start_inner(settings, clock, None, None).await
+    }
+
+    /// As [`Broker::start_with`], for a term of an active/standby pair: `status` says who
+    /// leads (for /readyz and /metrics), and the fleet restored starts from what the
+    /// standby `watched`.
+    pub async fn start_in_term(
+        settings: Settings,
+        clock: Clock,
+        status: Arc<crate::ha::Status>,
+        watched: Option<fleet_rules::Watched>,
+    ) -> Result<Broker, StartError> {
+        Broker::start_inner(settings, clock, Some(status), watched).await
+    }
+
+    async fn start_inner(
+        settings: Settings,
+        clock: Clock,
+        ha: Option<Arc<crate::ha::Status>>,
+        watched: Option<fleet_rules::Watched>,
+    ) -> Result<Broker, StartError> {
         if settings.slack.is_none() {
             info!("no [slack] webhook_url or bot_token: notifications go to the log only");
         }
@@ -228,7 +341,7 @@ impl Broker {
         let metrics = Arc::new(EngineMetrics::default());
         let slack_metrics = Arc::new(SlackMetrics::default());
         let store_metrics = Arc::new(StoreMetrics::default());
-        let (store, recovery) = open_store(&settings, clock.now()).await?;
+        let (store, recovery) = open_store(&settings, watched, clock.now()).await?;
         let store_location = store.location().clone();
 
         let (uplink_tx, uplink_rx) = mpsc::channel(engine::UPLINK_QUEUE);
@@ -287,6 +400,7 @@ impl Broker {
             slack_metrics: slack_metrics.clone(),
             store_metrics: store_metrics.clone(),
             store_location: store_location.clone(),
+            ha,
         };
         let started = match parts.start().await {
             Ok(started) => started,
@@ -404,6 +518,7 @@ struct Parts {
     slack_metrics: Arc<SlackMetrics>,
     store_metrics: Arc<StoreMetrics>,
     store_location: Location,
+    ha: Option<Arc<crate::ha::Status>>,
 }
 
 impl Parts {
@@ -424,6 +539,7 @@ impl Parts {
             slack_metrics,
             store_metrics,
             store_location,
+            ha,
         } = self;
         let (ops_tx, ops_rx) = mpsc::channel(engine::OPS_QUEUE);
         let engine_handle = EngineHandle::new(ops_tx);
@@ -473,6 +589,7 @@ impl Parts {
             mds_provider_id: settings.api.mds_provider_id,
             history: api::History::new(store_location),
             page: settings.api.page,
+            ha,
         };
         let api = match api::ApiServer::spawn(http, api::router(Arc::new(api_context))) {
             Ok(api) => api,
@@ -525,6 +642,7 @@ async fn publish_all(front: Front, mut out: mpsc::Receiver<Outbound>, metrics: A
 /// fleet from it.
 async fn open_store(
     settings: &Settings,
+    watched: Option<fleet_rules::Watched>,
     now: fleet_rules::UnixMs,
 ) -> Result<(Store, store::Recovery), StartError> {
     let opts: StoreOptions = settings.store.clone();
@@ -536,7 +654,7 @@ async fn open_store(
         let mut store = Store::open(&opts)?;
         let restored =
             store.load(fleet_rules::Fleet::minute_of(now).saturating_sub(history_minutes))?;
-        let recovery = store::recover(rules, restored, now, downtime_is_bad);
+        let recovery = store::recover(rules, restored, watched, now, downtime_is_bad);
         Ok::<_, StoreError>((store, recovery))
     })
     .await??;

@@ -44,7 +44,7 @@ pub use event_sli::{EventSli, EventSliReport};
 pub use export::{ScanCursor, SliMinute};
 pub use fleet::{Fleet, VehicleView};
 pub use query::{Breakdown, Census, PageCursor, ReasonKind, VehicleFilter, VehiclePage};
-pub use restore::{OpenIncident, Restore, RestoredFleet, SliHistory};
+pub use restore::{OpenIncident, Restore, RestoredFleet, SliHistory, Watched};
 pub use sli::SliReport;
 pub use types::{
     AlertSeverity, AlertState, BurnRates, Cause, Command, CommandKind, Effect, Heartbeat,

@@ -23,6 +23,20 @@ pub struct Restore {
     /// The mass-loss incident open when the broker stopped, if any: it goes on, so its end
     /// is one notification about the same incident.
     pub mass_loss: Option<OpenIncident>,
+    /// What a standby engine heard before it took over, if it watched the uplinks: the
+    /// restart grace then counts from when it started watching, not from the restore.
+    pub watched: Option<Watched>,
+}
+
+/// The uplinks a standby engine watched (without acting on them) until it took over.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Watched {
+    /// When its uninterrupted watch began: a vehicle not heard since then has been silent
+    /// at least that long. Never after the restore.
+    pub since: UnixMs,
+    /// When each vehicle was last heard (ids not among the stored vehicles are left for
+    /// their next uplink to register).
+    pub last_seen: Vec<(String, UnixMs)>,
 }
 
 /// A mass-loss incident that was open when the broker stopped.
@@ -59,7 +73,8 @@ pub struct RestoredFleet {
 impl Fleet {
     /// A fleet rebuilt at `now` from what the owner stored. Faults and maintenance come back
     /// as they were; if any vehicle was stored, the restart grace is counted from `now`
-    /// (with none stored there is nobody to protect: a fresh start, no grace).
+    /// (with none stored there is nobody to protect: a fresh start, no grace), or from when
+    /// a standby began watching, with the last-seen times it heard.
     pub fn restore(config: RulesConfig, stored: Restore, now: UnixMs) -> RestoredFleet {
         let Restore {
             vehicles,
@@ -67,9 +82,10 @@ impl Fleet {
             sli,
             alerts_firing,
             mass_loss,
+            watched,
         } = stored;
         let mut fleet = Fleet::new(config, now);
-        fleet.load(vehicles, now);
+        fleet.load(vehicles, watched, now);
         for id in &decommissioned {
             fleet.registry.forbid(id);
         }
@@ -117,15 +133,22 @@ impl Fleet {
         }
     }
 
-    fn load(&mut self, snapshots: Vec<VehicleSnapshot>, now: UnixMs) {
+    fn load(&mut self, snapshots: Vec<VehicleSnapshot>, watched: Option<Watched>, now: UnixMs) {
+        let (since, heard): (_, std::collections::HashMap<String, UnixMs>) = match watched {
+            Some(w) => (w.since.min(now), w.last_seen.into_iter().collect()),
+            None => (now, Default::default()),
+        };
         if !snapshots.is_empty() {
-            self.timeouts.restored_at = Some(now);
+            self.timeouts.restored_at = Some(since);
         }
         for s in snapshots {
             if self.registry.find(&s.id).is_some() {
                 continue; // a duplicate: the first copy wins
             }
-            let mut v = Vehicle::new(s.id.as_str().into(), s.last_seen);
+            let last_seen = heard
+                .get(&s.id)
+                .map_or(s.last_seen, |&t| t.min(now).max(s.last_seen));
+            let mut v = Vehicle::new(s.id.as_str().into(), last_seen);
             if let Some(id) = s.model.as_deref().and_then(|m| self.timeouts.intern(m)) {
                 v.model = id;
             }
@@ -282,6 +305,68 @@ mod tests {
         assert_eq!(state(&f, "bike"), ServiceState::InService);
         f.tick(restart + EBIKE_TIMEOUT);
         assert_eq!(state(&f, "bike"), ServiceState::OutOfService);
+    }
+
+    #[test]
+    fn a_takeover_after_watching_gives_no_grace_to_the_silent_and_keeps_the_heard() {
+        let takeover = T0 + 60 * MIN;
+        let watch_from = takeover - TIMEOUT - MIN;
+        let stored = Restore {
+            vehicles: vec![
+                snapshot("heard", vec![], T0),
+                snapshot("silent", vec![], T0),
+                snapshot("late", vec![], T0),
+            ],
+            watched: Some(Watched {
+                since: watch_from,
+                last_seen: vec![
+                    ("heard".into(), takeover - 1_000),
+                    ("late".into(), takeover + 5_000), // clamped to the takeover
+                    ("stranger".into(), takeover - 1_000),
+                ],
+            }),
+            ..Restore::default()
+        };
+        let mut f = Fleet::restore(config(), stored, takeover).fleet;
+        assert!(drain(&mut f).is_empty(), "a restore announces nothing");
+        // Unheard for longer than its timeout while watched: out at the first tick, lost
+        // since its deadline during the watch.
+        f.tick(takeover);
+        assert_eq!(
+            reasons(&f, "silent"),
+            [Reason::HeartbeatLost {
+                since: watch_from + TIMEOUT
+            }]
+        );
+        // Heard just before the takeover: its own deadline, no earlier, no grace later.
+        f.tick(takeover - 1_000 + TIMEOUT - 1);
+        assert_eq!(state(&f, "heard"), ServiceState::InService);
+        f.tick(takeover - 1_000 + TIMEOUT);
+        assert_eq!(state(&f, "heard"), ServiceState::OutOfService);
+        f.tick(takeover + TIMEOUT - 1);
+        assert_eq!(state(&f, "late"), ServiceState::InService);
+        f.tick(takeover + TIMEOUT);
+        assert_eq!(state(&f, "late"), ServiceState::OutOfService);
+        assert!(f.vehicle("stranger").is_none(), "registers with its next uplink");
+    }
+
+    #[test]
+    fn a_short_watch_still_gives_the_grace_from_when_it_began() {
+        let takeover = T0 + 60 * MIN;
+        let watch_from = takeover - MIN;
+        let stored = Restore {
+            vehicles: vec![snapshot("v1", vec![], T0)],
+            watched: Some(Watched {
+                since: watch_from,
+                last_seen: Vec::new(),
+            }),
+            ..Restore::default()
+        };
+        let mut f = Fleet::restore(config(), stored, takeover).fleet;
+        f.tick(watch_from + TIMEOUT - 1);
+        assert_eq!(state(&f, "v1"), ServiceState::InService);
+        f.tick(watch_from + TIMEOUT);
+        assert_eq!(state(&f, "v1"), ServiceState::OutOfService);
     }
 
     #[test]

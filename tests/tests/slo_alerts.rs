@@ -56,6 +56,7 @@ async fn rig() -> Rig {
             sli_interval: Duration::from_secs(600),
             persist: PersistOptions::default(),
             command_slo: CommandSlo::default(),
+            epoch: None,
         },
         metrics.clone(),
         batch_tx,
@@ -128,6 +129,7 @@ impl Rig {
             slack: &SlackMetrics::default(),
             queues: &[],
             slo_window: "30d",
+            ha: None,
         }))
     }
 }

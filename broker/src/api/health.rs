@@ -48,9 +48,25 @@ pub async fn readyz(State(ctx): State<Arc<ApiContext>>) -> Result<Json<Value>, A
             )));
         }
     }
-    Ok(Json(json!({
+    let mut ready = json!({
         "status": "ready",
         "fleet": sli.fleet,
         "mqtt": ctx.mqtt.describe(),
-    })))
+    });
+    if let Some(ha) = &ctx.ha {
+        match ha.role() {
+            crate::ha::Role::Leader { epoch } => {
+                ready["role"] = json!("leader");
+                ready["node"] = json!(ha.node);
+                ready["epoch"] = json!(epoch);
+            }
+            crate::ha::Role::Standby { .. } => {
+                return Err(not_ready(format!(
+                    "{} has lost the lease: it stops acting and stands by",
+                    ha.node
+                )))
+            }
+        }
+    }
+    Ok(Json(ready))
 }

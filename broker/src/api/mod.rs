@@ -15,6 +15,7 @@ mod params;
 pub mod prometheus;
 mod server;
 mod slo;
+pub mod standby;
 mod vehicles;
 pub mod yaml;
 
@@ -163,6 +164,8 @@ pub struct ApiContext {
     pub history: History,
     /// The SLO page.
     pub page: page::PageSettings,
+    /// Active/standby: who leads (this engine, while it serves this API).
+    pub ha: Option<Arc<crate::ha::Status>>,
 }
 
 /// The router with its limits.

@@ -35,6 +35,8 @@ pub struct Scrape<'a> {
     pub queues: &'a [(&'a str, usize, usize)],
     /// The SLO window as a label value (`"30d"`).
     pub slo_window: &'a str,
+    /// Active/standby: the lease's families.
+    pub ha: Option<&'a crate::ha::Status>,
 }
 
 /// The exposition text.
@@ -48,6 +50,9 @@ pub fn render(s: &Scrape<'_>) -> String {
     queues(&mut w, s.queues);
     s.store.render(&mut w);
     s.slack.render(&mut w);
+    if let Some(ha) = s.ha {
+        ha.render(&mut w);
+    }
     w.family(
         "fleet_build_info",
         Kind::Gauge,
@@ -84,6 +89,7 @@ pub async fn metrics(State(ctx): State<Arc<ApiContext>>) -> Result<Response, Api
         slack: &ctx.slack_metrics,
         queues: &queues,
         slo_window: &window,
+        ha: ctx.ha.as_deref(),
     });
     Ok((
         [(

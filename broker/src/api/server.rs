@@ -28,6 +28,7 @@ const DRAIN: Duration = Duration::from_secs(5);
 pub struct ApiServer {
     addr: SocketAddr,
     stop: oneshot::Sender<()>,
+    closed: oneshot::Receiver<()>,
     task: JoinHandle<()>,
 }
 
@@ -36,14 +37,27 @@ impl ApiServer {
     pub fn spawn(listener: TcpListener, router: Router) -> std::io::Result<ApiServer> {
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(serve(listener, router, stopped));
+        let (closing, closed) = oneshot::channel();
+        let task = tokio::spawn(serve(listener, router, stopped, closing));
         info!(http = %addr, "ops HTTP API listening");
-        Ok(ApiServer { addr, stop, task })
+        Ok(ApiServer {
+            addr,
+            stop,
+            closed,
+            task,
+        })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Stops accepting and returns once the port is free; requests in flight finish in
+    /// the background (for up to 5 s).
+    pub async fn close(self) {
+        let _ = self.stop.send(());
+        let _ = self.closed.await;
     }
 
     /// Stops accepting, lets requests in flight finish (for up to 5 s), then returns.
@@ -55,7 +69,12 @@ impl ApiServer {
     }
 }
 
-async fn serve(listener: TcpListener, router: Router, mut stop: oneshot::Receiver<()>) {
+async fn serve(
+    listener: TcpListener,
+    router: Router,
+    mut stop: oneshot::Receiver<()>,
+    closed: oneshot::Sender<()>,
+) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let graceful = GracefulShutdown::new();
     loop {
@@ -92,6 +111,7 @@ async fn serve(listener: TcpListener, router: Router, mut stop: oneshot::Receive
         });
     }
     drop(listener);
+    let _ = closed.send(());
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(DRAIN) => warn!("ops HTTP requests still running after {DRAIN:?}: closing them"),

@@ -3,6 +3,7 @@
 //! (a problem names the variable it came from).
 
 use super::attach::UPSTREAM_PASSWORD_ENV;
+use super::ha::WATCH_PASSWORD_ENV;
 use super::security::FLEET_KEY_ENV;
 use super::slack::{BOT_TOKEN_ENV, WEBHOOK_ENV};
 use super::Config;
@@ -14,13 +15,14 @@ pub const API_TOKEN_ENV: &str = "FLEET_API_TOKEN";
 pub const STORE_URL_ENV: &str = "FLEET_STORE_URL";
 
 /// Every variable [`Config::apply_env`] reads.
-pub const ENV_VARS: [&str; 6] = [
+pub const ENV_VARS: [&str; 7] = [
     FLEET_KEY_ENV,
     API_TOKEN_ENV,
     WEBHOOK_ENV,
     BOT_TOKEN_ENV,
     UPSTREAM_PASSWORD_ENV,
     STORE_URL_ENV,
+    WATCH_PASSWORD_ENV,
 ];
 
 impl Config {
@@ -37,7 +39,8 @@ impl Config {
     /// - `SLACK_BOT_TOKEN`, else `SLACK_WEBHOOK_URL`, gives `[slack]` its target when the
     ///   file names neither a webhook nor a bot token;
     /// - `FLEET_UPSTREAM_PASSWORD` gives `[mqtt.attach] password` when the file has none;
-    /// - `FLEET_STORE_URL` gives `[store] url` when the file has none.
+    /// - `FLEET_STORE_URL` gives `[store] url` when the file has none;
+    /// - `FLEET_HA_WATCH_PASSWORD` gives `[ha] watch_password` when the file has none.
     pub fn apply_env_from(&mut self, var: impl Fn(&str) -> Option<String>) {
         let var = |name: &str| var(name).filter(|v| !v.is_empty());
         if let Some(key) = var(FLEET_KEY_ENV) {
@@ -65,6 +68,12 @@ impl Config {
             if self.store.url.is_none() {
                 self.store.url = Some(url);
                 self.from_env.push(("store.url", STORE_URL_ENV));
+            }
+        }
+        if let Some(password) = var(WATCH_PASSWORD_ENV) {
+            if self.ha.watch_password.is_none() {
+                self.ha.watch_password = Some(password);
+                self.from_env.push(("ha.watch_password", WATCH_PASSWORD_ENV));
             }
         }
         let (bot, webhook) = (var(BOT_TOKEN_ENV), var(WEBHOOK_ENV));

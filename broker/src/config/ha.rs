@@ -21,6 +21,14 @@ pub struct HaSection {
     pub ttl: HumanDuration,
     /// How often the leader renews and a standby tries.
     pub renew_every: HumanDuration,
+    /// In attach mode, a standby watches the uplinks (its own clean session, publishing
+    /// nothing) to keep last-seen times warm for a takeover.
+    pub watch: bool,
+    /// The watch's upstream username (default `[mqtt.attach] username`). Needed when the
+    /// upstream takes the username as the client id (`use_username_as_clientid`).
+    pub watch_username: Option<String>,
+    /// Its password (or env `FLEET_HA_WATCH_PASSWORD`).
+    pub watch_password: Option<String>,
 }
 
 impl Default for HaSection {
@@ -31,6 +39,9 @@ impl Default for HaSection {
             address: None,
             ttl: HumanDuration(timings.ttl),
             renew_every: HumanDuration(timings.renew_every),
+            watch: true,
+            watch_username: None,
+            watch_password: None,
         }
     }
 }
@@ -42,7 +53,14 @@ pub struct HaSettings {
     pub target: LeaseTarget,
     /// The lease's timings.
     pub timings: LeaseTimings,
+    /// A standby watches the uplinks (attach mode only).
+    pub watch: bool,
+    /// The watch's own upstream credentials (else the broker's).
+    pub watch_credentials: Option<(String, String)>,
 }
+
+/// Environment variable for `[ha] watch_password`.
+pub const WATCH_PASSWORD_ENV: &str = "FLEET_HA_WATCH_PASSWORD";
 
 /// Longest node name (it is stored and shown, not parsed).
 const MAX_NODE: usize = 64;
@@ -89,6 +107,10 @@ pub(super) fn settings(c: &Config, k: &mut Checker) -> Option<HaSettings> {
             address,
         },
         timings,
+        watch: ha.watch && c.mqtt.mode == super::MqttMode::Attach,
+        watch_credentials: ha.watch_username.clone().map(|user| {
+            (user, ha.watch_password.clone().unwrap_or_default())
+        }),
     })
 }
 

@@ -130,6 +130,7 @@ impl Config {
                     target: self.slo.command_ack_target,
                     window: self.slo.window.0,
                 },
+                epoch: None, // set for each term an active/standby engine leads
             },
             rules: self.rules(),
             slack,

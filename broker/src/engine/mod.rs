@@ -81,6 +81,9 @@ pub struct EngineOptions {
     pub persist: PersistOptions,
     /// The command-ack SLI.
     pub command_slo: CommandSlo,
+    /// Active/standby: the fencing epoch of the term this engine runs in, carried by
+    /// every `fleet/events` and retained service state it publishes.
+    pub epoch: Option<u64>,
 }
 
 /// The engine task's state.
@@ -379,7 +382,7 @@ impl Engine {
             match effect {
                 Effect::Registered { vehicle, at } => {
                     info!(vehicle = %vehicle, "vehicle registered");
-                    let payload = payloads::service(ServiceState::InService, &[], at);
+                    let payload = payloads::service(ServiceState::InService, &[], at, self.opts.epoch);
                     let topic = self.opts.topics.service(&vehicle);
                     self.record(Record::Registered { vehicle, at });
                     self.send(topic, payload, true).await;
@@ -391,9 +394,9 @@ impl Engine {
                     let service = if t.change == ReasonChange::Decommissioned {
                         Vec::new() // an empty retained payload removes the retained state
                     } else {
-                        payloads::service(t.to, &t.reasons, t.at)
+                        payloads::service(t.to, &t.reasons, t.at, self.opts.epoch)
                     };
-                    let event = payloads::event(&t);
+                    let event = payloads::event(&t, self.opts.epoch);
                     let topic = self.opts.topics.service(&t.vehicle);
                     let manual = self.slack.as_mut().and_then(|s| s.transition(&t));
                     self.record(Record::Transition(t));

@@ -21,23 +21,33 @@ pub fn command(id: &str, c: &Command) -> Vec<u8> {
     })
 }
 
-/// Retained `vehicles/{id}/service`: the desired state.
-pub fn service(state: ServiceState, reasons: &[Reason], changed_at: UnixMs) -> Vec<u8> {
+/// Retained `vehicles/{id}/service`: the desired state (`epoch`: the active/standby term
+/// that decided it, absent for an engine running alone).
+pub fn service(
+    state: ServiceState,
+    reasons: &[Reason],
+    changed_at: UnixMs,
+    epoch: Option<u64>,
+) -> Vec<u8> {
     #[derive(Serialize)]
     struct Payload<'a> {
         state: ServiceState,
         reasons: &'a [Reason],
         changed_at: UnixMs,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epoch: Option<u64>,
     }
     to_json(&Payload {
         state,
         reasons,
         changed_at,
+        epoch,
     })
 }
 
-/// `fleet/events`: one object per transition, with its MDS 2.0 mapping.
-pub fn event(t: &Transition) -> Vec<u8> {
+/// `fleet/events`: one object per transition, with its MDS 2.0 mapping (and the term's
+/// `epoch`, as for the service state).
+pub fn event(t: &Transition, epoch: Option<u64>) -> Vec<u8> {
     #[derive(Serialize)]
     struct Payload<'a> {
         vehicle: &'a str,
@@ -49,6 +59,8 @@ pub fn event(t: &Transition) -> Vec<u8> {
         cause: &'a fleet_rules::Cause,
         at: UnixMs,
         mds: mds::MdsEvent,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epoch: Option<u64>,
     }
     to_json(&Payload {
         vehicle: &t.vehicle,
@@ -59,6 +71,7 @@ pub fn event(t: &Transition) -> Vec<u8> {
         cause: &t.cause,
         at: t.at,
         mds: mds::map(t),
+        epoch,
     })
 }
 

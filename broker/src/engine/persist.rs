@@ -248,7 +248,7 @@ impl Engine {
                 .map_or(v.last_seen, |i| changed_at[i].1);
             self.batch.outbound.push(Outbound {
                 topic: self.opts.topics.service(&v.id),
-                payload: payloads::service(v.state, &v.reasons, at),
+                payload: payloads::service(v.state, &v.reasons, at, self.opts.epoch),
                 qos1: true,
                 retain: true,
             });

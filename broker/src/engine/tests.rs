@@ -56,6 +56,7 @@ fn engine(metrics: Arc<EngineMetrics>) -> (Engine, mpsc::Receiver<Batch>) {
             sli_interval: Duration::from_secs(10),
             persist: PersistOptions::default(),
             command_slo: CommandSlo::default(),
+            epoch: None,
         },
         metrics,
         batch_tx,

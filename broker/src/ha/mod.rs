@@ -18,13 +18,75 @@
 //! [`run`], the task that renews it; the SQL is in [`crate::store::lease`].
 
 mod task;
+mod watch;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::metrics::{Kind, TextWriter};
 pub use crate::store::lease::{LeaseError, LeaseRow, PgLease};
 pub use task::{run, LeaseHandle, LeaseTarget};
+pub use watch::{Watch, WatchCounters, WatchSettings};
+
+/// Who leads, as this engine knows it: for /readyz, /metrics and a standby's ops API.
+#[derive(Debug)]
+pub struct Status {
+    /// This engine's node name.
+    pub node: String,
+    role: tokio::sync::watch::Receiver<Role>,
+    /// Terms this engine began leading since it started.
+    takeovers: AtomicU64,
+}
+
+impl Status {
+    /// Status for `node`, following the lease task's `role`.
+    pub fn new(node: String, role: tokio::sync::watch::Receiver<Role>) -> Arc<Status> {
+        Arc::new(Status {
+            node,
+            role,
+            takeovers: AtomicU64::new(0),
+        })
+    }
+
+    /// The role now.
+    pub fn role(&self) -> Role {
+        self.role.borrow().clone()
+    }
+
+    /// This engine began a term.
+    pub fn took_over(&self) {
+        self.takeovers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `fleet_leader`, `fleet_lease_epoch` and `fleet_takeovers_total`.
+    pub fn render(&self, w: &mut TextWriter) {
+        let (leading, epoch) = match self.role() {
+            Role::Leader { epoch } => (1.0, epoch),
+            Role::Standby { leader } => (0.0, leader.map_or(0, |l| l.epoch)),
+        };
+        w.family(
+            "fleet_leader",
+            Kind::Gauge,
+            "1 while this engine holds the lease and acts, 0 while it stands by.",
+        );
+        w.sample("fleet_leader", &[("node", &self.node)], leading);
+        w.single(
+            "fleet_lease_epoch",
+            Kind::Gauge,
+            "The fencing epoch this engine leads with, or the live leader's (0: none known).",
+            epoch as f64,
+        );
+        w.single(
+            "fleet_takeovers_total",
+            Kind::Counter,
+            "Terms this engine began leading since it started.",
+            self.takeovers.load(Ordering::Relaxed) as f64,
+        );
+    }
+}
 
 /// How long a lease lasts and how often the leader renews it (and a standby tries it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -176,10 +176,11 @@ pub struct Recovery {
     pub open: OpenIncidents,
 }
 
-/// Rebuilds the fleet at `now` from `restored`.
+/// Rebuilds the fleet at `now` from `restored` (and what a standby `watched`).
 pub fn recover(
     rules: fleet_rules::RulesConfig,
     restored: Restored,
+    watched: Option<fleet_rules::Watched>,
     now: UnixMs,
     downtime_is_bad: bool,
 ) -> Recovery {
@@ -226,6 +227,7 @@ pub fn recover(
                 started_at,
                 threshold,
             }),
+        watched,
     };
     let fleet_rules::RestoredFleet { fleet, downtime_ms } =
         fleet_rules::Fleet::restore(rules, stored, now);

@@ -135,7 +135,8 @@ pub struct AttachSettings {
     pub qos1: bool,
     /// Keep-alive upstream.
     pub keep_alive: Duration,
-    /// How long the upstream keeps the session while the link is down.
+    /// How long the upstream keeps the session while the link is down; zero: a clean
+    /// session, nothing kept.
     pub session_expiry: Duration,
     /// How the engine treats the time the link is down.
     pub blindness: fleet_rules::Blindness,

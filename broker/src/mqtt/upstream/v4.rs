@@ -11,8 +11,9 @@ fn options(ctx: &LoopCtx, tls: &TlsFiles) -> MqttOptions {
     let url = ctx.url();
     let mut o = MqttOptions::new(s.client_id.clone(), url.host.clone(), url.port);
     o.set_keep_alive(s.keep_alive);
-    // A persistent session: the upstream queues uplinks while the link is down.
-    o.set_clean_session(false);
+    // A persistent session: the upstream queues uplinks while the link is down (none for
+    // a standby's watch, whose session expiry is zero).
+    o.set_clean_session(s.session_expiry.is_zero());
     o.set_max_packet_size(MAX_INCOMING_PACKET, MAX_INCOMING_PACKET);
     o.set_request_channel_capacity(REQUEST_QUEUE);
     o.set_transport(tls.transport(url));

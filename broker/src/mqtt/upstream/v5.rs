@@ -14,8 +14,9 @@ fn options(ctx: &LoopCtx, tls: &TlsFiles) -> MqttOptions {
     let url = ctx.url();
     let mut o = MqttOptions::new(s.client_id.clone(), url.host.clone(), url.port);
     o.set_keep_alive(s.keep_alive);
-    // A persistent session: the upstream queues uplinks while the link is down.
-    o.set_clean_start(false);
+    // A persistent session: the upstream queues uplinks while the link is down (none for
+    // a standby's watch, whose session expiry is zero).
+    o.set_clean_start(s.session_expiry.is_zero());
     o.set_session_expiry_interval(Some(
         u32::try_from(s.session_expiry.as_secs()).unwrap_or(u32::MAX),
     ));
