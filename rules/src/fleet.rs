@@ -60,6 +60,10 @@ pub struct Fleet {
     pub(crate) evaluated_minute: u64,
     /// Set while the broker cannot see the fleet (see [`Fleet::link_lost`]).
     pub(crate) blind: Option<crate::blind::Blind>,
+    /// Restored from a standby's watch: the watch saw the fleet until the engine's own
+    /// link came up, so the first end of blindness keeps the grace where the restore put
+    /// it instead of starting one.
+    pub(crate) watched_until_link: bool,
 }
 
 impl Fleet {
@@ -77,6 +81,7 @@ impl Fleet {
             clock: now,
             evaluated_minute: now / MINUTE,
             blind: None,
+            watched_until_link: false,
             settings,
         }
     }

@@ -20,13 +20,17 @@ impl Fleet {
     }
 
     /// The view is back at `now`: returns how long the broker was blind (`None` if it was
-    /// not). Deadlines resume with the restart grace counted from `now`.
+    /// not). Deadlines resume with the restart grace counted from `now`, except at the
+    /// first link of a fleet restored from a standby's watch, which saw the fleet until
+    /// then (the grace stays counted from when the watch began).
     pub fn link_restored(&mut self, now: UnixMs) -> Option<u64> {
         let now = self.observe(now);
         let blind = self.blind.take()?;
         self.ledger.advance(now);
         self.ledger.set_down(None);
-        self.timeouts.restored_at = Some(now);
+        if !std::mem::take(&mut self.watched_until_link) {
+            self.timeouts.restored_at = Some(now);
+        }
         let pending: Vec<u32> = self
             .registry
             .iter_from(0)

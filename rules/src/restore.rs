@@ -85,6 +85,7 @@ impl Fleet {
             watched,
         } = stored;
         let mut fleet = Fleet::new(config, now);
+        fleet.watched_until_link = watched.is_some();
         fleet.load(vehicles, watched, now);
         for id in &decommissioned {
             fleet.registry.forbid(id);
@@ -347,7 +348,47 @@ mod tests {
         assert_eq!(state(&f, "late"), ServiceState::InService);
         f.tick(takeover + TIMEOUT);
         assert_eq!(state(&f, "late"), ServiceState::OutOfService);
-        assert!(f.vehicle("stranger").is_none(), "registers with its next uplink");
+        assert!(
+            f.vehicle("stranger").is_none(),
+            "registers with its next uplink"
+        );
+    }
+
+    #[test]
+    fn the_engines_first_link_after_a_watch_keeps_the_grace_and_a_later_one_restarts_it() {
+        let takeover = T0 + 60 * MIN;
+        let how = Blindness {
+            downtime_is_bad: true,
+            alert_after: std::time::Duration::from_secs(60),
+        };
+        let stored = Restore {
+            vehicles: vec![snapshot("v1", vec![], T0), snapshot("v2", vec![], T0)],
+            watched: Some(Watched {
+                since: takeover - 2 * TIMEOUT,
+                last_seen: vec![("v2".into(), takeover - 1_000)],
+            }),
+            ..Restore::default()
+        };
+        let mut f = Fleet::restore(config(), stored, takeover).fleet;
+        // Blind until the engine's own link is up, 200 ms later. What was due before is
+        // handled first: v1 was silent through the whole watch.
+        f.link_lost(takeover, how);
+        assert_eq!(state(&f, "v1"), ServiceState::OutOfService);
+        assert_eq!(f.link_restored(takeover + 200), Some(200));
+        // v2 keeps the deadline the watch gave it: no new grace from the first link.
+        let due = takeover - 1_000 + TIMEOUT;
+        f.tick(due - 1);
+        assert_eq!(state(&f, "v2"), ServiceState::InService);
+        f.tick(due);
+        assert_eq!(state(&f, "v2"), ServiceState::OutOfService);
+        // A later loss of the link is a blind stretch like any other: a grace after it.
+        f.heartbeat("v3", BARE, due).unwrap();
+        f.link_lost(due + 1_000, how);
+        f.link_restored(due + 2_000);
+        f.tick(due + TIMEOUT);
+        assert_eq!(state(&f, "v3"), ServiceState::InService);
+        f.tick(due + 2_000 + TIMEOUT);
+        assert_eq!(state(&f, "v3"), ServiceState::OutOfService);
     }
 
     #[test]

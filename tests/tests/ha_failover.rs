@@ -1,11 +1,14 @@
 //! Two `fleet-broker` processes as an active/standby pair: the store and the lease in one
 //! real PostgreSQL 15, both attached to one real Mosquitto, vehicles talking through
-//! Mosquitto. One leads; the other stands by with nothing open. 1,000 vehicles heartbeat
-//! every second and ten of them report a fault each second. Five times the leader acts on
-//! a fault and is killed with SIGKILL a moment later, and comes back as the standby: each
-//! time the standby takes over within 5 s and knows every fault recorded before; in the
-//! end every fault announced on fleet/events was announced once, is stored, and is in the
-//! retained state; nobody still talking is taken out for the gaps. Each
+//! Mosquitto. One leads; the other stands by: it watches the uplinks, says who leads, has
+//! the leader answer its reads and refuses writes. 1,000 vehicles heartbeat every second
+//! and ten of them report a fault each second. Five times the leader acts on a fault and
+//! is killed with SIGKILL a moment later, and comes back as the standby: each time the
+//! standby takes over within 5 s and knows every fault recorded before; a vehicle that
+//! fell silent just before the kill is taken out at its own deadline, not a restart grace
+//! later; in the end every fault announced on fleet/events was announced once, with the
+//! epoch of the term that decided it, is stored, and is in the retained state; nobody
+//! still talking is taken out for the gaps. Each
 //! takeover's duration is printed, with the median and the maximum (`HA_TEST_TTL` and
 //! `HA_TEST_RENEW` set other lease timings than the test's 1.5 s / 0.3 s). And a leader
 //! cut off from PostgreSQL but not from the upstream stops before its standby takes over.
@@ -84,6 +87,22 @@ impl Engine {
         http_status(self.http, "/readyz") == Some(200)
     }
 
+    /// Waits until the standby's watch on the uplinks is connected.
+    async fn watching(&self) {
+        let started = Instant::now();
+        loop {
+            let (_, metrics) = http(self.http, "GET", "/metrics").await;
+            if metrics.contains("fleet_standby_watching 1") {
+                return;
+            }
+            assert!(
+                started.elapsed() < WAIT,
+                "the standby does not watch: {metrics}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -145,13 +164,8 @@ async fn the_standby_takes_over_within_five_seconds_at_each_of_five_kills_of_the
     let mut leader = Engine::start(dir.path(), "a", &pg, &upstream);
     until("engine a leads and is ready", WAIT, || leader.ready()).await;
     let mut standby = Engine::start(dir.path(), "b", &pg, &upstream);
-    // A standby opens nothing: no ops API, no upstream link, no store writer.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(
-        http_status(standby.http, "/readyz"),
-        None,
-        "the standby serves"
-    );
+    standby.watching().await;
+    the_standby_points_at_the_leader(&standby, &leader, "a").await;
 
     let mut events = Observer::connect(upstream.addr(), &["fleet/events"]).await;
     let mut beating = Vec::new();
@@ -186,6 +200,7 @@ async fn the_standby_takes_over_within_five_seconds_at_each_of_five_kills_of_the
     });
 
     let mut seen = Vec::new();
+    let mut quiets = Vec::new();
     let mut takeovers = Vec::new();
     let mut faulty: Vec<String> = Vec::new();
     for round in 0..KILLS {
@@ -205,7 +220,17 @@ async fn the_standby_takes_over_within_five_seconds_at_each_of_five_kills_of_the
                 .await,
         );
         faulty.push(id);
-        tokio::time::sleep(Duration::from_millis(150 * round as u64)).await;
+        // A vehicle falls silent 3 s before the kill, its deadline (4 s) shortly before
+        // the takeover: the standby heard its last heartbeat, so the successor finds it
+        // silent at once, not a restart grace (4 s) after the takeover.
+        standby.watching().await;
+        let quiet = format!("quiet-{round}");
+        let q = Vehicle::connect(upstream.addr(), &quiet, VehicleOptions::default())
+            .await
+            .expect("connects");
+        q.heartbeat().await.expect("heartbeat");
+        quiets.push((quiet, unix_ms(), q));
+        tokio::time::sleep(Duration::from_millis(3_000 + 150 * round as u64)).await;
         leader.kill();
         // A fault reported while nobody leads: the engines share one persistent session
         // upstream, so Mosquitto keeps it for the successor.
@@ -262,11 +287,17 @@ async fn the_standby_takes_over_within_five_seconds_at_each_of_five_kills_of_the
     for id in &faulty {
         assert!(announced.contains(id), "{id}'s fault not announced");
     }
+    let n = reported.load(std::sync::atomic::Ordering::Relaxed);
+    let missing: Vec<String> = (0..n.min(VEHICLES))
+        .map(|i| format!("v-{i}"))
+        .filter(|id| !announced.contains(id))
+        .collect();
     println!(
         "{} of {} faults reported were announced across {KILLS} takeovers, each once (a report \
-         the dying leader had taken from the upstream but not yet stored is lost)",
+         the dying leader had taken from the upstream but not yet stored is lost); not \
+         announced: {missing:?}",
         announced.len(),
-        reported.load(std::sync::atomic::Ordering::Relaxed) + 2 * KILLS
+        n + 2 * KILLS
     );
     assert!(
         announced.len() > KILLS + 2 * FAULTS_PER_S,
@@ -296,6 +327,80 @@ async fn the_standby_takes_over_within_five_seconds_at_each_of_five_kills_of_the
         .filter(|v| v.starts_with("v-"))
         .collect();
     assert!(lost.is_empty(), "taken out for silence: {lost:?}");
+    // A vehicle silent since before a kill is out at its own deadline (timeout 4 s after
+    // the heartbeat the standby heard), not at the takeover plus a restart grace.
+    for (id, last_heartbeat, _) in &quiets {
+        let since = seen
+            .iter()
+            .find(|s| {
+                s.json["vehicle"] == id.as_str() && s.json["reason"]["kind"] == "heartbeat_lost"
+            })
+            .and_then(|s| s.json["reason"]["since"].as_u64());
+        let Some(since) = since else {
+            panic!("{id} was not taken out for silence");
+        };
+        let after = since.saturating_sub(*last_heartbeat);
+        println!("{id}: out {after} ms after its last heartbeat (timeout 4,000 ms)");
+        assert!(
+            (4_000..4_800).contains(&after),
+            "{id} out {after} ms after its last heartbeat: the successor gave it a restart grace"
+        );
+    }
+    // Every event carries the epoch of the term that decided it; each term's is higher.
+    let epochs: Vec<u64> = faulty
+        .iter()
+        .filter(|id| id.starts_with("faulty-"))
+        .map(|id| {
+            seen.iter()
+                .find(|s| s.json["vehicle"] == id.as_str() && s.json["change"] == "set")
+                .and_then(|s| s.json["epoch"].as_u64())
+                .unwrap_or_else(|| panic!("{id}'s event has no epoch"))
+        })
+        .collect();
+    assert!(
+        epochs.windows(2).all(|w| w[0] < w[1]),
+        "epochs of the five terms: {epochs:?}"
+    );
+    assert!(
+        seen.iter().all(|s| s.json["epoch"].as_u64().is_some()),
+        "an event without an epoch"
+    );
+}
+
+/// While `leader` (node `name`) leads, `standby` says so, has it answer reads, refuses
+/// writes with its address, and both export the lease in /metrics.
+async fn the_standby_points_at_the_leader(standby: &Engine, leader: &Engine, name: &str) {
+    let (status, body) = http(standby.http, "GET", "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(ready["error"], "standby");
+    assert_eq!(ready["leader"]["node"], name, "{ready}");
+    let address = format!("http://127.0.0.1:{}", leader.http);
+    assert_eq!(ready["leader"]["address"], address.as_str());
+    let (status, body) = http(standby.http, "GET", "/api/v1/slo").await;
+    assert_eq!(status, 200, "a read is answered by the leader: {body}");
+    assert!(body.contains("\"fleet\""), "{body}");
+    let (status, body) = http(standby.http, "POST", "/api/v1/vehicles/v-1/service-out").await;
+    assert_eq!(status, 421, "{body}");
+    assert!(
+        body.contains(&address),
+        "the refusal names the leader: {body}"
+    );
+    let (_, metrics) = http(standby.http, "GET", "/metrics").await;
+    assert!(metrics.contains("fleet_leader{node=\"b\"} 0"), "{metrics}");
+    let (_, metrics) = http(leader.http, "GET", "/metrics").await;
+    assert!(
+        metrics.contains(&format!("fleet_leader{{node=\"{name}\"}} 1")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("fleet_lease_epoch 1"), "{metrics}");
+}
+
+/// Unix ms on the system clock (the engines' clock).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,19 +461,29 @@ async fn a_leader_cut_off_from_postgres_stops_acting_before_the_standby_takes_ov
 
 /// `GET path` on the engine's ops API, as JSON.
 async fn http_get_json(port: u16, path: &str) -> serde_json::Value {
-    let path = path.to_owned();
+    let (_, body) = http(port, "GET", path).await;
+    serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
+}
+
+/// `method path` (no body) on the engine's ops API: the status and the body; status 0 when
+/// nothing answers.
+async fn http(port: u16, method: &str, path: &str) -> (u16, String) {
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
     tokio::task::spawn_blocking(move || {
         use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connects");
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-        )
-        .expect("request");
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return (0, String::new());
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
         let mut text = String::new();
-        s.read_to_string(&mut text).expect("answer");
-        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
-        serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
+        if s.write_all(request.as_bytes()).is_err() || s.read_to_string(&mut text).is_err() {
+            return (0, text);
+        }
+        let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        (status, body.to_owned())
     })
     .await
     .expect("request task")

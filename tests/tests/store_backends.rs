@@ -520,7 +520,13 @@ fn a_restart_accounts_the_gap_since_the_last_save_as_downtime(opts: &StoreOption
         .expect("stored");
     let restored = store.load(0).expect("loads");
     let now = T0 + 1000 + 10 * 60_000;
-    let mut recovery = recover(fleet_rules::RulesConfig::default(), restored, None, now, true);
+    let mut recovery = recover(
+        fleet_rules::RulesConfig::default(),
+        restored,
+        None,
+        now,
+        true,
+    );
     assert_eq!(recovery.downtime_ms, 10 * 60_000);
     assert!(recovery.clean_stop);
     assert_eq!(recovery.vehicles, 1);

@@ -73,7 +73,8 @@ impl Config {
         if let Some(password) = var(WATCH_PASSWORD_ENV) {
             if self.ha.watch_password.is_none() {
                 self.ha.watch_password = Some(password);
-                self.from_env.push(("ha.watch_password", WATCH_PASSWORD_ENV));
+                self.from_env
+                    .push(("ha.watch_password", WATCH_PASSWORD_ENV));
             }
         }
         let (bot, webhook) = (var(BOT_TOKEN_ENV), var(WEBHOOK_ENV));

@@ -108,9 +108,10 @@ pub(super) fn settings(c: &Config, k: &mut Checker) -> Option<HaSettings> {
         },
         timings,
         watch: ha.watch && c.mqtt.mode == super::MqttMode::Attach,
-        watch_credentials: ha.watch_username.clone().map(|user| {
-            (user, ha.watch_password.clone().unwrap_or_default())
-        }),
+        watch_credentials: ha
+            .watch_username
+            .clone()
+            .map(|user| (user, ha.watch_password.clone().unwrap_or_default())),
     })
 }
 

@@ -382,7 +382,8 @@ impl Engine {
             match effect {
                 Effect::Registered { vehicle, at } => {
                     info!(vehicle = %vehicle, "vehicle registered");
-                    let payload = payloads::service(ServiceState::InService, &[], at, self.opts.epoch);
+                    let payload =
+                        payloads::service(ServiceState::InService, &[], at, self.opts.epoch);
                     let topic = self.opts.topics.service(&vehicle);
                     self.record(Record::Registered { vehicle, at });
                     self.send(topic, payload, true).await;

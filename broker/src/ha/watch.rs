@@ -139,7 +139,9 @@ impl Watch {
 }
 
 fn lock(heard: &Mutex<Heard>) -> std::sync::MutexGuard<'_, Heard> {
-    heard.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    heard
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 struct Record {
