@@ -166,6 +166,7 @@ async fn the_standby_takes_over_within_five_seconds_at_each_of_five_kills_of_the
     let mut standby = Engine::start(dir.path(), "b", &pg, &upstream);
     standby.watching().await;
     the_standby_points_at_the_leader(&standby, &leader, "a").await;
+    status_shows_the_pair(&pg, "a", "b");
 
     let mut events = Observer::connect(upstream.addr(), &["fleet/events"]).await;
     let mut beating = Vec::new();
@@ -394,6 +395,34 @@ async fn the_standby_points_at_the_leader(standby: &Engine, leader: &Engine, nam
         "{metrics}"
     );
     assert!(metrics.contains("fleet_lease_epoch 1"), "{metrics}");
+}
+
+/// `fleet-broker status` names the leader and lists both engines with their roles.
+fn status_shows_the_pair(pg: &Postgres, leader: &str, standby: &str) {
+    let out = Command::new(broker_binary())
+        .arg("status")
+        .env("FLEET_STORE_URL", pg.url())
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("fleet-broker status runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.starts_with(&format!("leader: {leader} at http://127.0.0.1:")),
+        "{text}"
+    );
+    assert!(text.contains("(epoch 1)"), "{text}");
+    for (node, role) in [(leader, "leader"), (standby, "standby")] {
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(node))
+            .unwrap_or_default();
+        assert!(row.contains(role), "{node} is not shown as {role}: {text}");
+    }
 }
 
 /// Unix ms on the system clock (the engines' clock).

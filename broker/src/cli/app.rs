@@ -50,6 +50,10 @@ pub enum Command {
         #[arg(long, value_name = "USER", default_value = "observer")]
         observer: Vec<String>,
     },
+    /// Print the active/standby cluster from its PostgreSQL database ([store] url or
+    /// FLEET_STORE_URL): who leads, the epoch, and every engine with its role. Exit 1
+    /// when no engine leads.
+    Status,
     /// Vehicles and SLOs through the ops API.
     #[command(flatten)]
     Ops(OpsCommand),
@@ -73,7 +77,46 @@ pub fn execute(command: Command, config: Option<&Path>) -> ExitCode {
         Command::CheckConfig { file } => check_config(&file),
         Command::Credentials { id, observer } => print_credentials(config, &id, observer),
         Command::Acl { target, observer } => print_upstream_acl(config, target, observer),
+        Command::Status => print_status(config),
         Command::Ops(ops) => ops_command(config, &ops),
+    }
+}
+
+fn print_status(config: Option<&Path>) -> ExitCode {
+    let url = match load_config(config) {
+        Ok(c) => c.store.url,
+        Err(e) => {
+            eprintln!("fleet-broker status: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(url) = url else {
+        eprintln!("fleet-broker status: the cluster lives in PostgreSQL: set [store] url in --config FILE, or FLEET_STORE_URL");
+        return ExitCode::FAILURE;
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fleet-broker: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(super::status::status(&url)) {
+        Ok((text, leads)) => {
+            print!("{text}");
+            if leads {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("fleet-broker status: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

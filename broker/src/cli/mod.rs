@@ -10,6 +10,7 @@ mod app;
 pub mod client;
 pub mod credentials;
 pub mod render;
+pub mod status;
 pub mod upstream_acl;
 
 use std::io::Write;

@@ -83,10 +83,12 @@ async fn attempt(
             .await?,
         ),
     };
-    match lease.acquire(held, timings.ttl).await? {
-        Some(epoch) => Ok(Answer::Granted(epoch)),
-        None => Ok(Answer::Refused(lease.read().await?)),
-    }
+    let answer = match lease.acquire(held, timings.ttl).await? {
+        Some(epoch) => Answer::Granted(epoch),
+        None => Answer::Refused(lease.read().await?),
+    };
+    lease.register(matches!(answer, Answer::Granted(_))).await?;
+    Ok(answer)
 }
 
 async fn hold(

@@ -23,7 +23,7 @@ pub enum LeaseError {
         source: tokio_postgres::Error,
     },
     /// A statement failed (connection lost, server restarting, ...).
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", explain(.0))]
     Database(#[from] tokio_postgres::Error),
     /// A fenced write was refused: the epoch is no longer the lease's.
     #[error("deposed: the lease is no longer held with epoch {epoch}; nothing was written")]
@@ -31,6 +31,14 @@ pub enum LeaseError {
         /// The epoch the write carried.
         epoch: u64,
     },
+}
+
+/// The driver's error with the server's own message, if the server sent one.
+fn explain(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{e}: {} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
 }
 
 /// The lease as the database holds it.
@@ -63,7 +71,29 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS fleet_leader (
         acquired_at TIMESTAMPTZ NOT NULL
     );
     INSERT INTO fleet_leader (holder, address, epoch, expires_at, acquired_at)
-    VALUES ('', '', 0, '-infinity', '-infinity') ON CONFLICT DO NOTHING;";
+    VALUES ('', '', 0, '-infinity', '-infinity') ON CONFLICT DO NOTHING;
+    CREATE TABLE IF NOT EXISTS fleet_nodes (
+        node TEXT PRIMARY KEY,
+        address TEXT NOT NULL,
+        is_leader BOOLEAN NOT NULL,
+        seen_at TIMESTAMPTZ NOT NULL
+    );";
+
+/// Each engine says at every lease attempt that it is alive and what it is (for
+/// `fleet-broker status`).
+const REGISTER: &str = "INSERT INTO fleet_nodes (node, address, is_leader, seen_at)
+    VALUES ($1, $2, $3, clock_timestamp())
+    ON CONFLICT (node) DO UPDATE SET address = $2, is_leader = $3, seen_at = clock_timestamp()";
+
+/// The engines that ever registered, with how long ago each was last seen (ms).
+const NODES: &str = "SELECT node, address, is_leader,
+        greatest(0, extract(epoch FROM (clock_timestamp() - seen_at)) * 1000)::float8
+    FROM fleet_nodes ORDER BY node";
+
+/// How long the current term has lasted (ms), when someone holds the lease.
+const TERM_AGE: &str =
+    "SELECT greatest(0, extract(epoch FROM (clock_timestamp() - acquired_at)) * 1000)::float8
+    FROM fleet_leader WHERE expires_at > clock_timestamp()";
 
 /// Takes the lease if it is free or expired (a new term: epoch + 1), or renews it if this
 /// node holds it with `$3` and it has not expired (the same term). Nothing otherwise.
@@ -196,6 +226,13 @@ impl PgLease {
         })
     }
 
+    /// Records that this node is alive, leading or not.
+    pub async fn register(&self, leading: bool) -> Result<(), LeaseError> {
+        let params: Params<3> = [&self.node, &self.address, &leading];
+        self.client.execute(REGISTER, &params).await?;
+        Ok(())
+    }
+
     /// Ends this node's term now (a clean stop), so a standby takes over at its next try.
     pub async fn release(&self, epoch: u64) -> Result<bool, LeaseError> {
         let epoch = epoch as i64;
@@ -203,4 +240,60 @@ impl PgLease {
         let n = self.client.execute(RELEASE, &params).await?;
         Ok(n > 0)
     }
+}
+
+/// An engine of the cluster as it last registered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeRow {
+    /// Its node name.
+    pub node: String,
+    /// Its ops API address.
+    pub address: String,
+    /// It held the lease at its last attempt.
+    pub leading: bool,
+    /// Milliseconds since its last attempt, in the database's clock.
+    pub seen_ms: u64,
+}
+
+/// The cluster as the database knows it, for `fleet-broker status`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    /// The lease.
+    pub lease: LeaseRow,
+    /// How long the current term has lasted, if the lease is live.
+    pub term_ms: Option<u64>,
+    /// Every engine that ever registered.
+    pub nodes: Vec<NodeRow>,
+}
+
+/// Reads the cluster over `url` (read only; an error if no engine ever ran on it).
+pub async fn cluster(url: &str, timeout: Duration) -> Result<Cluster, LeaseError> {
+    let client = connect(url, timeout).await?;
+    let r = client.query_one(READ, &[]).await?;
+    let lease = LeaseRow {
+        holder: r.get(0),
+        address: r.get(1),
+        epoch: r.get::<_, i64>(2).max(0) as u64,
+        remaining_ms: r.get::<_, f64>(3).max(0.0) as u64,
+    };
+    let term_ms = client
+        .query_opt(TERM_AGE, &[])
+        .await?
+        .map(|r| r.get::<_, f64>(0).max(0.0) as u64);
+    let nodes = client
+        .query(NODES, &[])
+        .await?
+        .iter()
+        .map(|r| NodeRow {
+            node: r.get(0),
+            address: r.get(1),
+            leading: r.get(2),
+            seen_ms: r.get::<_, f64>(3).max(0.0) as u64,
+        })
+        .collect();
+    Ok(Cluster {
+        lease,
+        term_ms,
+        nodes,
+    })
 }
