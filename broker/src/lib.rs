@@ -116,7 +116,12 @@ async fn run_as_pair(
         ])));
     };
     let node = ha.target.node.clone();
-    let lease = crate::ha::run(ha.target.clone(), ha.timings);
+    // Whether this engine sees the fleet: embedded, always; attached, while its link (or
+    // as a standby its watch) is up.
+    let eyes = Arc::new(std::sync::atomic::AtomicBool::new(
+        settings.attach.is_none(),
+    ));
+    let lease = crate::ha::run(ha.target.clone(), ha.timings, eyes.clone());
     let status = crate::ha::Status::new(node.clone(), lease.role());
     let mut role = lease.role();
     tokio::pin!(shutdown);
@@ -129,10 +134,17 @@ async fn run_as_pair(
             Ok(standby) => standby,
             Err(e) => break Err(e),
         };
+        if settings.attach.is_some() {
+            eyes.store(false, std::sync::atomic::Ordering::Relaxed); // until the watch is up
+        }
+        let sight = follow_link(standby.watch.as_ref().map(|w| w.link()), &eyes);
         let leading = tokio::select! {
             () = &mut shutdown => None,
             e = leader_epoch(&mut role) => e,
         };
+        if let Some(task) = sight {
+            task.abort();
+        }
         let Some(term) = leading else {
             standby.stop().await;
             break Ok(());
@@ -156,10 +168,14 @@ async fn run_as_pair(
             Ok(broker) => broker,
             Err(e) => break Err(e),
         };
+        let sight = follow_link(broker.front().link(), &eyes);
         let deposed = tokio::select! {
             () = &mut shutdown => false,
             () = term_ends(&mut role, term) => true,
         };
+        if let Some(task) = sight {
+            task.abort();
+        }
         if deposed {
             epoch.store(0, std::sync::atomic::Ordering::Release);
             warn!(node, epoch = term, "active/standby: the lease is lost: nothing more is stored or announced; stopping the engine and standing by");
@@ -173,6 +189,28 @@ async fn run_as_pair(
     };
     lease.stop().await;
     outcome
+}
+
+/// Keeps `eyes` set while `link` is up (no link: `eyes` stays as it is). The task ends
+/// with the link.
+fn follow_link(
+    link: Option<tokio::sync::watch::Receiver<mqtt::upstream::Link>>,
+    eyes: &Arc<std::sync::atomic::AtomicBool>,
+) -> Option<JoinHandle<()>> {
+    let Some(mut link) = link else {
+        return None;
+    };
+    let eyes = eyes.clone();
+    Some(tokio::spawn(async move {
+        loop {
+            let up = link.borrow_and_update().up;
+            eyes.store(up, std::sync::atomic::Ordering::Relaxed);
+            if link.changed().await.is_err() {
+                eyes.store(false, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+        }
+    }))
 }
 
 /// What runs while an engine of a pair stands by: the standby's ops API and, in attach

@@ -43,25 +43,26 @@ struct Engine {
 
 impl Engine {
     fn start(dir: &Path, node: &str, pg: &Postgres, upstream: &Mosquitto) -> Engine {
-        Engine::start_via(dir, node, &pg.url(), upstream)
+        Engine::start_via(dir, node, &pg.url(), &upstream.url(), "")
     }
 
-    /// As [`Engine::start`], reaching PostgreSQL at `pg_url`.
-    fn start_via(dir: &Path, node: &str, pg_url: &str, upstream: &Mosquitto) -> Engine {
+    /// As [`Engine::start`], reaching PostgreSQL at `pg_url` and the upstream at
+    /// `upstream_url`, with `attach` added to `[mqtt.attach]`.
+    fn start_via(dir: &Path, node: &str, pg_url: &str, upstream_url: &str, attach: &str) -> Engine {
         let http = free_port();
         let config = dir.join(format!("{node}.toml"));
         std::fs::write(
             &config,
             format!(
                 "[mqtt]\nmode = \"attach\"\n\
-                 [mqtt.attach]\nurl = \"{}\"\nclient_id = \"fleet-engine\"\n\
+                 [mqtt.attach]\nurl = \"{}\"\nclient_id = \"fleet-engine\"\n{attach}\n\
                  [http]\nlisten = \"127.0.0.1:{http}\"\n\
                  [store]\nurl = \"{}\"\n\
                  [ha]\nnode = \"{node}\"\nttl = \"{ttl}\"\nrenew_every = \"{renew}\"\n\
                  [heartbeat]\ntimeout = \"4s\"\n\
                  [faults.default]\nthreshold = 1\nwindow = \"1m\"\n\
                  [slo]\npublish_interval = \"1s\"\n",
-                upstream.url(),
+                upstream_url,
                 pg_url,
                 ttl = std::env::var("HA_TEST_TTL").unwrap_or("1500ms".into()),
                 renew = std::env::var("HA_TEST_RENEW").unwrap_or("300ms".into()),
@@ -441,7 +442,13 @@ async fn a_leader_cut_off_from_postgres_stops_acting_before_the_standby_takes_ov
     let upstream = Mosquitto::open();
     let dir = tempfile::tempdir().expect("tempdir");
     let proxy = Cuttable::start(pg.port).await;
-    let a = Engine::start_via(dir.path(), "a", &pg.url_via(proxy.port), &upstream);
+    let a = Engine::start_via(
+        dir.path(),
+        "a",
+        &pg.url_via(proxy.port),
+        &upstream.url(),
+        "",
+    );
     until("engine a leads and is ready", WAIT, || a.ready()).await;
     let b = Engine::start(dir.path(), "b", &pg, &upstream);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -486,6 +493,58 @@ async fn a_leader_cut_off_from_postgres_stops_acting_before_the_standby_takes_ov
         .filter(|s| s.json["vehicle"] == "faulty" && s.json["change"] == "set")
         .count();
     assert_eq!(sets, 1, "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_the_upstream_hands_over_to_the_standby_that_sees_it() {
+    if !mosquitto_installed() {
+        return;
+    }
+    let Some(pg) = Postgres::start() else { return };
+    let upstream = Mosquitto::open();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let proxy = Cuttable::start(upstream.addr().port()).await;
+    // A 1 s keep-alive: a silent partition is noticed within about 2 s.
+    let quick = "keep_alive = \"1s\"";
+    let via_proxy = format!("mqtt://127.0.0.1:{}", proxy.port);
+    let a = Engine::start_via(dir.path(), "a", &pg.url(), &via_proxy, quick);
+    until("engine a leads and is ready", WAIT, || a.ready()).await;
+    let b = Engine::start_via(dir.path(), "b", &pg.url(), &upstream.url(), quick);
+    b.watching().await;
+    let mut events = Observer::connect(upstream.addr(), &["fleet/events"]).await;
+
+    // a keeps PostgreSQL but loses the upstream; b sees it.
+    let cut = Instant::now();
+    proxy.cut();
+    let v = Vehicle::connect(upstream.addr(), "faulty", VehicleOptions::default())
+        .await
+        .expect("connects");
+    v.error("BRAKE_SENSOR", 1).await.expect("report");
+    until("b takes over", Duration::from_secs(10), || b.ready()).await;
+    let b_leads = cut.elapsed();
+    println!(
+        "upstream lost: b ready {:.2} s after the cut",
+        b_leads.as_secs_f64()
+    );
+    assert!(
+        b_leads <= Duration::from_secs(5),
+        "takeover took {b_leads:?}"
+    );
+    assert!(!a.ready(), "a still ready");
+    // The fault reported during the cut went to the shared session: b acts on it, once.
+    let mut seen = events
+        .collect_until("b takes the faulty vehicle out", |s| {
+            s.json["vehicle"] == "faulty" && s.json["change"] == "set"
+        })
+        .await;
+    seen.extend(events.collect_for(Duration::from_secs(2)).await);
+    let sets = seen
+        .iter()
+        .filter(|s| s.json["vehicle"] == "faulty" && s.json["change"] == "set")
+        .count();
+    assert_eq!(sets, 1, "{seen:?}");
+    let (_, readyz) = http(a.http, "GET", "/readyz").await;
+    assert!(readyz.contains("\"standby\""), "a stands by: {readyz}");
 }
 
 /// `GET path` on the engine's ops API, as JSON.

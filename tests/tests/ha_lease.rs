@@ -19,6 +19,11 @@ const TIMINGS: LeaseTimings = LeaseTimings {
     renew_every: Duration::from_millis(300),
 };
 
+/// An engine that sees the fleet.
+fn sees() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true))
+}
+
 fn target(url: &str, node: &str) -> LeaseTarget {
     LeaseTarget {
         url: url.to_owned(),
@@ -66,12 +71,12 @@ async fn raw(pg: &Postgres, node: &str) -> PgLease {
 #[tokio::test]
 async fn one_engine_leads_keeps_its_term_by_renewing_and_the_other_knows_who_leads() {
     let Some(pg) = Postgres::start() else { return };
-    let a = ha::run(target(&pg.url(), "a"), TIMINGS);
+    let a = ha::run(target(&pg.url(), "a"), TIMINGS, sees());
     let mut a_role = a.role();
     let (_, role) = until(&mut a_role, leads).await;
     assert_eq!(role, Role::Leader { epoch: 1 });
 
-    let b = ha::run(target(&pg.url(), "b"), TIMINGS);
+    let b = ha::run(target(&pg.url(), "b"), TIMINGS, sees());
     let mut b_role = b.role();
     let (_, seen) = until(&mut b_role, |r| {
         matches!(r, Role::Standby { leader: Some(_) })
@@ -119,7 +124,7 @@ async fn a_dead_leader_is_replaced_within_the_ttl_and_one_attempt_with_the_next_
     let granted = Instant::now();
     assert_eq!(a.acquire(0, TIMINGS.ttl).await.expect("acquire"), Some(1));
 
-    let b = ha::run(target(&pg.url(), "b"), TIMINGS);
+    let b = ha::run(target(&pg.url(), "b"), TIMINGS, sees());
     let mut b_role = b.role();
     let (at, role) = until(&mut b_role, leads).await;
     assert_eq!(role, Role::Leader { epoch: 2 });
@@ -256,10 +261,10 @@ async fn a_takeover_waits_for_the_fenced_write_in_flight_so_no_old_write_lands_i
 async fn a_leader_cut_off_from_postgres_steps_down_before_its_successor_leads() {
     let Some(pg) = Postgres::start() else { return };
     let proxy = Cuttable::start(pg.port).await;
-    let a = ha::run(target(&pg.url_via(proxy.port), "a"), TIMINGS);
+    let a = ha::run(target(&pg.url_via(proxy.port), "a"), TIMINGS, sees());
     let mut a_role = a.role();
     until(&mut a_role, leads).await;
-    let b = ha::run(target(&pg.url(), "b"), TIMINGS);
+    let b = ha::run(target(&pg.url(), "b"), TIMINGS, sees());
     let mut b_role = b.role();
     until(&mut b_role, |r| {
         matches!(r, Role::Standby { leader: Some(_) })
@@ -283,4 +288,43 @@ async fn a_leader_cut_off_from_postgres_steps_down_before_its_successor_leads() 
     );
     assert!(b_up.0 - cut <= TIMINGS.ttl + TIMINGS.renew_every + Duration::from_millis(500));
     b.stop().await;
+}
+
+#[tokio::test]
+async fn the_lease_goes_to_an_engine_that_sees_the_upstream_and_a_blind_leader_hands_it_over() {
+    let Some(pg) = Postgres::start() else { return };
+    let (a_eyes, b_eyes, c_eyes) = (sees(), sees(), sees());
+    b_eyes.store(false, std::sync::atomic::Ordering::Relaxed);
+    let a = ha::run(target(&pg.url(), "a"), TIMINGS, a_eyes.clone());
+    let mut a_role = a.role();
+    until(&mut a_role, leads).await;
+    // b does not see the upstream, c does.
+    let b = ha::run(target(&pg.url(), "b"), TIMINGS, b_eyes);
+    let c = ha::run(target(&pg.url(), "c"), TIMINGS, c_eyes.clone());
+    let (mut b_role, mut c_role) = (b.role(), c.role());
+    let standing = |r: &Role| matches!(r, Role::Standby { leader: Some(_) });
+    until(&mut b_role, standing).await;
+    until(&mut c_role, standing).await;
+
+    // a goes blind: after half a ttl it releases the lease to c, not to the blind b.
+    let blind = Instant::now();
+    a_eyes.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (at, role) = until(&mut c_role, leads).await;
+    assert_eq!(role, Role::Leader { epoch: 2 });
+    let took = at - blind;
+    println!("handed over {took:?} after the leader went blind");
+    assert!(took >= TIMINGS.ttl / 2, "handed over too early: {took:?}");
+    assert!(
+        took <= TIMINGS.ttl / 2 + 2 * TIMINGS.renew_every + Duration::from_millis(500),
+        "handover took {took:?}"
+    );
+    assert!(!leads(&a_role.borrow()), "a still leads");
+    // c goes blind too while a and b still are: nobody who sees is left, so c keeps it.
+    c_eyes.store(false, std::sync::atomic::Ordering::Relaxed);
+    let kept = tokio::time::timeout(TIMINGS.ttl * 2, c_role.changed()).await;
+    assert!(kept.is_err(), "c's role changed: {:?}", *c_role.borrow());
+    assert!(!leads(&b_role.borrow()) && !leads(&a_role.borrow()));
+    for lease in [a, b, c] {
+        lease.stop().await;
+    }
 }

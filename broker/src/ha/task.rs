@@ -1,7 +1,15 @@
 //! The task that holds the lease: every `renew_every` it renews (as leader) or tries to
 //! take it (as standby), and it steps down the moment its local trust runs out, whether or
 //! not the database answered. Its verdict is a [`Role`] on a watch channel.
+//!
+//! It also hands the lease over when this engine cannot see the fleet: a leader whose
+//! upstream link has been down for half a `ttl` releases the lease if another engine
+//! registered as seeing the upstream, and a standby that does not see it leaves the lease
+//! to one that does (if none does, whoever tries first leads, blind, as a single engine
+//! would be).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
@@ -51,13 +59,16 @@ impl LeaseHandle {
 enum Answer {
     Granted(u64),
     Refused(LeaseRow),
+    /// This leader could not see the fleet and released the lease to one that can.
+    HandedOver(LeaseRow),
 }
 
-/// Starts the lease task on the current runtime.
-pub fn run(target: LeaseTarget, timings: LeaseTimings) -> LeaseHandle {
+/// Starts the lease task on the current runtime. `eyes` says whether this engine sees the
+/// fleet now (its upstream link, or a standby's watch, is up).
+pub fn run(target: LeaseTarget, timings: LeaseTimings, eyes: Arc<AtomicBool>) -> LeaseHandle {
     let (role_tx, role) = watch::channel(Role::Standby { leader: None });
     let (stop, stop_rx) = oneshot::channel();
-    let join = tokio::spawn(hold(target, timings, role_tx, stop_rx));
+    let join = tokio::spawn(hold(target, timings, eyes, role_tx, stop_rx));
     LeaseHandle {
         role,
         stop: Some(stop),
@@ -65,11 +76,21 @@ pub fn run(target: LeaseTarget, timings: LeaseTimings) -> LeaseHandle {
     }
 }
 
+/// What this engine sees of the fleet at an attempt.
+#[derive(Clone, Copy)]
+struct Sight {
+    /// Its link (or watch) is up.
+    sees: bool,
+    /// For how long it has been down.
+    blind_for: Duration,
+}
+
 async fn attempt(
     conn: &mut Option<PgLease>,
     target: &LeaseTarget,
     held: u64,
     timings: LeaseTimings,
+    sight: Sight,
 ) -> Result<Answer, LeaseError> {
     let lease = match conn {
         Some(lease) => lease,
@@ -83,17 +104,31 @@ async fn attempt(
             .await?,
         ),
     };
+    // Registrations older than two lifetimes are engines gone.
+    let alive = timings.ttl * 2;
+    if held > 0 && sight.blind_for >= timings.ttl / 2 && lease.another_sees_upstream(alive).await? {
+        lease.release(held).await?;
+        lease.register(false, sight.sees).await?;
+        return Ok(Answer::HandedOver(lease.read().await?));
+    }
+    if held == 0 && !sight.sees && lease.another_sees_upstream(alive).await? {
+        lease.register(false, false).await?;
+        return Ok(Answer::Refused(lease.read().await?));
+    }
     let answer = match lease.acquire(held, timings.ttl).await? {
         Some(epoch) => Answer::Granted(epoch),
         None => Answer::Refused(lease.read().await?),
     };
-    lease.register(matches!(answer, Answer::Granted(_))).await?;
+    lease
+        .register(matches!(answer, Answer::Granted(_)), sight.sees)
+        .await?;
     Ok(answer)
 }
 
 async fn hold(
     target: LeaseTarget,
     timings: LeaseTimings,
+    eyes: Arc<AtomicBool>,
     role_tx: watch::Sender<Role>,
     mut stop: oneshot::Receiver<()>,
 ) {
@@ -101,14 +136,25 @@ async fn hold(
     let mut conn: Option<PgLease> = None;
     let mut leader_row: Option<LeaseRow> = None;
     let mut last_warn: Option<Instant> = None;
+    let mut blind_since: Option<Instant> = None;
     loop {
         let sent = Instant::now();
         let held = leadership.epoch_to_renew();
+        let sees = eyes.load(Ordering::Relaxed);
+        let sight = Sight {
+            sees,
+            blind_for: if sees {
+                blind_since = None;
+                Duration::ZERO
+            } else {
+                blind_since.get_or_insert(sent).elapsed()
+            },
+        };
         // Dropped before the answer is looked at: it borrows the connection.
         let answer = {
             let asked = tokio::time::timeout(
                 timings.renew_every,
-                attempt(&mut conn, &target, held, timings),
+                attempt(&mut conn, &target, held, timings, sight),
             );
             tokio::pin!(asked);
             // While the database is asked, the local trust may run out: step down right then,
@@ -136,6 +182,12 @@ async fn hold(
                 last_warn = None;
             }
             Ok(Ok(Answer::Refused(row))) => {
+                leadership.refused();
+                leader_row = Some(row);
+                last_warn = None;
+            }
+            Ok(Ok(Answer::HandedOver(row))) => {
+                warn!(node = %target.node, epoch = held, blind_ms = sight.blind_for.as_millis() as u64, "lease: this engine cannot see the upstream and another one can: released the lease to it");
                 leadership.refused();
                 leader_row = Some(row);
                 last_warn = None;

@@ -125,6 +125,11 @@ impl Watch {
         }
     }
 
+    /// Its link's state.
+    pub fn link(&self) -> watch::Receiver<Link> {
+        self.upstream.link()
+    }
+
     /// Its counters.
     pub fn counters(&self) -> &Arc<WatchCounters> {
         &self.counters

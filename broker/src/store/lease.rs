@@ -76,14 +76,22 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS fleet_leader (
         node TEXT PRIMARY KEY,
         address TEXT NOT NULL,
         is_leader BOOLEAN NOT NULL,
+        sees_upstream BOOLEAN NOT NULL,
         seen_at TIMESTAMPTZ NOT NULL
     );";
 
 /// Each engine says at every lease attempt that it is alive and what it is (for
 /// `fleet-broker status`).
-const REGISTER: &str = "INSERT INTO fleet_nodes (node, address, is_leader, seen_at)
-    VALUES ($1, $2, $3, clock_timestamp())
-    ON CONFLICT (node) DO UPDATE SET address = $2, is_leader = $3, seen_at = clock_timestamp()";
+const REGISTER: &str = "INSERT INTO fleet_nodes (node, address, is_leader, sees_upstream, seen_at)
+    VALUES ($1, $2, $3, $4, clock_timestamp())
+    ON CONFLICT (node) DO UPDATE
+    SET address = $2, is_leader = $3, sees_upstream = $4, seen_at = clock_timestamp()";
+
+/// Another engine, neither `$1` nor the lease's holder, registered within `$2` ms and sees
+/// the upstream: it can lead where `$1` cannot.
+const OTHER_SEES: &str = "SELECT EXISTS (SELECT 1 FROM fleet_nodes
+    WHERE node <> $1 AND node <> (SELECT holder FROM fleet_leader) AND sees_upstream
+      AND seen_at > clock_timestamp() - $2::float8 * interval '1 millisecond')";
 
 /// The engines that ever registered, with how long ago each was last seen (ms).
 const NODES: &str = "SELECT node, address, is_leader,
@@ -226,11 +234,20 @@ impl PgLease {
         })
     }
 
-    /// Records that this node is alive, leading or not.
-    pub async fn register(&self, leading: bool) -> Result<(), LeaseError> {
-        let params: Params<3> = [&self.node, &self.address, &leading];
+    /// Records that this node is alive, leading or not, and whether it sees the upstream.
+    pub async fn register(&self, leading: bool, sees_upstream: bool) -> Result<(), LeaseError> {
+        let params: Params<4> = [&self.node, &self.address, &leading, &sees_upstream];
         self.client.execute(REGISTER, &params).await?;
         Ok(())
+    }
+
+    /// Whether another engine (not the lease's holder) registered within `within` and
+    /// sees the upstream.
+    pub async fn another_sees_upstream(&self, within: Duration) -> Result<bool, LeaseError> {
+        let ms = within.as_secs_f64() * 1000.0;
+        let params: Params<2> = [&self.node, &ms];
+        let row = self.client.query_one(OTHER_SEES, &params).await?;
+        Ok(row.get(0))
     }
 
     /// Ends this node's term now (a clean stop), so a standby takes over at its next try.
