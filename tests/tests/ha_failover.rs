@@ -8,10 +8,12 @@
 //! fell silent just before the kill is taken out at its own deadline, not a restart grace
 //! later; in the end every fault announced on fleet/events was announced once, with the
 //! epoch of the term that decided it, is stored, and is in the retained state; nobody
-//! still talking is taken out for the gaps. Each
+//! still talking is taken out for the gaps; no transition's command goes out twice. Each
 //! takeover's duration is printed, with the median and the maximum (`HA_TEST_TTL` and
 //! `HA_TEST_RENEW` set other lease timings than the test's 1.5 s / 0.3 s). And a leader
-//! cut off from PostgreSQL but not from the upstream stops before its standby takes over.
+//! cut off from PostgreSQL but not from the upstream stops before its standby takes over,
+//! and one cut off from the upstream but not from PostgreSQL hands over to the standby
+//! that sees it.
 //!
 //! The engines are the `fleet-broker` binary of this target directory: `cargo test
 //! --workspace` builds it; `cargo test -p fleet-tests` alone runs whatever was built last.
@@ -169,7 +171,8 @@ async fn the_standby_takes_over_within_five_seconds_at_each_of_five_kills_of_the
     the_standby_points_at_the_leader(&standby, &leader, "a").await;
     status_shows_the_pair(&pg, "a", "b");
 
-    let mut events = Observer::connect(upstream.addr(), &["fleet/events"]).await;
+    let mut events =
+        Observer::connect(upstream.addr(), &["fleet/events", "vehicles/+/command"]).await;
     let mut beating = Vec::new();
     for i in 0..VEHICLES {
         let v = Vehicle::connect(
@@ -364,9 +367,49 @@ async fn the_standby_takes_over_within_five_seconds_at_each_of_five_kills_of_the
         "epochs of the five terms: {epochs:?}"
     );
     assert!(
-        seen.iter().all(|s| s.json["epoch"].as_u64().is_some()),
+        seen.iter()
+            .filter(|s| s.topic == "fleet/events")
+            .all(|s| s.json["epoch"].as_u64().is_some()),
         "an event without an epoch"
     );
+    // Each transition's command went out once, whichever term decided it: no successor
+    // sent a second service_out for a transition already announced (a resend, after a
+    // vehicle reports another state, is decided anew and has its own issued_at).
+    let mut commands: Vec<(String, String, u64)> = seen
+        .iter()
+        .filter(|s| s.topic.ends_with("/command"))
+        .map(|s| {
+            (
+                s.topic.clone(),
+                s.json["command"].as_str().unwrap_or_default().to_owned(),
+                s.json["issued_at"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let ids: std::collections::HashSet<String> = seen
+        .iter()
+        .filter(|s| s.topic.ends_with("/command"))
+        .filter_map(|s| s.json["id"].as_str().map(str::to_owned))
+        .collect();
+    let sent = commands.len();
+    assert_eq!(ids.len(), sent, "two commands with one id");
+    commands.sort();
+    commands.dedup();
+    assert_eq!(
+        commands.len(),
+        sent,
+        "a transition's command was sent twice"
+    );
+    for id in &faulty {
+        let topic = format!("vehicles/{id}/command");
+        assert!(
+            commands
+                .iter()
+                .any(|(t, c, _)| *t == topic && c == "service_out"),
+            "{id} got no service_out"
+        );
+    }
+    println!("{sent} commands, each transition's once");
 }
 
 /// While `leader` (node `name`) leads, `standby` says so, has it answer reads, refuses
