@@ -88,7 +88,7 @@ fn startup(opts: &StoreOptions) {
     let restored = store.load(0).expect("loads");
     let loaded = started.elapsed();
     let vehicles = restored.vehicles.len();
-    let recovery = recover(RulesConfig::default(), restored, T0 + 60_000, true);
+    let recovery = recover(RulesConfig::default(), restored, None, T0 + 60_000, true);
     let total = started.elapsed();
     println!(
         "{} startup, store only: {vehicles} vehicles: open + check + migrate {:.0} ms, load {:.0} ms, Fleet::restore {:.0} ms, total {:.2} s ({} out of service)",

@@ -197,9 +197,7 @@ fn follow_link(
     link: Option<tokio::sync::watch::Receiver<mqtt::upstream::Link>>,
     eyes: &Arc<std::sync::atomic::AtomicBool>,
 ) -> Option<JoinHandle<()>> {
-    let Some(mut link) = link else {
-        return None;
-    };
+    let mut link = link?;
     let eyes = eyes.clone();
     Some(tokio::spawn(async move {
         loop {

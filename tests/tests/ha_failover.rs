@@ -471,9 +471,7 @@ fn status_shows_the_pair(pg: &Postgres, leader: &str, standby: &str) {
 
 /// Unix ms on the system clock (the engines' clock).
 fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    fleet_broker::clock::Clock::system().now()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
