@@ -160,7 +160,7 @@ async fn run_as_pair(
         let mut term_settings = settings.clone();
         term_settings.engine.epoch = Some(term);
         let started = Broker::start_in_term(term_settings, clock, status.clone(), watched).await;
-        // The watch stays until the engine's own link is up, so no uplink goes unheard.
+        // The watch listens on until the engine has started (its own link connecting).
         if let Some(watch) = watch {
             watch.stop().await;
         }

@@ -53,7 +53,7 @@ pub struct Watch {
 /// The watch's counters, for a standby's /metrics.
 #[derive(Debug, Default)]
 pub struct WatchCounters {
-    /// Uplinks heard and recorded.
+    /// Valid uplinks heard (past the vehicle cap too).
     pub heard: AtomicU64,
     /// Vehicles with a last-seen time.
     pub vehicles: AtomicU64,
@@ -269,7 +269,8 @@ mod tests {
             [("sc-1".into(), from + 5_000), ("sc-3".into(), from + 5_000)],
             "a rejected uplink is not a sign of life; past the cap nobody new is recorded"
         );
-        assert_eq!(r.counters.heard.load(Ordering::Relaxed), 3);
+        assert_eq!(r.counters.heard.load(Ordering::Relaxed), 4);
+        assert_eq!(r.counters.vehicles.load(Ordering::Relaxed), 2);
         r.link(false);
         assert_eq!(r.counters.watching.load(Ordering::Relaxed), 0);
         tokio::time::advance(Duration::from_secs(5)).await;
