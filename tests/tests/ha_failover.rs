@@ -522,18 +522,8 @@ async fn a_leader_cut_off_from_postgres_stops_acting_before_the_standby_takes_ov
     // The fault reported during the partition: a could not store it, so it never
     // announced it; b acts on the vehicle's next report.
     v.error("BRAKE_SENSOR", 1).await.expect("report");
-    let mut seen = events
-        .collect_until("b takes the faulty vehicle out", |s| {
-            s.json["vehicle"] == "faulty" && s.json["change"] == "set"
-        })
-        .await;
     // And nothing more of it after (a announcing what it decided in the partition).
-    seen.extend(events.collect_for(Duration::from_secs(2)).await);
-    let sets = seen
-        .iter()
-        .filter(|s| s.json["vehicle"] == "faulty" && s.json["change"] == "set")
-        .count();
-    assert_eq!(sets, 1, "{seen:?}");
+    taken_out_once(&mut events, "faulty").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -573,19 +563,20 @@ async fn a_leader_cut_off_from_the_upstream_hands_over_to_the_standby_that_sees_
     );
     assert!(!a.ready(), "a still ready");
     // The fault reported during the cut went to the shared session: b acts on it, once.
-    let mut seen = events
-        .collect_until("b takes the faulty vehicle out", |s| {
-            s.json["vehicle"] == "faulty" && s.json["change"] == "set"
-        })
-        .await;
-    seen.extend(events.collect_for(Duration::from_secs(2)).await);
-    let sets = seen
-        .iter()
-        .filter(|s| s.json["vehicle"] == "faulty" && s.json["change"] == "set")
-        .count();
-    assert_eq!(sets, 1, "{seen:?}");
+    taken_out_once(&mut events, "faulty").await;
     let (_, readyz) = http(a.http, "GET", "/readyz").await;
     assert!(readyz.contains("\"standby\""), "a stands by: {readyz}");
+}
+
+/// `vehicle` is taken out, and its reason set is announced once (none in the 2 s after).
+async fn taken_out_once(events: &mut Observer, vehicle: &str) {
+    let set = |s: &fleet_tests::Seen| s.json["vehicle"] == vehicle && s.json["change"] == "set";
+    let mut seen = events
+        .collect_until("the successor takes the vehicle out", set)
+        .await;
+    seen.extend(events.collect_for(Duration::from_secs(2)).await);
+    let sets = seen.iter().filter(|s| set(s)).count();
+    assert_eq!(sets, 1, "{seen:?}");
 }
 
 /// `GET path` on the engine's ops API, as JSON.

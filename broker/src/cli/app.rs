@@ -82,6 +82,20 @@ pub fn execute(command: Command, config: Option<&Path>) -> ExitCode {
     }
 }
 
+/// A runtime for one command (a message on failure).
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("fleet-broker: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
 fn print_status(config: Option<&Path>) -> ExitCode {
     let url = match load_config(config) {
         Ok(c) => c.store.url,
@@ -94,15 +108,8 @@ fn print_status(config: Option<&Path>) -> ExitCode {
         eprintln!("fleet-broker status: the cluster lives in PostgreSQL: set [store] url in --config FILE, or FLEET_STORE_URL");
         return ExitCode::FAILURE;
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("fleet-broker: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(super::status::status(&url)) {
         Ok((text, leads)) => {
@@ -233,15 +240,8 @@ fn ops_command(config: Option<&Path>, command: &OpsCommand) -> ExitCode {
     };
     let url = super::default_url(config.as_ref().map(|c| c.http.listen));
     let token = config.and_then(|c| c.http.token);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("fleet-broker: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     let mut out = std::io::stdout().lock();
     match runtime.block_on(super::run(command, &url, token, &mut out)) {

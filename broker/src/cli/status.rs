@@ -32,10 +32,7 @@ fn ago(ms: u64) -> String {
     if ms < 60_000 {
         format!("{:.1} s ago", ms as f64 / 1000.0)
     } else {
-        format!(
-            "{} ago",
-            humantime::format_duration(Duration::from_secs(ms / 1000))
-        )
+        format!("{} ago", super::render::age(ms))
     }
 }
 
@@ -63,7 +60,7 @@ pub fn render(c: &Cluster) -> String {
             l.remaining_ms as f64 / 1000.0,
             c.term_ms.map_or(String::new(), |ms| format!(
                 ", leading for {}",
-                humantime::format_duration(Duration::from_secs(ms / 1000))
+                super::render::age(ms)
             )),
         ),
         None => format!(
@@ -71,11 +68,11 @@ pub fn render(c: &Cluster) -> String {
             l.epoch
         ),
     };
-    let rows: Vec<[String; 4]> = c
+    let rows: Vec<Vec<String>> = c
         .nodes
         .iter()
         .map(|n| {
-            [
+            vec![
                 n.node.clone(),
                 role(holder, n).to_owned(),
                 n.address.clone(),
@@ -83,30 +80,10 @@ pub fn render(c: &Cluster) -> String {
             ]
         })
         .collect();
-    let header = ["NODE", "ROLE", "ADDRESS", "LAST SEEN"].map(str::to_owned);
-    let widths: Vec<usize> = (0..4)
-        .map(|i| {
-            rows.iter()
-                .chain(std::iter::once(&header))
-                .map(|r| r[i].len())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    for r in std::iter::once(&header).chain(&rows) {
-        let line = format!(
-            "{:w0$}  {:w1$}  {:w2$}  {}",
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2]
-        );
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
+    let mut table = Vec::new();
+    // Writing to a Vec cannot fail.
+    let _ = super::render::table(&mut table, &["NODE", "ROLE", "ADDRESS", "LAST SEEN"], &rows);
+    out.push_str(&String::from_utf8_lossy(&table));
     out
 }
 
@@ -143,11 +120,11 @@ mod tests {
         let text = render(&c);
         assert_eq!(
             text,
-            "leader: engine-a at http://engine-a:8080 (epoch 7), lease 2.7 s left, leading for 12m 5s\n\
+            "leader: engine-a at http://engine-a:8080 (epoch 7), lease 2.7 s left, leading for 12m\n\
              NODE      ROLE     ADDRESS               LAST SEEN\n\
              engine-a  leader   http://engine-a:8080  0.3 s ago\n\
              engine-b  standby  http://engine-b:8080  0.9 s ago\n\
-             engine-c  gone     http://engine-c:8080  4h ago\n"
+             engine-c  gone     http://engine-c:8080  4h 0m ago\n"
         );
     }
 
