@@ -32,15 +32,18 @@ fn fault_transition(vehicle: String, code: &str, at: UnixMs) -> Record {
         code: code.into(),
         since: at,
     };
-    Record::Transition(Transition {
-        vehicle,
-        from: ServiceState::InService,
-        to: ServiceState::OutOfService,
-        change: ReasonChange::Set(reason.clone()),
-        reasons: vec![reason],
-        cause: Cause::Rule,
-        at,
-    })
+    Record::Transition(
+        Transition {
+            vehicle,
+            from: ServiceState::InService,
+            to: ServiceState::OutOfService,
+            change: ReasonChange::Set(reason.clone()),
+            reasons: vec![reason],
+            cause: Cause::Rule,
+            at,
+        },
+        None,
+    )
 }
 
 /// A database with `n` vehicles (1 in 50 out for a fault), 30 days of SLI minutes.

@@ -639,6 +639,7 @@ impl Parts {
                 });
             }
         };
+        engine.replay_events(recovery.unsure_events);
         if !recovery.changed_at.is_empty() {
             engine.republish_retained_state(recovery.changed_at);
         }

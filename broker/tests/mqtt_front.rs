@@ -142,6 +142,7 @@ fn uplink(client_id: &str, topic: &str, payload: &'static [u8]) -> Uplink {
         client_id: client_id.to_owned(),
         topic: topic.to_owned(),
         payload: Bytes::from_static(payload),
+        ack: None,
     }
 }
 

@@ -57,7 +57,7 @@ impl Engine {
             &config,
             format!(
                 "[mqtt]\nmode = \"attach\"\n\
-                 [mqtt.attach]\nurl = \"{}\"\nclient_id = \"fleet-engine\"\n{attach}\n\
+                 [mqtt.attach]\nurl = \"{}\"\nclient_id = \"fleet-engine\"\nack = \"stored\"\n{attach}\n\
                  [http]\nlisten = \"127.0.0.1:{http}\"\n\
                  [store]\nurl = \"{}\"\n\
                  [ha]\nnode = \"{node}\"\nttl = \"{ttl}\"\nrenew_every = \"{renew}\"\n\
@@ -161,7 +161,9 @@ async fn the_standby_takes_over_within_five_seconds_at_each_of_five_kills_of_the
     }
     enough_open_files();
     let Some(pg) = Postgres::start() else { return };
-    let upstream = Mosquitto::open();
+    // Uplinks are acknowledged once stored: the engine's session needs an in-flight
+    // window for the fleet's rate times the commit latency (Mosquitto's default is 20).
+    let upstream = Mosquitto::start("allow_anonymous true\nmax_inflight_messages 1000", &[]);
     let dir = tempfile::tempdir().expect("tempdir");
 
     let mut leader = Engine::start(dir.path(), "a", &pg, &upstream);
@@ -265,6 +267,8 @@ async fn the_standby_takes_over_within_five_seconds_at_each_of_five_kills_of_the
         let back = Engine::start(dir.path(), node, &pg, &upstream);
         leader = std::mem::replace(&mut standby, back);
     }
+    // Every report sent before now must be acted on within the next 5 s.
+    let n = reported.load(std::sync::atomic::Ordering::Relaxed);
     seen.extend(events.collect_for(Duration::from_secs(5)).await);
     beat.abort();
     let _ = beat.await;
@@ -280,7 +284,18 @@ async fn the_standby_takes_over_within_five_seconds_at_each_of_five_kills_of_the
         "a takeover took over 5 s: {takeovers:?}"
     );
     // Each fault announced once: a takeover does not announce it again.
-    let mut announced: Vec<String> = seen
+    // A successor publishes the dying leader's last announcements again, identical (it
+    // cannot know which of them went out): a consumer drops the copies.
+    let mut copies = std::collections::HashSet::new();
+    let once: Vec<&fleet_tests::Seen> = seen
+        .iter()
+        .filter(|s| s.topic != "fleet/events" || copies.insert(s.json.to_string()))
+        .collect();
+    println!(
+        "{} fleet/events copies published again after the kills",
+        seen.len() - once.len()
+    );
+    let mut announced: Vec<String> = once
         .iter()
         .filter(|s| s.json["change"] == "set" && s.json["reason"]["kind"] == "hardware_fault")
         .filter_map(|s| s.json["vehicle"].as_str().map(str::to_owned))
@@ -292,17 +307,19 @@ async fn the_standby_takes_over_within_five_seconds_at_each_of_five_kills_of_the
     for id in &faulty {
         assert!(announced.contains(id), "{id}'s fault not announced");
     }
-    let n = reported.load(std::sync::atomic::Ordering::Relaxed);
     let missing: Vec<String> = (0..n.min(VEHICLES))
         .map(|i| format!("v-{i}"))
         .filter(|id| !announced.contains(id))
         .collect();
     println!(
-        "{} of {} faults reported were announced across {KILLS} takeovers, each once (a report \
-         the dying leader had taken from the upstream but not yet stored is lost); not \
-         announced: {missing:?}",
-        announced.len(),
+        "{} faults reported before the end, all announced across {KILLS} takeovers, each once",
         n + 2 * KILLS
+    );
+    // The upstream keeps an uplink until what it caused is stored: a report the dying
+    // leader had received but not stored goes to its successor.
+    assert!(
+        missing.is_empty(),
+        "reported but never announced: {missing:?}"
     );
     assert!(
         announced.len() > KILLS + 2 * FAULTS_PER_S,

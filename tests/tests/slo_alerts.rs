@@ -104,6 +104,7 @@ impl Rig {
                 client_id: id.clone(),
                 topic: format!("vehicles/{id}/{kind}"),
                 payload: payload.into(),
+                ack: None,
             })
             .await
             .expect("engine running");

@@ -55,15 +55,18 @@ fn transition(
     } else {
         ServiceState::OutOfService
     };
-    Record::Transition(Transition {
-        vehicle: vehicle.into(),
-        from: ServiceState::InService,
-        to,
-        change,
-        reasons,
-        cause,
-        at,
-    })
+    Record::Transition(
+        Transition {
+            vehicle: vehicle.into(),
+            from: ServiceState::InService,
+            to,
+            change,
+            reasons,
+            cause,
+            at,
+        },
+        None,
+    )
 }
 
 fn fault(code: &str, since: u64) -> Reason {
@@ -110,6 +113,11 @@ fn the_writer_announces_batches_in_order_and_flushes_at_the_end_on_both() {
 #[test]
 fn a_restart_accounts_the_gap_since_the_last_save_as_downtime_on_both() {
     on_both(a_restart_accounts_the_gap_since_the_last_save_as_downtime);
+}
+
+#[test]
+fn after_a_crash_the_last_announcements_come_back_to_be_published_again_on_both() {
+    on_both(after_a_crash_the_last_announcements_come_back_to_be_published_again);
 }
 
 #[test]
@@ -571,4 +579,66 @@ fn the_incident_log_keeps_each_incident_with_its_end_and_the_open_one_too(opts: 
     let open = store.load(0).expect("loads").open;
     assert_eq!(open.page_since, Some(T0 + 1_000));
     assert_eq!(open.mass_loss, None);
+}
+
+fn announced(vehicle: &str, at: u64) -> Record {
+    let Record::Transition(t, _) = transition(
+        vehicle,
+        ReasonChange::Set(fault("MOTOR", at)),
+        vec![fault("MOTOR", at)],
+        Cause::Rule,
+        at,
+    ) else {
+        unreachable!()
+    };
+    Record::Transition(
+        t,
+        Some(format!("{{\"vehicle\":\"{vehicle}\",\"at\":{at}}}")),
+    )
+}
+
+fn after_a_crash_the_last_announcements_come_back_to_be_published_again(opts: &StoreOptions) {
+    let mut store = Store::open(opts).expect("opens");
+    let latest = T0 + 60_000;
+    store
+        .apply(&[
+            announced("old", latest - fleet_broker::store::UNSURE_MS - 1),
+            announced("recent", latest - fleet_broker::store::UNSURE_MS),
+            announced("last", latest),
+        ])
+        .expect("stored");
+    // Killed: no Stopped record. The announcements of the last UNSURE_MS come back.
+    let restored = store.load(0).expect("loads");
+    let recovery = recover(
+        fleet_rules::RulesConfig::default(),
+        restored,
+        None,
+        latest + 5_000,
+        true,
+    );
+    assert!(!recovery.clean_stop);
+    assert_eq!(
+        recovery.unsure_events,
+        [
+            format!(
+                "{{\"vehicle\":\"recent\",\"at\":{}}}",
+                latest - fleet_broker::store::UNSURE_MS
+            ),
+            format!("{{\"vehicle\":\"last\",\"at\":{latest}}}"),
+        ]
+    );
+    // A clean stop published everything: nothing to send again.
+    store
+        .apply(&[Record::Stopped { at: latest + 1 }])
+        .expect("stored");
+    let restored = store.load(0).expect("loads");
+    let recovery = recover(
+        fleet_rules::RulesConfig::default(),
+        restored,
+        None,
+        latest + 5_000,
+        true,
+    );
+    assert!(recovery.clean_stop);
+    assert!(recovery.unsure_events.is_empty());
 }

@@ -88,6 +88,22 @@ pub struct AttachSection {
     /// How long the upstream keeps the broker's session (and queues its uplinks) while
     /// the link is down.
     pub session_expiry: HumanDuration,
+    /// When a QoS 1 uplink is acknowledged upstream: `"received"` (on receipt) or
+    /// `"stored"` (once what it caused is stored, so an engine that dies first leaves it
+    /// in the session for its successor; the upstream's in-flight window for the broker's
+    /// client then has to cover the uplink rate times the commit latency).
+    pub ack: AckPolicy,
+}
+
+/// `[mqtt.attach] ack`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckPolicy {
+    /// On receipt.
+    #[default]
+    Received,
+    /// Once what the uplink caused is stored.
+    Stored,
 }
 
 impl Default for AttachSection {
@@ -106,6 +122,7 @@ impl Default for AttachSection {
             keep_alive: HumanDuration::from_secs(10),
             blind_alert_after: HumanDuration::from_secs(60),
             session_expiry: HumanDuration::from_secs(10 * 60),
+            ack: AckPolicy::Received,
         }
     }
 }
@@ -205,6 +222,7 @@ impl AttachSection {
             qos1: self.qos == 1,
             keep_alive,
             session_expiry: self.session_expiry.0,
+            ack_when_stored: self.ack == AckPolicy::Stored && self.qos == 1,
             blindness: fleet_rules::Blindness {
                 downtime_is_bad,
                 alert_after: self.blind_alert_after.0,

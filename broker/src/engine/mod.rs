@@ -263,7 +263,11 @@ impl Engine {
         self.commit_batch().await;
     }
 
-    fn handle_uplink(&mut self, up: Uplink) {
+    fn handle_uplink(&mut self, mut up: Uplink) {
+        // Acknowledged upstream once this wake's batch is stored, whatever the uplink was.
+        if let Some(ack) = up.ack.take() {
+            self.batch.after.push(Box::new(move || ack.send()));
+        }
         let now = self.clock.now();
         let (vehicle, message) = match ingest::decode(
             &self.opts.topics,
@@ -400,7 +404,8 @@ impl Engine {
                     let event = payloads::event(&t, self.opts.epoch);
                     let topic = self.opts.topics.service(&t.vehicle);
                     let manual = self.slack.as_mut().and_then(|s| s.transition(&t));
-                    self.record(Record::Transition(t));
+                    let stored_event = String::from_utf8_lossy(&event).into_owned();
+                    self.record(Record::Transition(t, Some(stored_event)));
                     self.outbox(manual);
                     self.send(topic, service, true).await;
                     let events = self.opts.topics.events().to_owned();

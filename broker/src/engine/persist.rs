@@ -143,6 +143,27 @@ impl Engine {
         self.persist.reseed = Some((ScanCursor::default(), changed_at));
     }
 
+    /// After a crash (or a takeover from a leader that died): the last announcements
+    /// stored, which may not all have been published, are published again first.
+    pub fn replay_events(&mut self, events: Vec<String>) {
+        if events.is_empty() {
+            return;
+        }
+        tracing::info!(
+            events = events.len(),
+            "the broker did not stop cleanly: publishing the last fleet/events again (consumers drop the copies they already have)"
+        );
+        let topic = self.opts.topics.events().to_owned();
+        for payload in events {
+            self.batch.outbound.push(Outbound {
+                topic: topic.clone(),
+                payload: payload.into_bytes(),
+                qos1: true,
+                retain: false,
+            });
+        }
+    }
+
     /// After a restart: the SLI history was stored up to `saved_to`; the minutes from
     /// there on (the downtime just accounted, then the new up-time) are saved with the next
     /// batch, so the downtime stays in the history across further restarts.

@@ -104,6 +104,7 @@ fn uplink(vehicle: &str, kind: &str, payload: &'static [u8]) -> Uplink {
         client_id: vehicle.to_owned(),
         topic: format!("vehicles/{vehicle}/{kind}"),
         payload: Bytes::from_static(payload),
+        ack: None,
     }
 }
 
@@ -211,6 +212,7 @@ async fn shutdown_handles_every_queued_uplink_before_the_engine_stops() {
                 client_id: id.clone(),
                 topic: format!("vehicles/{id}/heartbeat"),
                 payload: Bytes::new(),
+                ack: None,
             })
             .await
             .expect("queued");
@@ -276,7 +278,7 @@ async fn a_transition_and_its_command_are_handed_to_the_store_before_they_are_an
         .iter()
         .filter_map(|r| match r {
             Record::Registered { .. } => Some("registered"),
-            Record::Transition(_) => Some("transition"),
+            Record::Transition(..) => Some("transition"),
             Record::CommandSent { .. } => Some("command"),
             _ => None,
         })
@@ -317,7 +319,7 @@ async fn an_operators_answer_waits_until_the_batch_with_its_transition_is_stored
         if batch
             .records
             .iter()
-            .any(|r| matches!(r, Record::Transition(_)))
+            .any(|r| matches!(r, Record::Transition(..)))
         {
             break batch;
         }

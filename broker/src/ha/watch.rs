@@ -85,6 +85,7 @@ impl Watch {
             shared_group: None,
             qos1: false,
             session_expiry: Duration::ZERO,
+            ack_when_stored: false,
             ..attach
         };
         let (tx, rx) = mpsc::channel(WATCH_QUEUE);
@@ -234,6 +235,7 @@ mod tests {
             client_id: vehicle.into(),
             topic: format!("vehicles/{vehicle}/{kind}"),
             payload: bytes::Bytes::copy_from_slice(payload),
+            ack: None,
         }
     }
 

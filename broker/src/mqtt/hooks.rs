@@ -205,6 +205,7 @@ impl ContractHooks {
             client_id: client_id.to_string(),
             topic: publish.topic.to_string(),
             payload: publish.payload.clone(),
+            ack: None,
         };
         let uplink = match self.uplink.try_send(uplink) {
             Ok(()) => {

@@ -52,6 +52,9 @@ pub struct Uplink {
     pub topic: String,
     /// The payload as received (at most `MqttOptions::max_payload` bytes).
     pub payload: Bytes,
+    /// Attach mode: the acknowledgement to send upstream once what the uplink caused is
+    /// stored (none when acknowledged on receipt).
+    pub ack: Option<upstream::UplinkAck>,
 }
 
 /// Settings of the MQTT listeners, authentication and per-session limits.

@@ -32,7 +32,16 @@ pub struct Restored {
     pub stopped_at: Option<UnixMs>,
     /// The incident and alerts open at the stop.
     pub open: OpenIncidents,
+    /// The `fleet/events` payloads of the transitions stored in the last
+    /// [`UNSURE_MS`] before the latest one, in order: after a crash some of them may have
+    /// been stored but not published.
+    pub last_events: Vec<String>,
 }
+
+/// How far back before the latest stored transition a crash may have left announcements
+/// unpublished (the way from a commit to the upstream is milliseconds; this leaves room
+/// for a publisher queue that was backed up).
+pub const UNSURE_MS: u64 = 10_000;
 
 impl Restored {
     /// True for a new, empty database.
@@ -115,6 +124,12 @@ fn read(db: &mut dyn Sql, sli_from: u64) -> Result<Restored, DbError> {
     )?;
 
     out.decommissioned = db.rows("SELECT id FROM decommissioned", args![], |r| r.get(0))?;
+    out.last_events = db.rows(
+        "SELECT event FROM transitions WHERE event IS NOT NULL
+           AND at >= (SELECT coalesce(max(at), 0) FROM transitions) - ?1 ORDER BY seq",
+        args![UNSURE_MS],
+        |r| r.get(0),
+    )?;
     out.sli = db.rows(
         "SELECT minute, good, valid, down_ms FROM sli_minutes WHERE minute >= ?1 ORDER BY minute",
         args![sli_from],
@@ -174,6 +189,9 @@ pub struct Recovery {
     pub clean_stop: bool,
     /// The incident and alerts open at the stop, which go on.
     pub open: OpenIncidents,
+    /// After a crash: the last announcements, to publish again (identical: a consumer that
+    /// saw one drops the copy). None after a clean stop, which published everything.
+    pub unsure_events: Vec<String>,
 }
 
 /// Rebuilds the fleet at `now` from `restored` (and what a standby `watched`).
@@ -193,6 +211,7 @@ pub fn recover(
         sli_saved_to,
         stopped_at,
         open,
+        last_events,
     } = restored;
     let out_of_service = vehicles.iter().filter(|v| !v.reasons.is_empty()).count();
     let ids: Vec<(Box<str>, UnixMs)> = vehicles
@@ -229,6 +248,7 @@ pub fn recover(
             }),
         watched,
     };
+    let clean_stop = stopped_at.is_some() && stopped_at >= sli_saved_to;
     let fleet_rules::RestoredFleet { fleet, downtime_ms } =
         fleet_rules::Fleet::restore(rules, stored, now);
     Recovery {
@@ -239,7 +259,8 @@ pub fn recover(
         vehicles: count,
         out_of_service,
         decommissioned: decommissioned_count,
-        clean_stop: stopped_at.is_some() && stopped_at >= sli_saved_to,
+        clean_stop,
         open,
+        unsure_events: if clean_stop { Vec::new() } else { last_events },
     }
 }

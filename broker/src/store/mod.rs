@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
-pub use load::{recover, Recovery, Restored};
+pub use load::{recover, Recovery, Restored, UNSURE_MS};
 pub use outbox::{ComposedRow, OutboxRecord, PendingMessage};
 pub use reader::{StoreReader, StoredCommand, StoredTransition};
 pub use records::{IncidentChange, OpenIncidents, Record};

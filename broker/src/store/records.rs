@@ -19,8 +19,10 @@ pub enum Record {
         at: UnixMs,
     },
     /// A change of a vehicle's reasons (or its decommissioning): the vehicle's reasons
-    /// become the transition's, and the transition is appended to the audit log.
-    Transition(Transition),
+    /// become the transition's, and the transition is appended to the audit log, with the
+    /// `fleet/events` payload announcing it (sent again after a crash, see
+    /// [`crate::store::Recovery::unsure_events`]).
+    Transition(Transition, Option<String>),
     /// A command was sent.
     CommandSent {
         /// Its unique id.
@@ -151,7 +153,7 @@ pub(super) fn write(tx: &mut dyn Sql, record: &Record) -> Result<(), DbError> {
                 args![vehicle, at],
             )?;
         }
-        Record::Transition(t) => transition(tx, t)?,
+        Record::Transition(t, event) => transition(tx, t, event.as_deref())?,
         Record::CommandSent { id, command } => {
             let kind = match command.command {
                 CommandKind::ServiceIn => "service_in",
@@ -291,7 +293,7 @@ pub(super) fn set_meta(tx: &mut dyn Sql, key: &str, value: UnixMs) -> Result<(),
     Ok(())
 }
 
-fn transition(tx: &mut dyn Sql, t: &Transition) -> Result<(), DbError> {
+fn transition(tx: &mut dyn Sql, t: &Transition, event: Option<&str>) -> Result<(), DbError> {
     let (change, reason) = match &t.change {
         ReasonChange::Set(r) => ("set", Some(json(r))),
         ReasonChange::Cleared(r) => ("cleared", Some(json(r))),
@@ -303,8 +305,8 @@ fn transition(tx: &mut dyn Sql, t: &Transition) -> Result<(), DbError> {
     };
     tx.exec(
         "INSERT INTO transitions
-         (vehicle, from_state, to_state, change, reason, reasons, cause, operator, note, at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+         (vehicle, from_state, to_state, change, reason, reasons, cause, operator, note, at, event)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         args![
             t.vehicle,
             state_name(t.from),
@@ -315,7 +317,8 @@ fn transition(tx: &mut dyn Sql, t: &Transition) -> Result<(), DbError> {
             cause,
             operator,
             note,
-            t.at
+            t.at,
+            event
         ],
     )?;
     tx.exec("DELETE FROM reasons WHERE vehicle = ?1", args![t.vehicle])?;

@@ -12,7 +12,7 @@ use rusqlite::{Connection, Transaction};
 use super::sql::DbError;
 
 /// The version this build writes.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// Step `i` takes a database from version `i` to `i + 1`.
 const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
@@ -111,14 +111,18 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
          ended_at INTEGER             -- NULL while open
      );
      CREATE INDEX incidents_by_start ON incidents (started_at);",
+    // v5: each transition keeps the fleet/events payload that announced it, sent again
+    // after a crash (it may have been stored but not yet published).
+    "ALTER TABLE transitions ADD COLUMN event TEXT;",
 ];
 
 /// The PostgreSQL steps: `(version reached, statements)`, in order. The tables and columns
 /// are SQLite's with PostgreSQL's types: every integer is a BIGINT (times in unix ms,
 /// vehicle-ms, 0/1 flags), log sequences are identity columns.
-pub(super) const POSTGRES: [(u32, &str); 1] = [(
-    4,
-    "CREATE TABLE meta (
+pub(super) const POSTGRES: [(u32, &str); 2] = [
+    (
+        4,
+        "CREATE TABLE meta (
          key TEXT PRIMARY KEY,
          value BIGINT NOT NULL
      );
@@ -207,7 +211,9 @@ pub(super) const POSTGRES: [(u32, &str); 1] = [(
          ended_at BIGINT
      );
      CREATE INDEX incidents_by_start ON incidents (started_at);",
-)];
+    ),
+    (5, "ALTER TABLE transitions ADD COLUMN event TEXT;"),
+];
 
 /// Why the schema could not be brought to [`SCHEMA_VERSION`].
 #[derive(Debug, thiserror::Error)]

@@ -138,6 +138,9 @@ pub struct AttachSettings {
     /// How long the upstream keeps the session while the link is down; zero: a clean
     /// session, nothing kept.
     pub session_expiry: Duration,
+    /// QoS 1 uplinks are acknowledged once what they caused is stored ([`UplinkAck`]),
+    /// not on receipt.
+    pub ack_when_stored: bool,
     /// How the engine treats the time the link is down.
     pub blindness: fleet_rules::Blindness,
 }
@@ -182,6 +185,7 @@ pub(crate) struct UpstreamCounters {
     subscriptions_refused: AtomicU64,
     subacks: AtomicU64,
     published: AtomicU64,
+    acks_dropped: AtomicU64,
     /// Milliseconds spent disconnected, up to the last reconnect.
     down_ms: AtomicU64,
 }
@@ -213,6 +217,9 @@ pub struct UpstreamStats {
     pub subacks: u64,
     /// Messages handed to the client for publishing.
     pub published: u64,
+    /// Acknowledgements not sent because the link's request queue was full (the upstream
+    /// delivers those uplinks again on the next connection).
+    pub acks_dropped: u64,
     /// Time spent disconnected, up to the last reconnect.
     pub down_ms: u64,
 }
@@ -220,7 +227,7 @@ pub struct UpstreamStats {
 impl UpstreamStats {
     /// Writes the `fleet_upstream_*` families.
     pub fn render(&self, w: &mut TextWriter) {
-        let families: [(&str, Kind, &str, f64); 10] = [
+        let families: [(&str, Kind, &str, f64); 11] = [
             ("fleet_upstream_connected", Kind::Gauge, "1 while the link to the upstream MQTT broker is up (attach mode); while 0 the broker is blind and takes nobody out for silence.", f64::from(u8::from(self.connected))),
             ("fleet_upstream_connects_total", Kind::Counter, "Successful connections to the upstream broker.", self.connects as f64),
             ("fleet_upstream_connection_errors_total", Kind::Counter, "Failed connection attempts and lost connections to the upstream broker.", self.connection_errors as f64),
@@ -231,6 +238,7 @@ impl UpstreamStats {
             ("fleet_upstream_other_topics_total", Kind::Counter, "Messages on topics that are not uplinks of the layout, ignored.", self.dropped_topic as f64),
             ("fleet_upstream_subscriptions_refused_total", Kind::Counter, "Uplink subscriptions the upstream refused: its ACL must let the broker read the uplink topics.", self.subscriptions_refused as f64),
             ("fleet_upstream_published_total", Kind::Counter, "Messages the broker published upstream (commands, service state, fleet topics).", self.published as f64),
+            ("fleet_upstream_acks_dropped_total", Kind::Counter, "Acknowledgements of stored uplinks not sent (request queue full): the upstream delivers those again on the next connection.", self.acks_dropped as f64),
         ];
         for (name, kind, help, value) in families {
             w.single(name, kind, help, value);
@@ -252,10 +260,70 @@ impl UpstreamCounters {
             subscriptions_refused: get(&self.subscriptions_refused),
             subacks: get(&self.subacks),
             published: get(&self.published),
+            acks_dropped: get(&self.acks_dropped),
             down_ms: get(&self.down_ms),
         }
     }
 }
+
+/// A QoS 1 uplink to acknowledge upstream once what it caused is stored: until then the
+/// upstream keeps it in the broker's session, so an engine that dies before storing it
+/// leaves it to its successor (or to itself after a restart).
+#[derive(Clone)]
+pub struct UplinkAck {
+    client: AckClient,
+    pkid: u16,
+    counters: Arc<UpstreamCounters>,
+}
+
+#[derive(Clone)]
+enum AckClient {
+    V311(rumqttc::AsyncClient),
+    V5(rumqttc::v5::AsyncClient),
+}
+
+impl UplinkAck {
+    /// Sends the acknowledgement without waiting (a full request queue drops it, counted:
+    /// the upstream delivers the uplink again on the next connection).
+    pub fn send(&self) {
+        let sent = match &self.client {
+            AckClient::V311(c) => {
+                let mut p = rumqttc::Publish::new("", rumqttc::QoS::AtLeastOnce, Vec::new());
+                p.pkid = self.pkid;
+                c.try_ack(&p).is_ok()
+            }
+            AckClient::V5(c) => {
+                let mut p = rumqttc::v5::mqttbytes::v5::Publish::new(
+                    "",
+                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                    Bytes::new(),
+                    None,
+                );
+                p.pkid = self.pkid;
+                c.try_ack(&p).is_ok()
+            }
+        };
+        if !sent {
+            inc(&self.counters.acks_dropped);
+        }
+    }
+}
+
+impl std::fmt::Debug for UplinkAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UplinkAck")
+            .field("pkid", &self.pkid)
+            .finish()
+    }
+}
+
+impl PartialEq for UplinkAck {
+    fn eq(&self, other: &UplinkAck) -> bool {
+        self.pkid == other.pkid
+    }
+}
+
+impl Eq for UplinkAck {}
 
 /// What the connection loop shares, whichever the protocol.
 pub(crate) struct LoopCtx {
@@ -274,15 +342,25 @@ pub(crate) struct LoopCtx {
 impl LoopCtx {
     /// A message from the upstream: an uplink for the engine, or ignored and counted.
     /// Waits while the uplink queue is full (the connection is not read meanwhile).
-    pub(crate) async fn deliver(&mut self, topic: String, payload: Bytes, retain: bool) -> bool {
+    /// `ack` (with manual acknowledgements) goes with the uplink, or is sent at once for a
+    /// message the engine does not get.
+    pub(crate) async fn deliver(
+        &mut self,
+        topic: String,
+        payload: Bytes,
+        retain: bool,
+        ack: Option<UplinkAck>,
+    ) -> bool {
         if retain {
             inc(&self.counters.dropped_retained);
+            ack.inspect(UplinkAck::send);
             return true;
         }
         let vehicle = match self.topics.classify(&topic) {
             Topic::Uplink { vehicle, .. } | Topic::Liveness { vehicle } => vehicle.to_owned(),
             _ => {
                 inc(&self.counters.dropped_topic);
+                ack.inspect(UplinkAck::send);
                 return true;
             }
         };
@@ -290,6 +368,7 @@ impl LoopCtx {
             client_id: vehicle,
             topic,
             payload,
+            ack,
         };
         let up = match self.uplink.try_send(up) {
             Ok(()) => {
@@ -377,6 +456,34 @@ impl LoopCtx {
 
     pub(crate) fn settings(&self) -> &AttachSettings {
         &self.settings
+    }
+
+    /// The acknowledgement of QoS 1 message `pkid`, when it waits for the store.
+    pub(crate) fn ack_v311(
+        &self,
+        client: &rumqttc::AsyncClient,
+        pkid: u16,
+        qos1: bool,
+    ) -> Option<UplinkAck> {
+        (qos1 && self.settings.ack_when_stored).then(|| UplinkAck {
+            client: AckClient::V311(client.clone()),
+            pkid,
+            counters: self.counters.clone(),
+        })
+    }
+
+    /// As [`LoopCtx::ack_v311`] over MQTT 5.
+    pub(crate) fn ack_v5(
+        &self,
+        client: &rumqttc::v5::AsyncClient,
+        pkid: u16,
+        qos1: bool,
+    ) -> Option<UplinkAck> {
+        (qos1 && self.settings.ack_when_stored).then(|| UplinkAck {
+            client: AckClient::V5(client.clone()),
+            pkid,
+            counters: self.counters.clone(),
+        })
     }
 }
 

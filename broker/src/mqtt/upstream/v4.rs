@@ -14,6 +14,7 @@ fn options(ctx: &LoopCtx, tls: &TlsFiles) -> MqttOptions {
     // A persistent session: the upstream queues uplinks while the link is down (none for
     // a standby's watch, whose session expiry is zero).
     o.set_clean_session(s.session_expiry.is_zero());
+    o.set_manual_acks(s.ack_when_stored);
     o.set_max_packet_size(MAX_INCOMING_PACKET, MAX_INCOMING_PACKET);
     o.set_request_channel_capacity(REQUEST_QUEUE);
     o.set_transport(tls.transport(url));
@@ -47,7 +48,8 @@ pub(super) fn spawn(
                     subscribe(&subscriber, ctx.filters(), qos);
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if !ctx.deliver(p.topic, p.payload, p.retain).await {
+                    let ack = ctx.ack_v311(&subscriber, p.pkid, p.qos == QoS::AtLeastOnce);
+                    if !ctx.deliver(p.topic, p.payload, p.retain, ack).await {
                         break; // the engine is gone
                     }
                 }

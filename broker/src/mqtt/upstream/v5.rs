@@ -17,6 +17,7 @@ fn options(ctx: &LoopCtx, tls: &TlsFiles) -> MqttOptions {
     // A persistent session: the upstream queues uplinks while the link is down (none for
     // a standby's watch, whose session expiry is zero).
     o.set_clean_start(s.session_expiry.is_zero());
+    o.set_manual_acks(s.ack_when_stored);
     o.set_session_expiry_interval(Some(
         u32::try_from(s.session_expiry.as_secs()).unwrap_or(u32::MAX),
     ));
@@ -53,10 +54,12 @@ pub(super) fn spawn(
                     subscribe(&subscriber, ctx.filters(), qos);
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let ack = ctx.ack_v5(&subscriber, p.pkid, p.qos == QoS::AtLeastOnce);
                     let Ok(topic) = String::from_utf8(p.topic.to_vec()) else {
+                        ack.inspect(super::UplinkAck::send);
                         continue;
                     };
-                    if !ctx.deliver(topic, p.payload, p.retain).await {
+                    if !ctx.deliver(topic, p.payload, p.retain, ack).await {
                         break; // the engine is gone
                     }
                 }
