@@ -32,6 +32,14 @@ fn fault_transition(vehicle: String, code: &str, at: UnixMs) -> Record {
         code: code.into(),
         since: at,
     };
+    // The fleet/events payload the engine stores with each transition, at its usual size.
+    let event = format!(
+        "{{\"vehicle\":\"{vehicle}\",\"from\":\"in_service\",\"to\":\"out_of_service\",\
+         \"change\":\"set\",\"reason\":{{\"kind\":\"hardware_fault\",\"code\":\"{code}\",\"since\":{at}}},\
+         \"reasons\":[{{\"kind\":\"hardware_fault\",\"code\":\"{code}\",\"since\":{at}}}],\
+         \"cause\":{{\"by\":\"rule\"}},\"at\":{at},\
+         \"mds\":{{\"event_types\":[\"maintenance\"],\"vehicle_state\":\"non_operational\"}},\"epoch\":3}}"
+    );
     Record::Transition(
         Transition {
             vehicle,
@@ -42,7 +50,7 @@ fn fault_transition(vehicle: String, code: &str, at: UnixMs) -> Record {
             cause: Cause::Rule,
             at,
         },
-        None,
+        Some(event),
     )
 }
 
