@@ -17,6 +17,7 @@ mod faults;
 mod flap;
 mod fleet;
 mod hardware;
+mod journey;
 mod ledger;
 mod link;
 mod manual;
@@ -43,6 +44,10 @@ pub use config::{
 pub use event_sli::{EventSli, EventSliReport};
 pub use export::{ScanCursor, SliMinute};
 pub use fleet::{Fleet, VehicleView};
+pub use journey::{
+    Answered, Journey, JourneyConfig, JourneyCounts, JourneyEnd, JourneyReport, Refused,
+    LATENCY_BOUNDS_S,
+};
 pub use query::{Breakdown, Census, PageCursor, ReasonKind, VehicleFilter, VehiclePage};
 pub use restore::{OpenIncident, Restore, RestoredFleet, SliHistory, Watched};
 pub use sli::SliReport;

@@ -1,0 +1,573 @@
+//! Rider journeys (an unlock, a lock): a backend's request to a vehicle and the vehicle's
+//! answer, matched by a key the caller takes from the messages (a JSON field such as
+//! `request_id`, or MQTT 5 correlation data) or, without one, the vehicle's next answer.
+//! Each request ends once: answered with success or failure within the timeout, or timed
+//! out. An answer after its request timed out is late; one that matches no request is
+//! unmatched; both are counted and end nothing. Pending requests are bounded per vehicle
+//! and in total (a request past a bound is refused and counted). The ends feed an event SLI
+//! (share of requests answered with success in time, with the CMC SLO's error budget and
+//! burn rates) and a latency histogram. Pure: every call takes `now`.
+//!
+//! This is the tracker alone; the broker does not feed it yet (see the journeys issue).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::millis;
+use crate::{EventSli, EventSliReport, UnixMs};
+
+/// Upper bounds (seconds) of the answer latency histogram's buckets.
+pub const LATENCY_BOUNDS_S: [f64; 9] = [0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0];
+
+/// One journey's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JourneyConfig {
+    /// An answer later than this after its request is late; the request timed out.
+    pub timeout: Duration,
+    /// Requests pending for one vehicle at most.
+    pub max_pending_per_vehicle: usize,
+    /// Requests pending in all at most.
+    pub max_pending: usize,
+    /// SLO target of the share answered with success in time.
+    pub target: f64,
+    /// SLO window.
+    pub window: Duration,
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JourneyEnd {
+    /// Answered with success within the timeout.
+    Succeeded {
+        /// The vehicle.
+        vehicle: String,
+        /// From request to answer.
+        latency_ms: u64,
+    },
+    /// Answered with failure within the timeout.
+    Failed {
+        /// The vehicle.
+        vehicle: String,
+        /// From request to answer.
+        latency_ms: u64,
+    },
+    /// Not answered within the timeout.
+    TimedOut {
+        /// The vehicle.
+        vehicle: String,
+    },
+}
+
+/// What an answer did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answered {
+    /// It ended its request.
+    Ended(JourneyEnd),
+    /// Its request had already timed out.
+    Late,
+    /// It matches no request of this vehicle.
+    Unmatched,
+}
+
+/// Why a request was not tracked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The vehicle has `max_pending_per_vehicle` requests pending.
+    #[error("the vehicle has too many requests pending")]
+    VehicleFull,
+    /// `max_pending` requests are pending.
+    #[error("too many requests pending")]
+    Full,
+}
+
+/// Counters since the start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct JourneyCounts {
+    /// Requests tracked.
+    pub requested: u64,
+    /// Requests refused for a bound.
+    pub refused: u64,
+    /// Ended with success in time.
+    pub succeeded: u64,
+    /// Ended with failure in time.
+    pub failed: u64,
+    /// Timed out.
+    pub timed_out: u64,
+    /// Answers after their request timed out.
+    pub late: u64,
+    /// Answers that matched no request.
+    pub unmatched: u64,
+}
+
+/// The journey's figures at one instant.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JourneyReport {
+    /// The SLI (good: answered with success in time; valid: every request ended).
+    pub sli: EventSliReport,
+    /// The counters.
+    pub counts: JourneyCounts,
+    /// Requests pending now.
+    pub pending: usize,
+    /// Answers in time per latency bucket (cumulative, as Prometheus has them), with the
+    /// upper bounds of [`LATENCY_BOUNDS_S`] and then all answers.
+    pub latency: Vec<u64>,
+    /// Sum of the latencies counted, in ms.
+    pub latency_sum_ms: u64,
+}
+
+/// A request that timed out: its key and when.
+type Expired = (Option<Box<str>>, UnixMs);
+
+struct Pending {
+    id: u64,
+    key: Option<Box<str>>,
+    at: UnixMs,
+}
+
+/// One journey's requests in flight and its figures.
+pub struct Journey {
+    timeout_ms: u64,
+    max_per_vehicle: usize,
+    max_pending: usize,
+    /// Per vehicle, in request order.
+    pending: HashMap<Box<str>, VecDeque<Pending>>,
+    total: usize,
+    /// Every request's deadline, in order (one timeout and a clock that never goes back
+    /// keep it sorted); answered ones are skipped when they come up.
+    deadlines: VecDeque<(UnixMs, u64, Box<str>)>,
+    /// Per vehicle, requests timed out within the last timeout: their answers are late.
+    expired: HashMap<Box<str>, VecDeque<Expired>>,
+    next_id: u64,
+    clock: UnixMs,
+    sli: EventSli,
+    counts: JourneyCounts,
+    latency: [u64; LATENCY_BOUNDS_S.len() + 1],
+    latency_sum_ms: u64,
+}
+
+impl Journey {
+    /// A journey with nothing pending.
+    pub fn new(config: &JourneyConfig, now: UnixMs) -> Journey {
+        Journey {
+            timeout_ms: millis(config.timeout),
+            max_per_vehicle: config.max_pending_per_vehicle.max(1),
+            max_pending: config.max_pending.max(1),
+            pending: HashMap::new(),
+            total: 0,
+            deadlines: VecDeque::new(),
+            expired: HashMap::new(),
+            next_id: 0,
+            clock: now,
+            sli: EventSli::new(config.target, config.window, now),
+            counts: JourneyCounts::default(),
+            latency: [0; LATENCY_BOUNDS_S.len() + 1],
+            latency_sum_ms: 0,
+        }
+    }
+
+    fn observe(&mut self, now: UnixMs) -> UnixMs {
+        self.clock = self.clock.max(now);
+        self.clock
+    }
+
+    /// A request to `vehicle` at `now` (with the key its answer will carry, if any).
+    pub fn request(
+        &mut self,
+        vehicle: &str,
+        key: Option<&str>,
+        now: UnixMs,
+    ) -> Result<(), Refused> {
+        let now = self.observe(now);
+        let queued = self.pending.get(vehicle).map_or(0, VecDeque::len);
+        let refused = if queued >= self.max_per_vehicle {
+            Some(Refused::VehicleFull)
+        } else if self.total >= self.max_pending {
+            Some(Refused::Full)
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            self.counts.refused += 1;
+            return Err(why);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.pending
+            .entry(vehicle.into())
+            .or_default()
+            .push_back(Pending {
+                id,
+                key: key.map(Into::into),
+                at: now,
+            });
+        self.deadlines
+            .push_back((now.saturating_add(self.timeout_ms), id, vehicle.into()));
+        self.total += 1;
+        self.counts.requested += 1;
+        Ok(())
+    }
+
+    /// `vehicle`'s answer at `now`: with `key`, to the request with that key; without, to
+    /// its oldest pending request. Requests overdue at `now` time out first.
+    pub fn answer(
+        &mut self,
+        vehicle: &str,
+        key: Option<&str>,
+        success: bool,
+        now: UnixMs,
+    ) -> (Answered, Vec<JourneyEnd>) {
+        let now = self.observe(now);
+        let timed_out = self.tick(now);
+        let found = self.pending.get_mut(vehicle).and_then(|queue| {
+            let i = match key {
+                Some(k) => queue.iter().position(|p| p.key.as_deref() == Some(k))?,
+                None => 0,
+            };
+            queue.remove(i)
+        });
+        let Some(p) = found else {
+            let answered = if self.take_expired(vehicle, key) {
+                self.counts.late += 1;
+                Answered::Late
+            } else {
+                self.counts.unmatched += 1;
+                Answered::Unmatched
+            };
+            return (answered, timed_out);
+        };
+        self.forget_if_empty(vehicle);
+        self.total -= 1;
+        let latency_ms = now - p.at;
+        self.latency_sum_ms += latency_ms;
+        let bucket = LATENCY_BOUNDS_S
+            .iter()
+            .position(|&b| latency_ms as f64 <= b * 1000.0)
+            .unwrap_or(LATENCY_BOUNDS_S.len());
+        self.latency[bucket] += 1;
+        self.sli.record(success, now);
+        let vehicle = vehicle.to_owned();
+        let end = if success {
+            self.counts.succeeded += 1;
+            JourneyEnd::Succeeded {
+                vehicle,
+                latency_ms,
+            }
+        } else {
+            self.counts.failed += 1;
+            JourneyEnd::Failed {
+                vehicle,
+                latency_ms,
+            }
+        };
+        (Answered::Ended(end), timed_out)
+    }
+
+    fn forget_if_empty(&mut self, vehicle: &str) {
+        if self.pending.get(vehicle).is_some_and(VecDeque::is_empty) {
+            self.pending.remove(vehicle);
+        }
+    }
+
+    /// Takes a request of `vehicle` that timed out recently and matches `key`.
+    fn take_expired(&mut self, vehicle: &str, key: Option<&str>) -> bool {
+        let Some(queue) = self.expired.get_mut(vehicle) else {
+            return false;
+        };
+        let i = match key {
+            Some(k) => queue.iter().position(|(kk, _)| kk.as_deref() == Some(k)),
+            None => (!queue.is_empty()).then_some(0),
+        };
+        let taken = i.and_then(|i| queue.remove(i)).is_some();
+        if queue.is_empty() {
+            self.expired.remove(vehicle);
+        }
+        taken
+    }
+
+    /// Times out every request not answered within the timeout by `now`.
+    pub fn tick(&mut self, now: UnixMs) -> Vec<JourneyEnd> {
+        let now = self.observe(now);
+        let mut ended = Vec::new();
+        while let Some(&(due, id, _)) = self.deadlines.front() {
+            if due >= now {
+                break;
+            }
+            let Some((_, _, vehicle)) = self.deadlines.pop_front() else {
+                break;
+            };
+            let Some(queue) = self.pending.get_mut(&vehicle) else {
+                continue; // answered
+            };
+            let Some(i) = queue.iter().position(|p| p.id == id) else {
+                continue;
+            };
+            let Some(p) = queue.remove(i) else {
+                continue;
+            };
+            self.forget_if_empty(&vehicle);
+            self.total -= 1;
+            self.counts.timed_out += 1;
+            self.sli.record(false, due);
+            let expired = self.expired.entry(vehicle.clone()).or_default();
+            if expired.len() >= self.max_per_vehicle {
+                expired.pop_front();
+            }
+            expired.push_back((p.key, due));
+            ended.push(JourneyEnd::TimedOut {
+                vehicle: vehicle.into(),
+            });
+        }
+        // A late answer is one within a timeout after the request timed out.
+        let keep_from = now.saturating_sub(self.timeout_ms);
+        self.expired.retain(|_, queue| {
+            while queue.front().is_some_and(|&(_, at)| at < keep_from) {
+                queue.pop_front();
+            }
+            !queue.is_empty()
+        });
+        ended
+    }
+
+    /// When the next request times out, if one is pending.
+    pub fn next_deadline(&self) -> Option<UnixMs> {
+        self.deadlines
+            .front()
+            .map(|&(due, _, _)| due.saturating_add(1))
+    }
+
+    /// Requests pending now.
+    pub fn pending(&self) -> usize {
+        self.total
+    }
+
+    /// The figures at `now`.
+    pub fn report(&mut self, now: UnixMs) -> JourneyReport {
+        let now = self.observe(now);
+        let mut running = 0;
+        let latency = self
+            .latency
+            .iter()
+            .map(|n| {
+                running += n;
+                running
+            })
+            .collect();
+        JourneyReport {
+            sli: self.sli.report(now),
+            counts: self.counts.clone(),
+            pending: self.total,
+            latency,
+            latency_sum_ms: self.latency_sum_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const T0: UnixMs = 1_700_000_000_000;
+
+    fn config() -> JourneyConfig {
+        JourneyConfig {
+            timeout: Duration::from_secs(10),
+            max_pending_per_vehicle: 4,
+            max_pending: 100,
+            target: 0.99,
+            window: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+
+    fn journey() -> Journey {
+        Journey::new(&config(), T0)
+    }
+
+    #[test]
+    fn answers_end_their_requests_with_success_or_failure_and_their_latency() {
+        let mut j = journey();
+        j.request("sc-1", Some("r1"), T0).unwrap();
+        j.request("sc-1", Some("r2"), T0 + 100).unwrap();
+        // Answers in any order, matched by key.
+        let (a, _) = j.answer("sc-1", Some("r2"), false, T0 + 400);
+        assert_eq!(
+            a,
+            Answered::Ended(JourneyEnd::Failed {
+                vehicle: "sc-1".into(),
+                latency_ms: 300
+            })
+        );
+        let (a, _) = j.answer("sc-1", Some("r1"), true, T0 + 1_500);
+        assert_eq!(
+            a,
+            Answered::Ended(JourneyEnd::Succeeded {
+                vehicle: "sc-1".into(),
+                latency_ms: 1_500
+            })
+        );
+        let r = j.report(T0 + 2_000);
+        assert_eq!((r.sli.good, r.sli.valid), (1, 2));
+        assert_eq!((r.counts.succeeded, r.counts.failed), (1, 1));
+        assert_eq!(r.pending, 0);
+        // 300 ms in the 0.5 s bucket, 1.5 s in the 2 s bucket; cumulative.
+        assert_eq!(r.latency, [0, 0, 1, 1, 2, 2, 2, 2, 2, 2]);
+        assert_eq!(r.latency_sum_ms, 1_800);
+    }
+
+    #[test]
+    fn an_unanswered_request_times_out_and_its_answer_after_that_is_late() {
+        let mut j = journey();
+        j.request("sc-1", Some("r1"), T0).unwrap();
+        assert_eq!(j.next_deadline(), Some(T0 + 10_001));
+        assert!(j.tick(T0 + 10_000).is_empty(), "in time up to the timeout");
+        assert_eq!(
+            j.tick(T0 + 10_001),
+            [JourneyEnd::TimedOut {
+                vehicle: "sc-1".into()
+            }]
+        );
+        let (a, _) = j.answer("sc-1", Some("r1"), true, T0 + 12_000);
+        assert_eq!(a, Answered::Late);
+        // A second copy, or one with another key, matches nothing.
+        let (a, _) = j.answer("sc-1", Some("r1"), true, T0 + 12_500);
+        assert_eq!(a, Answered::Unmatched);
+        let r = j.report(T0 + 13_000);
+        assert_eq!((r.sli.good, r.sli.valid), (0, 1));
+        assert_eq!(
+            (r.counts.timed_out, r.counts.late, r.counts.unmatched),
+            (1, 1, 1)
+        );
+        // Long after the timeout a stray answer is unmatched, not late.
+        j.request("sc-2", None, T0 + 20_000).unwrap();
+        j.tick(T0 + 31_000);
+        let (a, _) = j.answer("sc-2", None, true, T0 + 45_000);
+        assert_eq!(a, Answered::Unmatched);
+    }
+
+    #[test]
+    fn an_answer_times_out_what_was_overdue_first() {
+        let mut j = journey();
+        j.request("sc-1", None, T0).unwrap();
+        j.request("sc-1", None, T0 + 9_000).unwrap();
+        // Without keys the next answer is to the oldest pending request: the first timed
+        // out, so this one ends the second.
+        let (a, timed_out) = j.answer("sc-1", None, true, T0 + 10_500);
+        assert_eq!(timed_out.len(), 1);
+        assert_eq!(
+            a,
+            Answered::Ended(JourneyEnd::Succeeded {
+                vehicle: "sc-1".into(),
+                latency_ms: 1_500
+            })
+        );
+    }
+
+    #[test]
+    fn an_answer_never_ends_another_vehicles_request() {
+        let mut j = journey();
+        j.request("sc-1", Some("r1"), T0).unwrap();
+        let (a, _) = j.answer("sc-2", Some("r1"), true, T0 + 100);
+        assert_eq!(a, Answered::Unmatched);
+        assert_eq!(j.pending(), 1);
+    }
+
+    #[test]
+    fn requests_past_the_bounds_are_refused_and_counted() {
+        let mut j = Journey::new(
+            &JourneyConfig {
+                max_pending_per_vehicle: 2,
+                max_pending: 3,
+                ..config()
+            },
+            T0,
+        );
+        j.request("a", None, T0).unwrap();
+        j.request("a", None, T0).unwrap();
+        assert_eq!(j.request("a", None, T0), Err(Refused::VehicleFull));
+        j.request("b", None, T0).unwrap();
+        assert_eq!(j.request("c", None, T0), Err(Refused::Full));
+        assert_eq!(j.report(T0).counts.refused, 2);
+        // Room again once one ends.
+        j.answer("b", None, true, T0 + 1);
+        j.request("c", None, T0 + 1).unwrap();
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Request {
+            vehicle: u8,
+            key: Option<u8>,
+        },
+        Answer {
+            vehicle: u8,
+            key: Option<u8>,
+            success: bool,
+        },
+        Wait(u16),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let key = proptest::option::of(0u8..4);
+        prop_oneof![
+            (0u8..3, key.clone()).prop_map(|(vehicle, key)| Op::Request { vehicle, key }),
+            (0u8..3, key, any::<bool>()).prop_map(|(vehicle, key, success)| Op::Answer {
+                vehicle,
+                key,
+                success
+            }),
+            (0u16..4_000).prop_map(Op::Wait),
+        ]
+    }
+
+    proptest! {
+        /// Every tracked request ends exactly once, as its own vehicle's, within the
+        /// timeout when answered; the bounds hold throughout.
+        #[test]
+        fn every_request_ends_once_and_only_for_its_vehicle(ops in proptest::collection::vec(op(), 0..200)) {
+            let cfg = JourneyConfig { max_pending_per_vehicle: 3, max_pending: 5, ..config() };
+            let mut j = Journey::new(&cfg, T0);
+            let mut now = T0;
+            let mut ends = Vec::new();
+            let name = |v: u8| format!("v{v}");
+            let key_name = |k: Option<u8>| k.map(|k| format!("k{k}"));
+            for op in ops {
+                match op {
+                    Op::Request { vehicle, key } => {
+                        let _ = j.request(&name(vehicle), key_name(key).as_deref(), now);
+                    }
+                    Op::Answer { vehicle, key, success } => {
+                        let (a, timed_out) = j.answer(&name(vehicle), key_name(key).as_deref(), success, now);
+                        ends.extend(timed_out);
+                        if let Answered::Ended(end) = a {
+                            match &end {
+                                JourneyEnd::Succeeded { vehicle: v, latency_ms }
+                                | JourneyEnd::Failed { vehicle: v, latency_ms } => {
+                                    prop_assert_eq!(v, &name(vehicle));
+                                    prop_assert!(*latency_ms <= 10_000);
+                                }
+                                JourneyEnd::TimedOut { .. } => prop_assert!(false, "an answer ended as a timeout"),
+                            }
+                            ends.push(end);
+                        }
+                    }
+                    Op::Wait(ms) => {
+                        now += u64::from(ms);
+                        ends.extend(j.tick(now));
+                    }
+                }
+                prop_assert!(j.pending() <= 5);
+                prop_assert!(j.pending.values().all(|q| q.len() <= 3));
+            }
+            ends.extend(j.tick(now + 10_001));
+            let r = j.report(now + 10_001);
+            prop_assert_eq!(r.pending, 0);
+            prop_assert_eq!(ends.len() as u64, r.counts.requested);
+            prop_assert_eq!(r.counts.succeeded + r.counts.failed + r.counts.timed_out, r.counts.requested);
+            prop_assert_eq!(r.sli.valid, r.counts.requested);
+            prop_assert_eq!(r.sli.good, r.counts.succeeded);
+        }
+    }
+}
