@@ -129,6 +129,16 @@ pub(super) const FENCE: &str = "SELECT 1 FROM fleet_leader
 const RELEASE: &str = "UPDATE fleet_leader SET expires_at = clock_timestamp()
     WHERE holder = $1 AND epoch = $2";
 
+/// The lease from a row of [`READ`].
+fn lease_row(r: &tokio_postgres::Row) -> Result<LeaseRow, tokio_postgres::Error> {
+    Ok(LeaseRow {
+        holder: r.try_get(0)?,
+        address: r.try_get(1)?,
+        epoch: r.try_get::<_, i64>(2)?.max(0) as u64,
+        remaining_ms: r.try_get::<_, f64>(3)?.max(0.0) as u64,
+    })
+}
+
 /// A connection that reads and writes the lease for one node.
 pub struct PgLease {
     client: Client,
@@ -220,18 +230,15 @@ impl PgLease {
         let held = held as i64;
         let params: Params<4> = [&self.node, &self.address, &held, &ttl_ms];
         let row = self.client.query_opt(ACQUIRE, &params).await?;
-        Ok(row.map(|r| r.get::<_, i64>(0).max(0) as u64))
+        Ok(match row {
+            Some(r) => Some(r.try_get::<_, i64>(0)?.max(0) as u64),
+            None => None,
+        })
     }
 
     /// The lease as stored now.
     pub async fn read(&self) -> Result<LeaseRow, LeaseError> {
-        let r = self.client.query_one(READ, &[]).await?;
-        Ok(LeaseRow {
-            holder: r.get(0),
-            address: r.get(1),
-            epoch: r.get::<_, i64>(2).max(0) as u64,
-            remaining_ms: r.get::<_, f64>(3).max(0.0) as u64,
-        })
+        Ok(lease_row(&self.client.query_one(READ, &[]).await?)?)
     }
 
     /// Records that this node is alive, leading or not, and whether it sees the upstream.
@@ -247,7 +254,7 @@ impl PgLease {
         let ms = within.as_secs_f64() * 1000.0;
         let params: Params<2> = [&self.node, &ms];
         let row = self.client.query_one(OTHER_SEES, &params).await?;
-        Ok(row.get(0))
+        Ok(row.try_get(0)?)
     }
 
     /// Ends this node's term now (a clean stop), so a standby takes over at its next try.
@@ -286,28 +293,24 @@ pub struct Cluster {
 /// Reads the cluster over `url` (read only; an error if no engine ever ran on it).
 pub async fn cluster(url: &str, timeout: Duration) -> Result<Cluster, LeaseError> {
     let client = connect(url, timeout).await?;
-    let r = client.query_one(READ, &[]).await?;
-    let lease = LeaseRow {
-        holder: r.get(0),
-        address: r.get(1),
-        epoch: r.get::<_, i64>(2).max(0) as u64,
-        remaining_ms: r.get::<_, f64>(3).max(0.0) as u64,
+    let lease = lease_row(&client.query_one(READ, &[]).await?)?;
+    let term_ms = match client.query_opt(TERM_AGE, &[]).await? {
+        Some(r) => Some(r.try_get::<_, f64>(0)?.max(0.0) as u64),
+        None => None,
     };
-    let term_ms = client
-        .query_opt(TERM_AGE, &[])
-        .await?
-        .map(|r| r.get::<_, f64>(0).max(0.0) as u64);
     let nodes = client
         .query(NODES, &[])
         .await?
         .iter()
-        .map(|r| NodeRow {
-            node: r.get(0),
-            address: r.get(1),
-            leading: r.get(2),
-            seen_ms: r.get::<_, f64>(3).max(0.0) as u64,
+        .map(|r| {
+            Ok(NodeRow {
+                node: r.try_get(0)?,
+                address: r.try_get(1)?,
+                leading: r.try_get(2)?,
+                seen_ms: r.try_get::<_, f64>(3)?.max(0.0) as u64,
+            })
         })
-        .collect();
+        .collect::<Result<_, tokio_postgres::Error>>()?;
     Ok(Cluster {
         lease,
         term_ms,
