@@ -276,8 +276,9 @@ pub struct UplinkAck {
     counters: Arc<UpstreamCounters>,
 }
 
+/// The link's client, either protocol.
 #[derive(Clone)]
-enum AckClient {
+pub(crate) enum AckClient {
     V311(rumqttc::AsyncClient),
     V5(rumqttc::v5::AsyncClient),
 }
@@ -458,29 +459,16 @@ impl LoopCtx {
         &self.settings
     }
 
-    /// The acknowledgement of QoS 1 message `pkid`, when it waits for the store.
-    pub(crate) fn ack_v311(
+    /// The acknowledgement of QoS 1 message `pkid`, when it waits for the store (the
+    /// link's `client` is only cloned then).
+    pub(crate) fn ack(
         &self,
-        client: &rumqttc::AsyncClient,
         pkid: u16,
         qos1: bool,
+        client: impl FnOnce() -> AckClient,
     ) -> Option<UplinkAck> {
         (qos1 && self.settings.ack_when_stored).then(|| UplinkAck {
-            client: AckClient::V311(client.clone()),
-            pkid,
-            counters: self.counters.clone(),
-        })
-    }
-
-    /// As [`LoopCtx::ack_v311`] over MQTT 5.
-    pub(crate) fn ack_v5(
-        &self,
-        client: &rumqttc::v5::AsyncClient,
-        pkid: u16,
-        qos1: bool,
-    ) -> Option<UplinkAck> {
-        (qos1 && self.settings.ack_when_stored).then(|| UplinkAck {
-            client: AckClient::V5(client.clone()),
+            client: client(),
             pkid,
             counters: self.counters.clone(),
         })

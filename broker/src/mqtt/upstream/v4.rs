@@ -48,7 +48,9 @@ pub(super) fn spawn(
                     subscribe(&subscriber, ctx.filters(), qos);
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let ack = ctx.ack_v311(&subscriber, p.pkid, p.qos == QoS::AtLeastOnce);
+                    let ack = ctx.ack(p.pkid, p.qos == QoS::AtLeastOnce, || {
+                        super::AckClient::V311(subscriber.clone())
+                    });
                     if !ctx.deliver(p.topic, p.payload, p.retain, ack).await {
                         break; // the engine is gone
                     }

@@ -54,7 +54,9 @@ pub(super) fn spawn(
                     subscribe(&subscriber, ctx.filters(), qos);
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let ack = ctx.ack_v5(&subscriber, p.pkid, p.qos == QoS::AtLeastOnce);
+                    let ack = ctx.ack(p.pkid, p.qos == QoS::AtLeastOnce, || {
+                        super::AckClient::V5(subscriber.clone())
+                    });
                     let Ok(topic) = String::from_utf8(p.topic.to_vec()) else {
                         ack.inspect(super::UplinkAck::send);
                         continue;
