@@ -21,6 +21,8 @@ pub struct RulesConfig {
     pub command_resend_interval: Duration,
     /// Registration of new vehicles stops at this many tracked vehicles (memory bound).
     pub max_vehicles: usize,
+    /// Rider journeys measured on the fleet's own traffic (an unlock), in config order.
+    pub journeys: Vec<crate::JourneyConfig>,
 }
 
 /// Heartbeat-loss detection.
@@ -145,6 +147,7 @@ impl Default for RulesConfig {
             },
             command_resend_interval: Duration::from_secs(30),
             max_vehicles: 1_000_000,
+            journeys: Vec::new(),
         }
     }
 }

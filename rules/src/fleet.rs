@@ -64,6 +64,8 @@ pub struct Fleet {
     /// link came up, so the first end of blindness keeps the grace where the restore put
     /// it instead of starting one.
     pub(crate) watched_until_link: bool,
+    /// The configured journeys, in config order.
+    pub(crate) journeys: Vec<crate::journeys::Tracked>,
 }
 
 impl Fleet {
@@ -82,6 +84,11 @@ impl Fleet {
             evaluated_minute: now / MINUTE,
             blind: None,
             watched_until_link: false,
+            journeys: config
+                .journeys
+                .iter()
+                .map(|j| crate::journeys::Tracked::new(j, now))
+                .collect(),
             settings,
         }
     }

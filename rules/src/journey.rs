@@ -8,7 +8,9 @@
 //! (share of requests answered with success in time, with the CMC SLO's error budget and
 //! burn rates) and a latency histogram. Pure: every call takes `now`.
 //!
-//! This is the tracker alone; the broker does not feed it yet (see the journeys issue).
+//! The fleet runs one per configured journey (`crate::journeys`): it tells each request how
+//! the broker showed the vehicle when it was made ([`Standing`]), which the ends carry back
+//! for the health model's precision figures.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -16,7 +18,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::millis;
-use crate::{EventSli, EventSliReport, UnixMs};
+use crate::{EventSli, EventSliReport, ReasonKind, UnixMs};
 
 /// Upper bounds (seconds) of the answer latency histogram's buckets.
 pub const LATENCY_BOUNDS_S: [f64; 9] = [0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0];
@@ -24,6 +26,8 @@ pub const LATENCY_BOUNDS_S: [f64; 9] = [0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0
 /// One journey's settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JourneyConfig {
+    /// Its name ("unlock"): in the `journey_failures` reason, metrics and the API.
+    pub name: String,
     /// An answer later than this after its request is late; the request timed out.
     pub timeout: Duration,
     /// Requests pending for one vehicle at most.
@@ -34,6 +38,59 @@ pub struct JourneyConfig {
     pub target: f64,
     /// SLO window.
     pub window: Duration,
+    /// Failures that take a vehicle out, if any.
+    pub rule: Option<JourneyRule>,
+}
+
+/// `failures` failed or timed-out requests of one vehicle within `window` set
+/// `journey_failures{name}` on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JourneyRule {
+    /// Failures needed (at least 1).
+    pub failures: u32,
+    /// The sliding window they must fall in.
+    pub window: Duration,
+    /// How the reason is cleared.
+    pub recovery: Recovery,
+}
+
+/// How `journey_failures` is cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// By the vehicle's next successful answer (or a person).
+    Auto,
+    /// Only by a person, like a hardware fault.
+    Manual,
+}
+
+/// How the broker showed a vehicle when a request was made to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Standing {
+    /// In service.
+    InService,
+    /// Out of service, with its first reason's kind.
+    OutOfService(ReasonKind),
+    /// Not in the fleet (never heard, or decommissioned).
+    Unknown,
+}
+
+impl Standing {
+    /// `in_service`, `out_of_service` or `unknown`.
+    pub fn state(self) -> &'static str {
+        match self {
+            Standing::InService => "in_service",
+            Standing::OutOfService(_) => "out_of_service",
+            Standing::Unknown => "unknown",
+        }
+    }
+
+    /// The reason kind when out of service, else "".
+    pub fn reason(self) -> &'static str {
+        match self {
+            Standing::OutOfService(kind) => kind.as_str(),
+            _ => "",
+        }
+    }
 }
 
 /// How a request ended.
@@ -45,6 +102,8 @@ pub enum JourneyEnd {
         vehicle: String,
         /// From request to answer.
         latency_ms: u64,
+        /// How the broker showed it at the request.
+        standing: Standing,
     },
     /// Answered with failure within the timeout.
     Failed {
@@ -52,12 +111,45 @@ pub enum JourneyEnd {
         vehicle: String,
         /// From request to answer.
         latency_ms: u64,
+        /// How the broker showed it at the request.
+        standing: Standing,
     },
     /// Not answered within the timeout.
     TimedOut {
         /// The vehicle.
         vehicle: String,
+        /// How the broker showed it at the request.
+        standing: Standing,
     },
+}
+
+impl JourneyEnd {
+    /// The vehicle.
+    pub fn vehicle(&self) -> &str {
+        match self {
+            JourneyEnd::Succeeded { vehicle, .. }
+            | JourneyEnd::Failed { vehicle, .. }
+            | JourneyEnd::TimedOut { vehicle, .. } => vehicle,
+        }
+    }
+
+    /// How the broker showed the vehicle at the request.
+    pub fn standing(&self) -> Standing {
+        match self {
+            JourneyEnd::Succeeded { standing, .. }
+            | JourneyEnd::Failed { standing, .. }
+            | JourneyEnd::TimedOut { standing, .. } => *standing,
+        }
+    }
+
+    /// `succeeded`, `failed` or `timed_out`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            JourneyEnd::Succeeded { .. } => "succeeded",
+            JourneyEnd::Failed { .. } => "failed",
+            JourneyEnd::TimedOut { .. } => "timed_out",
+        }
+    }
 }
 
 /// What an answer did.
@@ -80,6 +172,9 @@ pub enum Refused {
     /// `max_pending` requests are pending.
     #[error("too many requests pending")]
     Full,
+    /// No journey has this index.
+    #[error("no such journey")]
+    NoJourney,
 }
 
 /// Counters since the start.
@@ -99,6 +194,8 @@ pub struct JourneyCounts {
     pub late: u64,
     /// Answers that matched no request.
     pub unmatched: u64,
+    /// Requests dropped unjudged: due while the broker could not see the fleet.
+    pub abandoned: u64,
 }
 
 /// The journey's figures at one instant.
@@ -124,6 +221,7 @@ struct Pending {
     id: u64,
     key: Option<Box<str>>,
     at: UnixMs,
+    standing: Standing,
 }
 
 /// One journey's requests in flight and its figures.
@@ -139,6 +237,8 @@ pub struct Journey {
     deadlines: VecDeque<(UnixMs, u64, Box<str>)>,
     /// Per vehicle, requests timed out within the last timeout: their answers are late.
     expired: HashMap<Box<str>, VecDeque<Expired>>,
+    /// Every entry of `expired` by when it timed out, to forget them in order.
+    expired_order: VecDeque<(UnixMs, Box<str>)>,
     next_id: u64,
     clock: UnixMs,
     sli: EventSli,
@@ -158,6 +258,7 @@ impl Journey {
             total: 0,
             deadlines: VecDeque::new(),
             expired: HashMap::new(),
+            expired_order: VecDeque::new(),
             next_id: 0,
             clock: now,
             sli: EventSli::new(config.target, config.window, now),
@@ -172,11 +273,13 @@ impl Journey {
         self.clock
     }
 
-    /// A request to `vehicle` at `now` (with the key its answer will carry, if any).
+    /// A request to `vehicle` at `now` (with the key its answer will carry, if any), which
+    /// the broker showed as `standing`.
     pub fn request(
         &mut self,
         vehicle: &str,
         key: Option<&str>,
+        standing: Standing,
         now: UnixMs,
     ) -> Result<(), Refused> {
         let now = self.observe(now);
@@ -201,6 +304,7 @@ impl Journey {
                 id,
                 key: key.map(Into::into),
                 at: now,
+                standing,
             });
         self.deadlines
             .push_back((now.saturating_add(self.timeout_ms), id, vehicle.into()));
@@ -248,17 +352,20 @@ impl Journey {
         self.latency[bucket] += 1;
         self.sli.record(success, now);
         let vehicle = vehicle.to_owned();
+        let standing = p.standing;
         let end = if success {
             self.counts.succeeded += 1;
             JourneyEnd::Succeeded {
                 vehicle,
                 latency_ms,
+                standing,
             }
         } else {
             self.counts.failed += 1;
             JourneyEnd::Failed {
                 vehicle,
                 latency_ms,
+                standing,
             }
         };
         (Answered::Ended(end), timed_out)
@@ -290,13 +397,58 @@ impl Journey {
     pub fn tick(&mut self, now: UnixMs) -> Vec<JourneyEnd> {
         let now = self.observe(now);
         let mut ended = Vec::new();
-        while let Some(&(due, id, _)) = self.deadlines.front() {
-            if due >= now {
-                break;
+        while let Some((vehicle, p, due)) = self.pop_overdue(now) {
+            self.counts.timed_out += 1;
+            self.sli.record(false, due);
+            let expired = self.expired.entry(vehicle.clone()).or_default();
+            if expired.len() >= self.max_per_vehicle {
+                expired.pop_front();
             }
-            let Some((_, _, vehicle)) = self.deadlines.pop_front() else {
+            expired.push_back((p.key, due));
+            self.expired_order.push_back((due, vehicle.clone()));
+            ended.push(JourneyEnd::TimedOut {
+                vehicle: vehicle.into(),
+                standing: p.standing,
+            });
+        }
+        // A late answer is one within a timeout after the request timed out.
+        let keep_from = now.saturating_sub(self.timeout_ms);
+        while self
+            .expired_order
+            .front()
+            .is_some_and(|&(at, _)| at < keep_from)
+        {
+            let Some((at, vehicle)) = self.expired_order.pop_front() else {
                 break;
             };
+            if let Some(queue) = self.expired.get_mut(&vehicle) {
+                while queue.front().is_some_and(|&(_, t)| t <= at) {
+                    queue.pop_front();
+                }
+                if queue.is_empty() {
+                    self.expired.remove(&vehicle);
+                }
+            }
+        }
+        ended
+    }
+
+    /// Drops every request overdue at `now` without judging it (the broker could not see
+    /// the answers); counted as abandoned.
+    pub fn abandon_overdue(&mut self, now: UnixMs) {
+        let now = self.observe(now);
+        while self.pop_overdue(now).is_some() {
+            self.counts.abandoned += 1;
+        }
+    }
+
+    /// The next request past its deadline at `now`, taken out of the pending ones.
+    fn pop_overdue(&mut self, now: UnixMs) -> Option<(Box<str>, Pending, UnixMs)> {
+        while let Some(&(due, id, _)) = self.deadlines.front() {
+            if due >= now {
+                return None;
+            }
+            let (_, _, vehicle) = self.deadlines.pop_front()?;
             let Some(queue) = self.pending.get_mut(&vehicle) else {
                 continue; // answered
             };
@@ -308,26 +460,9 @@ impl Journey {
             };
             self.forget_if_empty(&vehicle);
             self.total -= 1;
-            self.counts.timed_out += 1;
-            self.sli.record(false, due);
-            let expired = self.expired.entry(vehicle.clone()).or_default();
-            if expired.len() >= self.max_per_vehicle {
-                expired.pop_front();
-            }
-            expired.push_back((p.key, due));
-            ended.push(JourneyEnd::TimedOut {
-                vehicle: vehicle.into(),
-            });
+            return Some((vehicle, p, due));
         }
-        // A late answer is one within a timeout after the request timed out.
-        let keep_from = now.saturating_sub(self.timeout_ms);
-        self.expired.retain(|_, queue| {
-            while queue.front().is_some_and(|&(_, at)| at < keep_from) {
-                queue.pop_front();
-            }
-            !queue.is_empty()
-        });
-        ended
+        None
     }
 
     /// When the next request times out, if one is pending.
@@ -371,14 +506,17 @@ mod tests {
     use super::*;
 
     const T0: UnixMs = 1_700_000_000_000;
+    const IN: Standing = Standing::InService;
 
     fn config() -> JourneyConfig {
         JourneyConfig {
             timeout: Duration::from_secs(10),
             max_pending_per_vehicle: 4,
             max_pending: 100,
+            name: "unlock".into(),
             target: 0.99,
             window: Duration::from_secs(30 * 24 * 3600),
+            rule: None,
         }
     }
 
@@ -389,15 +527,16 @@ mod tests {
     #[test]
     fn answers_end_their_requests_with_success_or_failure_and_their_latency() {
         let mut j = journey();
-        j.request("sc-1", Some("r1"), T0).unwrap();
-        j.request("sc-1", Some("r2"), T0 + 100).unwrap();
+        j.request("sc-1", Some("r1"), IN, T0).unwrap();
+        j.request("sc-1", Some("r2"), IN, T0 + 100).unwrap();
         // Answers in any order, matched by key.
         let (a, _) = j.answer("sc-1", Some("r2"), false, T0 + 400);
         assert_eq!(
             a,
             Answered::Ended(JourneyEnd::Failed {
                 vehicle: "sc-1".into(),
-                latency_ms: 300
+                latency_ms: 300,
+                standing: IN,
             })
         );
         let (a, _) = j.answer("sc-1", Some("r1"), true, T0 + 1_500);
@@ -405,7 +544,8 @@ mod tests {
             a,
             Answered::Ended(JourneyEnd::Succeeded {
                 vehicle: "sc-1".into(),
-                latency_ms: 1_500
+                latency_ms: 1_500,
+                standing: IN,
             })
         );
         let r = j.report(T0 + 2_000);
@@ -420,13 +560,14 @@ mod tests {
     #[test]
     fn an_unanswered_request_times_out_and_its_answer_after_that_is_late() {
         let mut j = journey();
-        j.request("sc-1", Some("r1"), T0).unwrap();
+        j.request("sc-1", Some("r1"), IN, T0).unwrap();
         assert_eq!(j.next_deadline(), Some(T0 + 10_001));
         assert!(j.tick(T0 + 10_000).is_empty(), "in time up to the timeout");
         assert_eq!(
             j.tick(T0 + 10_001),
             [JourneyEnd::TimedOut {
-                vehicle: "sc-1".into()
+                vehicle: "sc-1".into(),
+                standing: IN,
             }]
         );
         let (a, _) = j.answer("sc-1", Some("r1"), true, T0 + 12_000);
@@ -441,7 +582,7 @@ mod tests {
             (1, 1, 1)
         );
         // Long after the timeout a stray answer is unmatched, not late.
-        j.request("sc-2", None, T0 + 20_000).unwrap();
+        j.request("sc-2", None, IN, T0 + 20_000).unwrap();
         j.tick(T0 + 31_000);
         let (a, _) = j.answer("sc-2", None, true, T0 + 45_000);
         assert_eq!(a, Answered::Unmatched);
@@ -450,8 +591,8 @@ mod tests {
     #[test]
     fn an_answer_times_out_what_was_overdue_first() {
         let mut j = journey();
-        j.request("sc-1", None, T0).unwrap();
-        j.request("sc-1", None, T0 + 9_000).unwrap();
+        j.request("sc-1", None, IN, T0).unwrap();
+        j.request("sc-1", None, IN, T0 + 9_000).unwrap();
         // Without keys the next answer is to the oldest pending request: the first timed
         // out, so this one ends the second.
         let (a, timed_out) = j.answer("sc-1", None, true, T0 + 10_500);
@@ -460,7 +601,8 @@ mod tests {
             a,
             Answered::Ended(JourneyEnd::Succeeded {
                 vehicle: "sc-1".into(),
-                latency_ms: 1_500
+                latency_ms: 1_500,
+                standing: IN,
             })
         );
     }
@@ -468,7 +610,7 @@ mod tests {
     #[test]
     fn an_answer_never_ends_another_vehicles_request() {
         let mut j = journey();
-        j.request("sc-1", Some("r1"), T0).unwrap();
+        j.request("sc-1", Some("r1"), IN, T0).unwrap();
         let (a, _) = j.answer("sc-2", Some("r1"), true, T0 + 100);
         assert_eq!(a, Answered::Unmatched);
         assert_eq!(j.pending(), 1);
@@ -484,15 +626,15 @@ mod tests {
             },
             T0,
         );
-        j.request("a", None, T0).unwrap();
-        j.request("a", None, T0).unwrap();
-        assert_eq!(j.request("a", None, T0), Err(Refused::VehicleFull));
-        j.request("b", None, T0).unwrap();
-        assert_eq!(j.request("c", None, T0), Err(Refused::Full));
+        j.request("a", None, IN, T0).unwrap();
+        j.request("a", None, IN, T0).unwrap();
+        assert_eq!(j.request("a", None, IN, T0), Err(Refused::VehicleFull));
+        j.request("b", None, IN, T0).unwrap();
+        assert_eq!(j.request("c", None, IN, T0), Err(Refused::Full));
         assert_eq!(j.report(T0).counts.refused, 2);
         // Room again once one ends.
         j.answer("b", None, true, T0 + 1);
-        j.request("c", None, T0 + 1).unwrap();
+        j.request("c", None, IN, T0 + 1).unwrap();
     }
 
     #[derive(Debug, Clone)]
@@ -536,15 +678,15 @@ mod tests {
             for op in ops {
                 match op {
                     Op::Request { vehicle, key } => {
-                        let _ = j.request(&name(vehicle), key_name(key).as_deref(), now);
+                        let _ = j.request(&name(vehicle), key_name(key).as_deref(), IN, now);
                     }
                     Op::Answer { vehicle, key, success } => {
                         let (a, timed_out) = j.answer(&name(vehicle), key_name(key).as_deref(), success, now);
                         ends.extend(timed_out);
                         if let Answered::Ended(end) = a {
                             match &end {
-                                JourneyEnd::Succeeded { vehicle: v, latency_ms }
-                                | JourneyEnd::Failed { vehicle: v, latency_ms } => {
+                                JourneyEnd::Succeeded { vehicle: v, latency_ms, .. }
+                                | JourneyEnd::Failed { vehicle: v, latency_ms, .. } => {
                                     prop_assert_eq!(v, &name(vehicle));
                                     prop_assert!(*latency_ms <= 10_000);
                                 }

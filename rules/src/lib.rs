@@ -18,6 +18,7 @@ mod flap;
 mod fleet;
 mod hardware;
 mod journey;
+mod journeys;
 mod ledger;
 mod link;
 mod manual;
@@ -45,9 +46,10 @@ pub use event_sli::{EventSli, EventSliReport};
 pub use export::{ScanCursor, SliMinute};
 pub use fleet::{Fleet, VehicleView};
 pub use journey::{
-    Answered, Journey, JourneyConfig, JourneyCounts, JourneyEnd, JourneyReport, Refused,
-    LATENCY_BOUNDS_S,
+    Answered, Journey, JourneyConfig, JourneyCounts, JourneyEnd, JourneyReport, JourneyRule,
+    Recovery, Refused, Standing, LATENCY_BOUNDS_S,
 };
+pub use journeys::{JourneyStatus, PrecisionRow};
 pub use query::{Breakdown, Census, PageCursor, ReasonKind, VehicleFilter, VehiclePage};
 pub use restore::{OpenIncident, Restore, RestoredFleet, SliHistory, Watched};
 pub use sli::SliReport;

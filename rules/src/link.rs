@@ -26,6 +26,7 @@ impl Fleet {
     pub fn link_restored(&mut self, now: UnixMs) -> Option<u64> {
         let now = self.observe(now);
         let blind = self.blind.take()?;
+        self.abandon_journeys(now);
         self.ledger.advance(now);
         self.ledger.set_down(None);
         if !std::mem::take(&mut self.watched_until_link) {

@@ -1,6 +1,6 @@
 //! What a person does through the ops API: take a vehicle out for maintenance, put it back
-//! (clearing hardware faults and maintenance, never `heartbeat_lost`: only the vehicle can
-//! prove it talks again), and decommission it.
+//! (clearing hardware faults, journey failures and maintenance, never `heartbeat_lost`:
+//! only the vehicle can prove it talks again), and decommission it.
 
 use crate::vehicle::{Maintenance, SliClass};
 use crate::{
@@ -72,15 +72,21 @@ impl Fleet {
             .reclassify(slot, now, |v| {
                 let from = v.state();
                 let extra = v.extra.as_mut()?;
-                let reason = if extra.faults.is_empty() {
-                    let Maintenance { by, note, since } = *extra.maintenance.take()?;
-                    Reason::Maintenance { by, note, since }
-                } else {
+                let reason = if !extra.faults.is_empty() {
                     let (code, since) = extra.faults.remove(0);
                     Reason::HardwareFault {
                         code: code.into(),
                         since,
                     }
+                } else if let Some(hold) = extra.remove_journey(None) {
+                    Reason::JourneyFailures {
+                        journey: hold.journey.into(),
+                        failures: hold.failures,
+                        since: hold.since,
+                    }
+                } else {
+                    let Maintenance { by, note, since } = *extra.maintenance.take()?;
+                    Reason::Maintenance { by, note, since }
                 };
                 Some((from, reason))
             })

@@ -14,15 +14,18 @@ pub enum ReasonKind {
     HeartbeatLost,
     /// `hardware_fault` (any code)
     HardwareFault,
+    /// `journey_failures` (any journey)
+    JourneyFailures,
     /// `maintenance`
     Maintenance,
 }
 
 impl ReasonKind {
     /// Every kind, in the order reasons are listed.
-    pub const ALL: [ReasonKind; 3] = [
+    pub const ALL: [ReasonKind; 4] = [
         ReasonKind::HeartbeatLost,
         ReasonKind::HardwareFault,
+        ReasonKind::JourneyFailures,
         ReasonKind::Maintenance,
     ];
 
@@ -31,6 +34,7 @@ impl ReasonKind {
         match self {
             ReasonKind::HeartbeatLost => "heartbeat_lost",
             ReasonKind::HardwareFault => "hardware_fault",
+            ReasonKind::JourneyFailures => "journey_failures",
             ReasonKind::Maintenance => "maintenance",
         }
     }
@@ -40,10 +44,11 @@ impl ReasonKind {
         ReasonKind::ALL.into_iter().find(|k| k.as_str() == name)
     }
 
-    fn holds_for(self, v: &Vehicle) -> bool {
+    pub(crate) fn holds_for(self, v: &Vehicle) -> bool {
         match self {
             ReasonKind::HeartbeatLost => v.silence == Silence::Lost,
             ReasonKind::HardwareFault => v.extra.as_ref().is_some_and(|x| !x.faults.is_empty()),
+            ReasonKind::JourneyFailures => v.extra.as_ref().is_some_and(|x| x.journeys.is_some()),
             ReasonKind::Maintenance => v.extra.as_ref().is_some_and(|x| x.maintenance.is_some()),
         }
     }
@@ -105,6 +110,8 @@ pub struct Census {
     pub heartbeat_lost: usize,
     /// With at least one `hardware_fault`.
     pub hardware_fault: usize,
+    /// With at least one `journey_failures`.
+    pub journey_failures: usize,
     /// With `maintenance`.
     pub maintenance: usize,
     /// Silent, with the service-out held by a (possible) mass-loss incident.
@@ -127,6 +134,7 @@ impl Census {
         match kind {
             ReasonKind::HeartbeatLost => self.heartbeat_lost,
             ReasonKind::HardwareFault => self.hardware_fault,
+            ReasonKind::JourneyFailures => self.journey_failures,
             ReasonKind::Maintenance => self.maintenance,
         }
     }
@@ -207,6 +215,7 @@ impl Fleet {
             }
             c.heartbeat_lost += usize::from(ReasonKind::HeartbeatLost.holds_for(v));
             c.hardware_fault += usize::from(ReasonKind::HardwareFault.holds_for(v));
+            c.journey_failures += usize::from(ReasonKind::JourneyFailures.holds_for(v));
             c.maintenance += usize::from(ReasonKind::Maintenance.holds_for(v));
             c.held += usize::from(matches!(v.silence, Silence::Pending | Silence::Held));
             each(v);

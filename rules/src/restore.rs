@@ -160,6 +160,11 @@ impl Fleet {
                         v.lost_since = since;
                     }
                     Reason::HardwareFault { code, since } => v.extra_mut().add_fault(&code, since),
+                    Reason::JourneyFailures {
+                        journey,
+                        failures,
+                        since,
+                    } => v.extra_mut().add_journey(&journey, failures, since),
                     Reason::Maintenance { by, note, since } => {
                         v.extra_mut().maintenance = Some(Box::new(Maintenance { by, note, since }));
                     }

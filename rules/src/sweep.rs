@@ -24,12 +24,17 @@ impl Fleet {
             self.expire_due(now);
         }
         self.ledger.advance(now);
-        if now / MINUTE > self.evaluated_minute {
+        let new_minute = now / MINUTE > self.evaluated_minute;
+        if new_minute {
             self.evaluated_minute = now / MINUTE;
             let burn = burn_rates(&self.ledger, self.settings.slo_target);
             for alert in self.alerts.evaluate(burn, now) {
                 self.effects.push(Effect::Notify(alert));
             }
+        }
+        // Answers cannot be seen while blind: nothing times out then.
+        if self.blind.is_none() {
+            self.journeys_due(now, new_minute);
         }
     }
 
@@ -63,16 +68,21 @@ impl Fleet {
     /// The next instant a tick has work, or `None` when no tick could change anything
     /// before some other call does.
     pub(crate) fn next_wakeup(&self) -> Option<UnixMs> {
-        let minute = self
-            .alerts_may_change()
+        let (journey_due, journeys_active) = self.journeys_wakeup();
+        let minute = (journeys_active || self.alerts_may_change())
             .then_some((self.evaluated_minute + 1) * MINUTE);
         if let Some(blind) = &self.blind {
             return [blind.alert_due(), minute].into_iter().flatten().min();
         }
-        [self.deadlines.next(), self.guard.next_check(), minute]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.deadlines.next(),
+            self.guard.next_check(),
+            minute,
+            journey_due,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Whether the minute's alert evaluation could change an alert. Not when no vehicle is

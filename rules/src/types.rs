@@ -31,6 +31,17 @@ pub enum Reason {
         /// When the threshold was crossed.
         since: UnixMs,
     },
+    /// Requests of a journey (an unlock) failed or timed out `failures` times within the
+    /// journey rule's window. Cleared by the next success (`recovery = "auto"`) or only by
+    /// a person (`"manual"`).
+    JourneyFailures {
+        /// The journey's name.
+        journey: String,
+        /// Failures within the window when it was set.
+        failures: u32,
+        /// When it was set.
+        since: UnixMs,
+    },
     /// Taken out by a person. Cleared only by a person.
     Maintenance {
         /// The operator.
@@ -132,6 +143,38 @@ pub enum Notification {
         model: Option<String>,
         /// Its last reported battery level in percent, if known.
         battery: Option<u8>,
+        /// When.
+        at: UnixMs,
+    },
+    /// A vehicle was taken out because its journey requests kept failing.
+    JourneyFailures {
+        /// The vehicle.
+        vehicle: String,
+        /// The journey.
+        journey: String,
+        /// Failed or timed-out requests within the window.
+        failures: u32,
+        /// The rule's window in ms.
+        window_ms: u64,
+        /// Whether only a person brings it back.
+        manual: bool,
+        /// The vehicle's model, if known.
+        model: Option<String>,
+        /// Its last reported battery level in percent, if known.
+        battery: Option<u8>,
+        /// When.
+        at: UnixMs,
+    },
+    /// A journey's burn-rate alert fired or resolved (the same policy as the CMC SLO's).
+    JourneyAlert {
+        /// The journey.
+        journey: String,
+        /// Page or ticket.
+        severity: AlertSeverity,
+        /// Firing or resolved.
+        state: AlertState,
+        /// The burn rates when it changed.
+        burn: BurnRates,
         /// When.
         at: UnixMs,
     },

@@ -45,6 +45,14 @@ pub(crate) struct Maintenance {
     pub(crate) since: UnixMs,
 }
 
+/// A journey's `journey_failures` reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct JourneyHold {
+    pub(crate) journey: Box<str>,
+    pub(crate) failures: u32,
+    pub(crate) since: UnixMs,
+}
+
 /// The parts most vehicles never need. Each part is boxed again where that keeps a vehicle
 /// that only ever flapped (the common case) small.
 #[derive(Default)]
@@ -54,11 +62,49 @@ pub(crate) struct Extra {
     pub(crate) maintenance: Option<Box<Maintenance>>,
     pub(crate) errors: Option<Box<ErrorLog>>,
     pub(crate) flap: FlapHistory,
+    /// Active `journey_failures`, in the order they were set. Boxed: 8 B in every Extra
+    /// instead of a Vec's 24, for the few vehicles that ever have one.
+    #[allow(clippy::box_collection)]
+    pub(crate) journeys: Option<Box<Vec<JourneyHold>>>,
 }
 
 impl Extra {
     pub(crate) fn errors_mut(&mut self) -> &mut ErrorLog {
         self.errors.get_or_insert_with(Box::default)
+    }
+
+    pub(crate) fn journey_holds(&self) -> &[JourneyHold] {
+        self.journeys.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    pub(crate) fn holds_journey(&self, journey: &str) -> bool {
+        self.journey_holds().iter().any(|h| &*h.journey == journey)
+    }
+
+    /// Sets `journey_failures{journey}` unless it is set already.
+    pub(crate) fn add_journey(&mut self, journey: &str, failures: u32, since: UnixMs) {
+        if !self.holds_journey(journey) {
+            self.journeys
+                .get_or_insert_with(Box::default)
+                .push(JourneyHold {
+                    journey: journey.into(),
+                    failures,
+                    since,
+                });
+        }
+    }
+
+    /// Clears `journey_failures{journey}` (the first one with `None`), if set.
+    pub(crate) fn remove_journey(&mut self, journey: Option<&str>) -> Option<JourneyHold> {
+        let holds = self.journeys.as_mut()?;
+        let i = holds
+            .iter()
+            .position(|h| journey.is_none_or(|j| &*h.journey == j))?;
+        let hold = holds.remove(i);
+        if holds.is_empty() {
+            self.journeys = None;
+        }
+        Some(hold)
     }
 
     pub(crate) fn has_fault(&self, code: &str) -> bool {
@@ -123,8 +169,11 @@ impl Vehicle {
         self.extra.get_or_insert_with(Box::default)
     }
 
+    /// A hardware fault or a journey's failures: a rule found it broken.
     fn faulted(&self) -> bool {
-        self.extra.as_ref().is_some_and(|x| !x.faults.is_empty())
+        self.extra
+            .as_ref()
+            .is_some_and(|x| !x.faults.is_empty() || x.journeys.is_some())
     }
 
     fn in_maintenance(&self) -> bool {
@@ -140,7 +189,7 @@ impl Vehicle {
         }
     }
 
-    /// Its reasons: `heartbeat_lost`, then faults by code, then maintenance.
+    /// Its reasons: `heartbeat_lost`, then faults by code, journey failures, maintenance.
     pub(crate) fn reasons(&self) -> Vec<Reason> {
         let mut reasons = Vec::new();
         if self.silence == Silence::Lost {
@@ -153,6 +202,11 @@ impl Vehicle {
                 code: code.to_string(),
                 since: *since,
             }));
+            reasons.extend(x.journey_holds().iter().map(|h| Reason::JourneyFailures {
+                journey: h.journey.to_string(),
+                failures: h.failures,
+                since: h.since,
+            }));
             if let Some(m) = &x.maintenance {
                 reasons.push(Reason::Maintenance {
                     by: m.by.clone(),
@@ -164,7 +218,8 @@ impl Vehicle {
         reasons
     }
 
-    /// Silent vehicles (pending and held too) and faulted ones are bad; maintenance alone
+    /// Silent vehicles (pending and held too) and faulted ones (hardware or journey) are
+    /// bad; maintenance alone
     /// is excluded unless configured as bad.
     pub(crate) fn sli_class(&self, maintenance_bad: bool) -> SliClass {
         if self.silence != Silence::Talking || self.faulted() {
@@ -199,6 +254,7 @@ mod tests {
         }));
         v.extra_mut().add_fault("MOTOR", 3);
         v.extra_mut().add_fault("BRAKE", 4);
+        v.extra_mut().add_journey("unlock", 3, 6);
         v.silence = Silence::Lost;
         v.lost_since = 2;
         let kinds: Vec<String> = v
@@ -208,9 +264,10 @@ mod tests {
                 Reason::HeartbeatLost { .. } => "hb".to_string(),
                 Reason::HardwareFault { code, .. } => code.clone(),
                 Reason::Maintenance { .. } => "maint".to_string(),
+                Reason::JourneyFailures { journey, .. } => journey.clone(),
             })
             .collect();
-        assert_eq!(kinds, ["hb", "BRAKE", "MOTOR", "maint"]);
+        assert_eq!(kinds, ["hb", "BRAKE", "MOTOR", "unlock", "maint"]);
         assert_eq!(v.state(), ServiceState::OutOfService);
     }
 
@@ -240,6 +297,7 @@ mod tests {
     #[test]
     fn the_records_stay_small() {
         assert!(std::mem::size_of::<Vehicle>() <= 80);
-        assert!(std::mem::size_of::<Extra>() <= 80);
+        // Boxed per vehicle that needs it (an error report, a flap): 88 B at most.
+        assert!(std::mem::size_of::<Extra>() <= 88);
     }
 }
