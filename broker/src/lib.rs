@@ -13,6 +13,7 @@ pub mod config;
 pub mod engine;
 pub mod ha;
 pub mod ingest;
+pub mod journeys;
 pub mod metrics;
 pub mod mqtt;
 pub mod slack;
@@ -390,6 +391,7 @@ impl Broker {
             Some(attach) => Front::Attached(Upstream::start(
                 attach.clone(),
                 settings.engine.topics.clone(),
+                settings.engine.journeys.clone(),
                 uplink_tx.clone(),
             )?),
         };

@@ -143,6 +143,7 @@ fn uplink(client_id: &str, topic: &str, payload: &'static [u8]) -> Uplink {
         topic: topic.to_owned(),
         payload: Bytes::from_static(payload),
         ack: None,
+        journey: None,
     }
 }
 

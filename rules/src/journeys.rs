@@ -265,13 +265,10 @@ impl Fleet {
             if new_minute {
                 let t = &mut self.journeys[i];
                 t.forget_old_strikes(now);
-                let burn = t.journey.report(now).sli.burn;
-                for change in t.alerts.evaluate(burn, now) {
+                let sli = t.journey.report(now).sli;
+                for change in t.alerts.evaluate(sli.burn, now) {
                     if let Notification::SloAlert {
-                        severity,
-                        state,
-                        burn,
-                        at,
+                        severity, state, ..
                     } = change
                     {
                         self.effects
@@ -279,8 +276,8 @@ impl Fleet {
                                 journey: t.config.name.clone(),
                                 severity,
                                 state,
-                                burn,
-                                at,
+                                sli: sli.clone(),
+                                at: now,
                             }));
                     }
                 }

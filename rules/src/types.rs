@@ -173,8 +173,8 @@ pub enum Notification {
         severity: AlertSeverity,
         /// Firing or resolved.
         state: AlertState,
-        /// The burn rates when it changed.
-        burn: BurnRates,
+        /// The journey's SLI and burn rates when it changed.
+        sli: crate::EventSliReport,
         /// When.
         at: UnixMs,
     },

@@ -57,6 +57,7 @@ async fn rig() -> Rig {
             persist: PersistOptions::default(),
             command_slo: CommandSlo::default(),
             epoch: None,
+            journeys: Default::default(),
         },
         metrics.clone(),
         batch_tx,
@@ -105,6 +106,7 @@ impl Rig {
                 topic: format!("vehicles/{id}/{kind}"),
                 payload: payload.into(),
                 ack: None,
+                journey: None,
             })
             .await
             .expect("engine running");

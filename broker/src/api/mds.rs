@@ -71,6 +71,14 @@ fn reason_from_json(v: &Value) -> Option<Reason> {
             code: v["code"].as_str()?.to_owned(),
             since,
         }),
+        "journey_failures" => Some(Reason::JourneyFailures {
+            journey: v["journey"].as_str()?.to_owned(),
+            failures: v["failures"]
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(0),
+            since,
+        }),
         "maintenance" => Some(Reason::Maintenance {
             by: v["by"].as_str().unwrap_or("").to_owned(),
             note: v["note"].as_str().unwrap_or("").to_owned(),
@@ -130,6 +138,7 @@ fn current_state_event(provider_id: &str, v: &VehicleView) -> Value {
     let since = v.reasons.iter().map(|r| match r {
         Reason::HeartbeatLost { since }
         | Reason::HardwareFault { since, .. }
+        | Reason::JourneyFailures { since, .. }
         | Reason::Maintenance { since, .. } => *since,
     });
     json!({

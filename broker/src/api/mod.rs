@@ -89,6 +89,8 @@ pub struct SloSettings {
     pub command_ack_within: Duration,
     /// Where the alerts are published.
     pub alerts_topic: String,
+    /// Each journey's SLO, in config order.
+    pub journeys: Vec<fleet_rules::JourneyConfig>,
 }
 
 /// Reads how full a queue is: `(queued, capacity)`.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::{yaml, SloSettings};
-use crate::engine::alerts::{ACK_SLO, FLEET_SLO};
+use crate::engine::alerts::{journey_slo, ACK_SLO, FLEET_SLO};
 
 /// The OpenSLO name of the command-ack SLO.
 const SERVICE: &str = "fleet-health";
@@ -64,7 +64,7 @@ pub fn documents(slo: &SloSettings) -> Vec<Value> {
         "vehicles out only for maintenance are excluded from both"
     };
     let notify_to = "fleet-alerts-mqtt";
-    vec![
+    let mut docs = vec![
         json!({
             "apiVersion": "openslo/v1",
             "kind": "Service",
@@ -184,6 +184,102 @@ pub fn documents(slo: &SloSettings) -> Vec<Value> {
                 "objectives": [{ "displayName": "Acked in time", "target": slo.command_ack_target }],
             },
         }),
+    ];
+    if !slo.journeys.is_empty() {
+        docs.push(json!({
+            "apiVersion": "openslo/v1",
+            "kind": "AlertNotificationTarget",
+            "metadata": { "name": JOURNEY_TARGET },
+            "spec": {
+                "description": "The broker posts each firing and resolved journey alert to \
+                                Slack (when configured) and logs it.",
+                "target": "slack",
+            },
+        }));
+    }
+    for j in &slo.journeys {
+        docs.extend(journey_documents(j));
+    }
+    docs
+}
+
+/// Where the journeys' built-in alerts go.
+const JOURNEY_TARGET: &str = "fleet-broker-slack";
+
+/// A journey's SLO and its two alert policies (the same burn-rate policy as the CMC SLO).
+fn journey_documents(j: &fleet_rules::JourneyConfig) -> Vec<Value> {
+    let name = journey_slo(&j.name);
+    let (page, ticket) = (format!("{name}-page"), format!("{name}-ticket"));
+    let ends = format!("fleet_journey_ends_total{{journey=\"{}\"}}", j.name);
+    let good = format!(
+        "fleet_journey_ends_total{{journey=\"{}\",outcome=\"succeeded\"}}",
+        j.name
+    );
+    let policy = |policy: &str, severity: &str, conditions: Vec<Value>| {
+        json!({
+            "apiVersion": "openslo/v1",
+            "kind": "AlertPolicy",
+            "metadata": { "name": policy },
+            "spec": {
+                "alertWhenBreaching": true,
+                "alertWhenResolved": true,
+                "conditions": conditions,
+                "notificationTargets": [{ "targetRef": JOURNEY_TARGET }],
+                "description": format!("{severity}: the {} journey's error budget burns fast", j.name),
+            },
+        })
+    };
+    vec![
+        json!({
+            "apiVersion": "openslo/v1",
+            "kind": "SLO",
+            "metadata": { "name": name, "displayName": format!("Rider journey: {}", j.name) },
+            "spec": {
+                "description": format!(
+                    "Share of {} requests the vehicle answers with success within {}s \
+                     (measured by the broker on the fleet's own request and answer topics).",
+                    j.name,
+                    j.timeout.as_secs()
+                ),
+                "service": SERVICE,
+                "indicator": {
+                    "metadata": { "name": format!("{name}-answered-ok-in-time") },
+                    "spec": {
+                        "ratioMetric": {
+                            "counter": true,
+                            "good": prometheus(&format!("sum({good})")),
+                            "total": prometheus(&format!("sum({ends})")),
+                        },
+                    },
+                },
+                "timeWindow": [{ "duration": duration_shorthand(j.window), "isRolling": true }],
+                "budgetingMethod": "Occurrences",
+                "objectives": [{ "displayName": "Answered ok in time", "target": j.target }],
+                "alertPolicies": [
+                    { "alertPolicyRef": page },
+                    { "alertPolicyRef": ticket },
+                ],
+            },
+        }),
+        policy(
+            &page,
+            "page",
+            vec![
+                burn_condition(&format!("{name}-burn-1h-5m"), "page", 14.4, "1h", "5m"),
+                burn_condition(&format!("{name}-burn-6h-30m"), "page", 6.0, "6h", "30m"),
+            ],
+        ),
+        policy(
+            &ticket,
+            "ticket",
+            vec![burn_condition(
+                &format!("{name}-burn-3d-6h"),
+                "ticket",
+                1.0,
+                "3d",
+                "6h",
+            )],
+        ),
     ]
 }
 
@@ -207,9 +303,23 @@ mod tests {
             command_ack_target: 0.95,
             command_ack_within: Duration::from_secs(20),
             alerts_topic: "fleet/alerts".into(),
+            journeys: vec![fleet_rules::JourneyConfig {
+                name: "unlock".into(),
+                timeout: Duration::from_secs(10),
+                max_pending_per_vehicle: 4,
+                max_pending: 100,
+                target: 0.98,
+                window: Duration::from_secs(86_400),
+                rule: None,
+            }],
         });
         let slos: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "SLO").collect();
-        assert_eq!(slos.len(), 2);
+        assert_eq!(slos.len(), 3);
+        assert_eq!(slos[2]["metadata"]["name"], "journey-unlock");
+        assert_eq!(slos[2]["spec"]["objectives"][0]["target"], 0.98);
+        assert_eq!(slos[2]["spec"]["timeWindow"][0]["duration"], "1d");
+        let policies = docs.iter().filter(|d| d["kind"] == "AlertPolicy").count();
+        assert_eq!(policies, 4);
         assert_eq!(slos[0]["spec"]["objectives"][0]["target"], 0.99);
         assert_eq!(slos[0]["spec"]["timeWindow"][0]["duration"], "7d");
         assert_eq!(slos[1]["spec"]["objectives"][0]["target"], 0.95);

@@ -1,5 +1,6 @@
-//! `GET /api/v1/slo`: both CMC SLOs (fleet in service, commands acknowledged in time) with
-//! error budgets and burn rates, the alerts firing, and the fleet's census.
+//! `GET /api/v1/slo`: both CMC SLOs (fleet in service, commands acknowledged in time) and
+//! each journey's SLO with error budgets and burn rates, the alerts firing, each journey's
+//! precision figures, and the fleet's census.
 //! `GET /api/v1/slo/openslo`: the same SLOs as an OpenSLO v1 document.
 
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::openslo::{duration_shorthand, openslo_yaml};
 use super::{ApiContext, ApiError};
-use crate::engine::alerts::{burn_rates_json, policy, ACK_SLO, FLEET_SLO};
+use crate::engine::alerts::{burn_rates_json, journey_slo, policy, ACK_SLO, FLEET_SLO};
 
 /// `GET /api/v1/slo`
 pub async fn report(State(ctx): State<Arc<ApiContext>>) -> Result<Json<Value>, ApiError> {
@@ -56,6 +57,30 @@ pub async fn report(State(ctx): State<Arc<ApiContext>>) -> Result<Json<Value>, A
             "burn_rates": burn_rates_json(&s.acks.burn),
             "unacked_commands": s.unacked_commands,
         },
+        "journeys": s.journeys.iter().map(|j| {
+            let r = &j.report;
+            json!({
+                "name": journey_slo(&j.name),
+                "journey": j.name,
+                "description": format!("share of {} requests answered with success within the timeout", j.name),
+                "target": r.sli.target,
+                "window_s": r.sli.window_ms / 1000,
+                "good": r.sli.good,
+                "valid": r.sli.valid,
+                "window_sli": r.sli.window_sli,
+                "error_budget_remaining": r.sli.error_budget_remaining,
+                "burn_rates": burn_rates_json(&r.sli.burn),
+                "alerts_firing": j.alerts_firing,
+                "counts": r.counts,
+                "pending": r.pending,
+                "latency": {
+                    "bounds_s": fleet_rules::LATENCY_BOUNDS_S,
+                    "cumulative": r.latency,
+                    "sum_ms": r.latency_sum_ms,
+                },
+                "precision": j.precision,
+            })
+        }).collect::<Vec<_>>(),
         "alert_policy": {
             "page": policy(AlertSeverity::Page),
             "ticket": policy(AlertSeverity::Ticket),
@@ -67,6 +92,7 @@ pub async fn report(State(ctx): State<Arc<ApiContext>>) -> Result<Json<Value>, A
             "out_of_service": c.out_of_service,
             "heartbeat_lost": c.heartbeat_lost,
             "hardware_fault": c.hardware_fault,
+            "journey_failures": c.journey_failures,
             "maintenance": c.maintenance,
             "held": c.held,
             "by_fault_code": s.breakdown.fault_codes.iter()

@@ -250,6 +250,9 @@ fn still_out(id: &str, remaining: &[Reason], cleared: &[Reason]) -> ApiError {
                 rfc3339(*since)
             ),
             Reason::HardwareFault { code, .. } => format!("hardware_fault {code} still holds"),
+            Reason::JourneyFailures { journey, .. } => {
+                format!("journey_failures {journey} still holds")
+            }
             Reason::Maintenance { by, .. } => format!("maintenance by {by} still holds"),
         })
         .collect();
@@ -260,6 +263,7 @@ fn still_out(id: &str, remaining: &[Reason], cleared: &[Reason]) -> ApiError {
             .iter()
             .map(|r| match r {
                 Reason::HardwareFault { code, .. } => format!("hardware_fault {code}"),
+                Reason::JourneyFailures { journey, .. } => format!("journey_failures {journey}"),
                 Reason::Maintenance { .. } => "maintenance".to_owned(),
                 Reason::HeartbeatLost { .. } => "heartbeat_lost".to_owned(),
             })

@@ -5,6 +5,7 @@ mod attach;
 mod duration;
 mod env;
 mod ha;
+mod journeys;
 mod security;
 mod settings;
 mod slack;
@@ -21,6 +22,7 @@ pub use attach::{AttachSection, MqttMode, OneOrMore, ProtocolValue, UPSTREAM_PAS
 pub use duration::HumanDuration;
 pub use env::{API_TOKEN_ENV, ENV_VARS};
 pub use ha::{HaSection, HaSettings};
+pub use journeys::{JourneySection, RecoverySection, SuccessSection};
 pub use security::{
     AuthModeSection, AuthSection, LimitsSection, TlsSection, UserSection, FLEET_KEY_ENV,
 };
@@ -69,6 +71,8 @@ pub struct Config {
     pub acl: Vec<AclSection>,
     /// Active/standby engines on the PostgreSQL store.
     pub ha: HaSection,
+    /// Rider journeys measured on the fleet's own traffic (`[[journeys]]`).
+    pub journeys: Vec<JourneySection>,
     /// Keys whose value came from the environment, with the variable (for messages).
     #[serde(skip)]
     from_env: Vec<(&'static str, &'static str)>,
@@ -524,6 +528,7 @@ impl Config {
             },
             command_resend_interval: self.commands.resend_interval.0,
             max_vehicles: self.fleet.max_vehicles,
+            journeys: journeys::rules(&self.journeys, self.slo.window.0),
         }
     }
 }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::validate::{self, Checker, ConfigErrors, Problem};
-use super::{security, slack, topics, Config};
+use super::{journeys, security, slack, topics, Config};
 use crate::api::{ApiSettings, SloSettings};
 use crate::engine::{CommandSlo, EngineOptions, PersistOptions};
 use crate::mqtt::acl::Acl;
@@ -62,6 +62,7 @@ impl Config {
                 .settings(self.slo.downtime_counts_as_bad, &mut k),
         };
         let ha = super::ha::settings(self, &mut k);
+        let journeys = journeys::journeys(&self.journeys, layout.as_ref(), &mut k);
         k.finish(&self.from_env)?;
         let (Some(auth), Some(layout)) = (auth, layout) else {
             // Only reachable if a section failed without recording why: say so.
@@ -85,6 +86,7 @@ impl Config {
                 tls: self.tls.as_ref().map(super::TlsSection::options),
                 limits: self.limits.options(),
                 acl: Acl::new(layout.clone(), rules),
+                journeys: journeys.clone(),
                 ..MqttOptions::default()
             },
             api: ApiSettings {
@@ -97,6 +99,7 @@ impl Config {
                     command_ack_target: self.slo.command_ack_target,
                     command_ack_within: self.slo.command_ack_within.0,
                     alerts_topic: layout.alerts().to_owned(),
+                    journeys: self.rules().journeys,
                 },
                 mds_provider_id: self
                     .mds
@@ -131,6 +134,7 @@ impl Config {
                     window: self.slo.window.0,
                 },
                 epoch: None, // set for each term an active/standby engine leads
+                journeys,
             },
             rules: self.rules(),
             slack,

@@ -11,6 +11,11 @@ pub const FLEET_SLO: &str = "fleet-in-service";
 /// The name of the command-ack SLO in metrics and the OpenSLO export.
 pub const ACK_SLO: &str = "command-acks";
 
+/// The name of a journey's SLO in metrics, the API and the OpenSLO export.
+pub fn journey_slo(journey: &str) -> String {
+    format!("journey-{journey}")
+}
+
 /// Burn rates keyed by window name (`"5m"` ... `"3d"`).
 pub fn burn_rates_json(b: &BurnRates) -> Value {
     serde_json::to_value(b).unwrap_or_default()

@@ -59,12 +59,14 @@ impl AckOutcome {
 }
 
 /// The `change`/`reason` label pairs of transitions.
-pub const TRANSITION_LABELS: [(&str, &str); 7] = [
+pub const TRANSITION_LABELS: [(&str, &str); 9] = [
     ("set", "heartbeat_lost"),
     ("set", "hardware_fault"),
+    ("set", "journey_failures"),
     ("set", "maintenance"),
     ("cleared", "heartbeat_lost"),
     ("cleared", "hardware_fault"),
+    ("cleared", "journey_failures"),
     ("cleared", "maintenance"),
     ("decommissioned", "none"),
 ];
@@ -73,12 +75,13 @@ fn transition_index(change: &ReasonChange) -> usize {
     let kind = |r: &Reason| match r {
         Reason::HeartbeatLost { .. } => 0,
         Reason::HardwareFault { .. } => 1,
-        Reason::Maintenance { .. } => 2,
+        Reason::JourneyFailures { .. } => 2,
+        Reason::Maintenance { .. } => 3,
     };
     match change {
         ReasonChange::Set(r) => kind(r),
-        ReasonChange::Cleared(r) => 3 + kind(r),
-        ReasonChange::Decommissioned => 6,
+        ReasonChange::Cleared(r) => 4 + kind(r),
+        ReasonChange::Decommissioned => 8,
     }
 }
 
@@ -93,6 +96,10 @@ pub struct EngineMetrics {
     pub acks: AtomicU64,
     /// Messages on liveness topics applied.
     pub liveness: AtomicU64,
+    /// Journey requests read (tracked or refused for a bound).
+    pub journey_requests: AtomicU64,
+    /// Journey answers read.
+    pub journey_answers: AtomicU64,
     /// Rejected uplinks, by [`Rejection::LABELS`] index.
     rejected: [AtomicU64; Rejection::LABELS.len()],
     /// Uplinks refused by the rules (decommissioned vehicle, fleet full).
@@ -137,6 +144,8 @@ impl Default for EngineMetrics {
             error_reports: AtomicU64::new(0),
             acks: AtomicU64::new(0),
             liveness: AtomicU64::new(0),
+            journey_requests: AtomicU64::new(0),
+            journey_answers: AtomicU64::new(0),
             rejected: Default::default(),
             refused_by_rules: AtomicU64::new(0),
             commands_sent: AtomicU64::new(0),
@@ -234,8 +243,113 @@ impl EngineMetrics {
     pub fn render(&self, w: &mut TextWriter, snapshot: &EngineSnapshot, slo_window: &str) {
         fleet(w, snapshot);
         slo(w, self, snapshot, slo_window);
+        journeys(w, snapshot);
         commands(w, self, snapshot);
         ingest(w, self);
+    }
+}
+
+/// Each journey's requests, ends, latency and precision figures.
+fn journeys(w: &mut TextWriter, snapshot: &EngineSnapshot) {
+    if snapshot.journeys.is_empty() {
+        return;
+    }
+    let all = &snapshot.journeys;
+    w.family(
+        "fleet_journey_requests_total",
+        Kind::Counter,
+        "Journey requests tracked (an unlock sent to a vehicle).",
+    );
+    for j in all {
+        let n = j.report.counts.requested as f64;
+        w.sample("fleet_journey_requests_total", &[("journey", &j.name)], n);
+    }
+    w.family(
+        "fleet_journey_ends_total",
+        Kind::Counter,
+        "Journey requests ended: answered with success or failure within the timeout, or timed out.",
+    );
+    for j in all {
+        let c = &j.report.counts;
+        for (outcome, n) in [
+            ("succeeded", c.succeeded),
+            ("failed", c.failed),
+            ("timed_out", c.timed_out),
+        ] {
+            w.sample(
+                "fleet_journey_ends_total",
+                &[("journey", &j.name), ("outcome", outcome)],
+                n as f64,
+            );
+        }
+    }
+    w.family(
+        "fleet_journey_uncounted_total",
+        Kind::Counter,
+        "Journey messages that ended no request: refused requests (pending bounds), late answers (after the timeout), unmatched answers, and requests abandoned while the broker was blind.",
+    );
+    for j in all {
+        let c = &j.report.counts;
+        for (what, n) in [
+            ("refused", c.refused),
+            ("late", c.late),
+            ("unmatched", c.unmatched),
+            ("abandoned", c.abandoned),
+        ] {
+            w.sample(
+                "fleet_journey_uncounted_total",
+                &[("journey", &j.name), ("reason", what)],
+                n as f64,
+            );
+        }
+    }
+    w.family(
+        "fleet_journey_pending",
+        Kind::Gauge,
+        "Journey requests waiting for their answer.",
+    );
+    for j in all {
+        let n = j.report.pending as f64;
+        w.sample("fleet_journey_pending", &[("journey", &j.name)], n);
+    }
+    w.family(
+        "fleet_journey_latency_seconds",
+        Kind::Histogram,
+        "Request to answer, for answers within the timeout.",
+    );
+    for j in all {
+        let r = &j.report;
+        let bounds = fleet_rules::LATENCY_BOUNDS_S
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY));
+        let h = crate::metrics::HistogramSnapshot {
+            buckets: bounds.zip(r.latency.iter().copied()).collect(),
+            sum_seconds: r.latency_sum_ms as f64 / 1000.0,
+            count: r.latency.last().copied().unwrap_or(0),
+        };
+        w.histogram("fleet_journey_latency_seconds", &[("journey", &j.name)], &h);
+    }
+    w.family(
+        "fleet_journey_precision_total",
+        Kind::Counter,
+        "Ended journey requests by outcome and by how the broker showed the vehicle at the request: failures to in-service vehicles are broken vehicles the rules missed; requests to out-of-service ones are riders let at vehicles taken out.",
+    );
+    for j in all {
+        for row in &j.precision {
+            let model = row.model.as_deref().unwrap_or("");
+            w.sample(
+                "fleet_journey_precision_total",
+                &[
+                    ("journey", &j.name),
+                    ("outcome", row.outcome),
+                    ("state", row.state),
+                    ("reason", row.reason),
+                    ("model", model),
+                ],
+                row.total as f64,
+            );
+        }
     }
 }
 
@@ -278,6 +392,20 @@ fn fleet(w: &mut TextWriter, snapshot: &EngineSnapshot) {
 fn slo(w: &mut TextWriter, m: &EngineMetrics, snapshot: &EngineSnapshot, slo_window: &str) {
     let sli = &snapshot.sli;
     let acks = &snapshot.acks;
+    // The event SLOs: command acks, then each journey's.
+    let journey_slos: Vec<String> = snapshot
+        .journeys
+        .iter()
+        .map(|j| super::alerts::journey_slo(&j.name))
+        .collect();
+    let events: Vec<(&str, &fleet_rules::EventSliReport)> = std::iter::once((ACK_SLO, acks))
+        .chain(
+            journey_slos
+                .iter()
+                .map(String::as_str)
+                .zip(snapshot.journeys.iter().map(|j| &j.report.sli)),
+        )
+        .collect();
     w.single(
         "fleet_slo_good_vehicles",
         Kind::Gauge,
@@ -301,10 +429,12 @@ fn slo(w: &mut TextWriter, m: &EngineMetrics, snapshot: &EngineSnapshot, slo_win
         &[("slo", FLEET_SLO), ("window", "now")],
         sli.fraction,
     );
-    for (slo, burn, target, window_sli) in [
-        (FLEET_SLO, &sli.burn, sli.target, sli.window_sli),
-        (ACK_SLO, &acks.burn, acks.target, acks.window_sli),
-    ] {
+    let windowed = std::iter::once((FLEET_SLO, &sli.burn, sli.target, sli.window_sli)).chain(
+        events
+            .iter()
+            .map(|(slo, e)| (*slo, &e.burn, e.target, e.window_sli)),
+    );
+    for (slo, burn, target, window_sli) in windowed {
         for ((name, _), b) in BURN_WINDOWS.iter().zip(rates(burn)) {
             w.sample(
                 "fleet_slo_sli_ratio",
@@ -323,7 +453,9 @@ fn slo(w: &mut TextWriter, m: &EngineMetrics, snapshot: &EngineSnapshot, slo_win
 
     w.family("fleet_slo_target_ratio", Kind::Gauge, "The SLO's target.");
     w.sample("fleet_slo_target_ratio", &[("slo", FLEET_SLO)], sli.target);
-    w.sample("fleet_slo_target_ratio", &[("slo", ACK_SLO)], acks.target);
+    for (slo, e) in &events {
+        w.sample("fleet_slo_target_ratio", &[("slo", slo)], e.target);
+    }
     w.family(
         "fleet_slo_window_seconds",
         Kind::Gauge,
@@ -334,11 +466,13 @@ fn slo(w: &mut TextWriter, m: &EngineMetrics, snapshot: &EngineSnapshot, slo_win
         &[("slo", FLEET_SLO)],
         (sli.window_ms / 1000) as f64,
     );
-    w.sample(
-        "fleet_slo_window_seconds",
-        &[("slo", ACK_SLO)],
-        (acks.window_ms / 1000) as f64,
-    );
+    for (slo, e) in &events {
+        w.sample(
+            "fleet_slo_window_seconds",
+            &[("slo", slo)],
+            (e.window_ms / 1000) as f64,
+        );
+    }
     w.family(
         "fleet_slo_error_budget_remaining_ratio",
         Kind::Gauge,
@@ -349,17 +483,21 @@ fn slo(w: &mut TextWriter, m: &EngineMetrics, snapshot: &EngineSnapshot, slo_win
         &[("slo", FLEET_SLO)],
         sli.error_budget_remaining,
     );
-    w.sample(
-        "fleet_slo_error_budget_remaining_ratio",
-        &[("slo", ACK_SLO)],
-        acks.error_budget_remaining,
-    );
+    for (slo, e) in &events {
+        w.sample(
+            "fleet_slo_error_budget_remaining_ratio",
+            &[("slo", slo)],
+            e.error_budget_remaining,
+        );
+    }
     w.family(
         "fleet_slo_burn_rate",
         Kind::Gauge,
         "Error budget burn rate over the window: (1 - SLI) / (1 - target); 1 spends the budget exactly over the SLO window.",
     );
-    for (slo, burn) in [(FLEET_SLO, &sli.burn), (ACK_SLO, &acks.burn)] {
+    let burns = std::iter::once((FLEET_SLO, &sli.burn))
+        .chain(events.iter().map(|(slo, e)| (*slo, &e.burn)));
+    for (slo, burn) in burns {
         for ((name, _), b) in BURN_WINDOWS.iter().zip(rates(burn)) {
             w.sample("fleet_slo_burn_rate", &[("slo", slo), ("window", name)], b);
         }
@@ -369,16 +507,23 @@ fn slo(w: &mut TextWriter, m: &EngineMetrics, snapshot: &EngineSnapshot, slo_win
         Kind::Gauge,
         "1 while the built-in multi-window burn-rate alert fires (page: 1h&5m > 14.4 or 6h&30m > 6; ticket: 3d&6h > 1).",
     );
-    for (severity, label) in [
-        (AlertSeverity::Page, "page"),
-        (AlertSeverity::Ticket, "ticket"),
-    ] {
-        let firing = sli.alerts_firing.contains(&severity);
-        w.sample(
-            "fleet_slo_alert_firing",
-            &[("slo", FLEET_SLO), ("severity", label)],
-            f64::from(u8::from(firing)),
-        );
+    let firing = std::iter::once((FLEET_SLO, &sli.alerts_firing)).chain(
+        journey_slos
+            .iter()
+            .map(String::as_str)
+            .zip(snapshot.journeys.iter().map(|j| &j.alerts_firing)),
+    );
+    for (slo, alerts) in firing {
+        for (severity, label) in [
+            (AlertSeverity::Page, "page"),
+            (AlertSeverity::Ticket, "ticket"),
+        ] {
+            w.sample(
+                "fleet_slo_alert_firing",
+                &[("slo", slo), ("severity", label)],
+                f64::from(u8::from(alerts.contains(&severity))),
+            );
+        }
     }
     w.family(
         "fleet_slo_alert_changes_total",
@@ -489,6 +634,8 @@ fn ingest(w: &mut TextWriter, m: &EngineMetrics) {
             ("error", get(&m.error_reports) as f64),
             ("ack", get(&m.acks) as f64),
             ("liveness", get(&m.liveness) as f64),
+            ("journey_request", get(&m.journey_requests) as f64),
+            ("journey_answer", get(&m.journey_answers) as f64),
         ],
     );
     w.family(

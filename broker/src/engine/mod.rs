@@ -84,6 +84,8 @@ pub struct EngineOptions {
     /// Active/standby: the fencing epoch of the term this engine runs in, carried by
     /// every `fleet/events` and retained service state it publishes.
     pub epoch: Option<u64>,
+    /// The journeys whose requests and answers arrive as uplinks (`Uplink::journey`).
+    pub journeys: crate::journeys::Journeys,
 }
 
 /// The engine task's state.
@@ -269,6 +271,10 @@ impl Engine {
             self.batch.after.push(Box::new(move || ack.send()));
         }
         let now = self.clock.now();
+        if let Some(tap) = up.journey.take() {
+            self.handle_journey(&up, &tap, now);
+            return;
+        }
         let (vehicle, message) = match ingest::decode(
             &self.opts.topics,
             &up.client_id,
@@ -328,6 +334,73 @@ impl Engine {
                     suppressed = self.rejections.take_suppressed(),
                     "uplink refused: {refused}"
                 );
+            }
+        }
+    }
+
+    /// A journey's request (tracked) or answer (matched to its request): what the rules
+    /// measure the rider's journey by. An answer must come from the vehicle in its topic
+    /// (embedded mode; an attached broker's ACL vouches for its sender).
+    fn handle_journey(&mut self, up: &Uplink, tap: &crate::journeys::JourneyTap, now: UnixMs) {
+        use crate::journeys::Direction;
+        let Some(spec) = self.opts.journeys.specs().get(tap.journey) else {
+            return;
+        };
+        let read = spec
+            .read(
+                tap.direction,
+                &up.topic,
+                &up.payload,
+                tap.correlation.as_deref(),
+            )
+            .and_then(|m| {
+                if tap.direction == Direction::Response && m.vehicle != up.client_id {
+                    return Err(ingest::Rejection::NotOwnTopic {
+                        client: up.client_id.clone(),
+                        vehicle: m.vehicle.to_owned(),
+                    });
+                }
+                Ok(m)
+            });
+        let m = match read {
+            Ok(m) => m,
+            Err(rejection) => {
+                self.metrics.reject(&rejection);
+                if self.rejections.allow(now) {
+                    warn!(
+                        client = %up.client_id,
+                        topic = %up.topic,
+                        journey = %spec.name,
+                        reason = rejection.label(),
+                        suppressed = self.rejections.take_suppressed(),
+                        "journey message not counted: {rejection}"
+                    );
+                }
+                return;
+            }
+        };
+        match tap.direction {
+            Direction::Request => {
+                inc(&self.metrics.journey_requests);
+                if let Err(refused) =
+                    self.fleet
+                        .journey_request(tap.journey, m.vehicle, m.key.as_deref(), now)
+                {
+                    if self.rejections.allow(now) {
+                        warn!(vehicle = m.vehicle, journey = %spec.name, suppressed = self.rejections.take_suppressed(), "journey request not tracked: {refused}");
+                    }
+                }
+            }
+            Direction::Response => {
+                inc(&self.metrics.journey_answers);
+                let answered = self.fleet.journey_answer(
+                    tap.journey,
+                    m.vehicle,
+                    m.key.as_deref(),
+                    m.success,
+                    now,
+                );
+                debug!(vehicle = m.vehicle, journey = %spec.name, ?answered, "journey answer");
             }
         }
     }
@@ -517,7 +590,9 @@ impl Engine {
         if force || due {
             self.last_sli = Some((report.in_service, report.fleet, now));
             let topic = self.opts.topics.sli().to_owned();
-            self.send(topic, payloads::sli(&report), true).await;
+            let journeys = self.fleet.journey_statuses(now);
+            self.send(topic, payloads::sli(&report, &journeys), true)
+                .await;
         }
     }
 

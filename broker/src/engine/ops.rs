@@ -138,6 +138,7 @@ pub(super) fn handle(
                 census,
                 breakdown,
                 unacked_commands: commands.unacked(),
+                journeys: fleet.journey_statuses(now),
             };
             answer(reply, snapshot)
         }

@@ -76,7 +76,20 @@ pub fn event(t: &Transition, epoch: Option<u64>) -> Vec<u8> {
 }
 
 /// Retained `fleet/sli`.
-pub fn sli(r: &SliReport) -> Vec<u8> {
+pub fn sli(r: &SliReport, journeys: &[fleet_rules::JourneyStatus]) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Journey<'a> {
+        name: &'a str,
+        target: f64,
+        window_s: u64,
+        good: u64,
+        valid: u64,
+        window_sli: f64,
+        error_budget_remaining: f64,
+        burn_rates: &'a fleet_rules::BurnRates,
+        alerts_firing: &'a [fleet_rules::AlertSeverity],
+        pending: usize,
+    }
     #[derive(Serialize)]
     struct Payload<'a> {
         in_service: usize,
@@ -90,6 +103,8 @@ pub fn sli(r: &SliReport) -> Vec<u8> {
         alerts_firing: &'a [fleet_rules::AlertSeverity],
         downtime_ms: u64,
         at: UnixMs,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        journeys: Vec<Journey<'a>>,
     }
     to_json(&Payload {
         in_service: r.in_service,
@@ -103,6 +118,21 @@ pub fn sli(r: &SliReport) -> Vec<u8> {
         alerts_firing: &r.alerts_firing,
         downtime_ms: r.downtime_ms,
         at: r.at,
+        journeys: journeys
+            .iter()
+            .map(|j| Journey {
+                name: &j.name,
+                target: j.report.sli.target,
+                window_s: j.report.sli.window_ms / 1000,
+                good: j.report.sli.good,
+                valid: j.report.sli.valid,
+                window_sli: j.report.sli.window_sli,
+                error_budget_remaining: j.report.sli.error_budget_remaining,
+                burn_rates: &j.report.sli.burn,
+                alerts_firing: &j.alerts_firing,
+                pending: j.report.pending,
+            })
+            .collect(),
     })
 }
 

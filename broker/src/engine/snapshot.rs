@@ -19,6 +19,8 @@ pub struct EngineSnapshot {
     pub breakdown: Arc<Breakdown>,
     /// Commands awaiting an ack.
     pub unacked_commands: usize,
+    /// Each journey's SLI, counters, latency and precision figures, in config order.
+    pub journeys: Vec<fleet_rules::JourneyStatus>,
 }
 
 /// The last pass over the fleet.

@@ -57,6 +57,7 @@ fn engine(metrics: Arc<EngineMetrics>) -> (Engine, mpsc::Receiver<Batch>) {
             persist: PersistOptions::default(),
             command_slo: CommandSlo::default(),
             epoch: None,
+            journeys: Default::default(),
         },
         metrics,
         batch_tx,
@@ -105,6 +106,7 @@ fn uplink(vehicle: &str, kind: &str, payload: &'static [u8]) -> Uplink {
         topic: format!("vehicles/{vehicle}/{kind}"),
         payload: Bytes::from_static(payload),
         ack: None,
+        journey: None,
     }
 }
 
@@ -213,6 +215,7 @@ async fn shutdown_handles_every_queued_uplink_before_the_engine_stops() {
                 topic: format!("vehicles/{id}/heartbeat"),
                 payload: Bytes::new(),
                 ack: None,
+                journey: None,
             })
             .await
             .expect("queued");

@@ -89,7 +89,7 @@ impl Watch {
             ..attach
         };
         let (tx, rx) = mpsc::channel(WATCH_QUEUE);
-        let upstream = Upstream::start(link, topics.clone(), tx)?;
+        let upstream = Upstream::start(link, topics.clone(), Default::default(), tx)?;
         let heard = Arc::new(Mutex::new(Heard::default()));
         let counters = Arc::new(WatchCounters::default());
         let record = Record {
@@ -236,6 +236,7 @@ mod tests {
             topic: format!("vehicles/{vehicle}/{kind}"),
             payload: bytes::Bytes::copy_from_slice(payload),
             ack: None,
+            journey: None,
         }
     }
 

@@ -36,6 +36,8 @@ pub(crate) struct ContractHooks {
     pub max_payload: usize,
     /// The topic layout and the `[[acl]]` entries.
     pub acl: Arc<Acl>,
+    /// Journey topics: their messages are routed and handed to the engine too.
+    pub journeys: crate::journeys::Journeys,
     /// Becomes `true` when the front shuts down, to release a publish waiting for room.
     pub shutdown: watch::Receiver<bool>,
     pub auth: Arc<Authenticator>,
@@ -192,20 +194,32 @@ impl ContractHooks {
             // The ACL hook that runs next refuses it on the limiter's pending verdict.
             Verdict::Drop | Verdict::Disconnect => return,
         }
-        match self.may_publish(&self.client(session), &publish.topic, publish.payload.len()) {
-            Ok(Allowed::Uplink(_) | Allowed::Liveness) => {}
-            // Routed to its readers by the broker; the engine has no business with it.
-            Ok(Allowed::PassThrough(rule)) => {
-                self.counters.passed_through(rule);
-                return;
-            }
-            Err(_) => return, // the ACL hook that runs next denies and counts it
-        }
+        let journey =
+            match self.may_publish(&self.client(session), &publish.topic, publish.payload.len()) {
+                Ok(Allowed::Uplink(_) | Allowed::Liveness) => None,
+                // Routed to its readers by the broker; the engine only looks at journeys.
+                Ok(Allowed::PassThrough(rule)) => {
+                    self.counters.passed_through(rule);
+                    if self.journeys.is_empty() {
+                        return;
+                    }
+                    let correlation = publish
+                        .properties
+                        .as_ref()
+                        .and_then(|p| p.correlation_data.as_ref());
+                    match self.journeys.tap(&publish.topic, correlation) {
+                        Some(tap) => Some(tap),
+                        None => return,
+                    }
+                }
+                Err(_) => return, // the ACL hook that runs next denies and counts it
+            };
         let uplink = Uplink {
             client_id: client_id.to_string(),
             topic: publish.topic.to_string(),
             payload: publish.payload.clone(),
             ack: None,
+            journey,
         };
         let uplink = match self.uplink.try_send(uplink) {
             Ok(()) => {

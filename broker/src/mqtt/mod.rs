@@ -44,7 +44,7 @@ use self::stats::Counters;
 pub use self::stats::MqttStats;
 
 /// A message a client published on one of its own uplink topics, after the ACL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Uplink {
     /// The publishing client's MQTT client id (a valid vehicle id, the one in the topic).
     pub client_id: String,
@@ -55,6 +55,8 @@ pub struct Uplink {
     /// Attach mode: the acknowledgement to send upstream once what the uplink caused is
     /// stored (none when acknowledged on receipt).
     pub ack: Option<upstream::UplinkAck>,
+    /// A journey's request or answer (on the fleet's own topics), not a contract uplink.
+    pub journey: Option<crate::journeys::JourneyTap>,
 }
 
 /// Settings of the MQTT listeners, authentication and per-session limits.
@@ -92,6 +94,9 @@ pub struct MqttOptions {
     pub limits: Limits,
     /// The topic layout and the `[[acl]]` entries.
     pub acl: acl::Acl,
+    /// The journeys whose requests and answers (routed as the `[[acl]]` entries allow)
+    /// are also handed to the engine.
+    pub journeys: crate::journeys::Journeys,
 }
 
 /// The TLS listener (rustls).
@@ -133,6 +138,7 @@ impl Default for MqttOptions {
             tls: None,
             limits: Limits::default(),
             acl: acl::Acl::default(),
+            journeys: crate::journeys::Journeys::default(),
         }
     }
 }
@@ -282,6 +288,7 @@ impl MqttFront {
             counters: counters.clone(),
             max_payload: opts.max_payload,
             acl: Arc::new(opts.acl.clone()),
+            journeys: opts.journeys.clone(),
             shutdown: shutdown_rx,
             auth: Arc::new(auth),
             publish_limits: Arc::new(PublishLimiter::new(opts.limits.clone())),

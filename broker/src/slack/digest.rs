@@ -30,6 +30,9 @@ pub struct Digest {
     pub faults: Vec<(String, u64)>,
     /// Vehicles taken out by people.
     pub maintenance: u64,
+    /// Vehicles taken out because their journeys (unlocks) kept failing, by journey.
+    #[serde(default)]
+    pub journey_failures: Vec<(String, u64)>,
     /// Mass heartbeat-loss incidents.
     pub mass_loss: u64,
     /// The hour with the lowest in-service share: its start and the share.
@@ -76,6 +79,14 @@ impl Digest {
 
         let (mut heartbeat_lost, mut maintenance) = (0, 0);
         let mut faults: Vec<(String, u64)> = Vec::new();
+        let mut journey_failures: Vec<(String, u64)> = Vec::new();
+        let count = |list: &mut Vec<(String, u64)>, key: &str| match list
+            .iter_mut()
+            .find(|(c, _)| c == key)
+        {
+            Some((_, n)) => *n += 1,
+            None => list.push((key.to_owned(), 1)),
+        };
         for (reason, _cause) in reader.reasons_set_since(since)? {
             let Ok(r) = serde_json::from_str::<serde_json::Value>(&reason) else {
                 continue;
@@ -83,12 +94,9 @@ impl Digest {
             match r["kind"].as_str() {
                 Some("heartbeat_lost") => heartbeat_lost += 1,
                 Some("maintenance") => maintenance += 1,
-                Some("hardware_fault") => {
-                    let code = r["code"].as_str().unwrap_or("?");
-                    match faults.iter_mut().find(|(c, _)| c == code) {
-                        Some((_, n)) => *n += 1,
-                        None => faults.push((code.to_owned(), 1)),
-                    }
+                Some("hardware_fault") => count(&mut faults, r["code"].as_str().unwrap_or("?")),
+                Some("journey_failures") => {
+                    count(&mut journey_failures, r["journey"].as_str().unwrap_or("?"))
                 }
                 _ => {}
             }
@@ -104,6 +112,7 @@ impl Digest {
             heartbeat_lost,
             faults,
             maintenance,
+            journey_failures,
             mass_loss: reader.notices_since("mass_loss_started", since)?,
             worst_hour,
             downtime_ms: down,
@@ -140,6 +149,13 @@ impl Digest {
                 format!("{total} hardware fault(s): {codes}")
             } else {
                 format!("ハードウェア故障 {total} 件: {codes}")
+            });
+        }
+        for (journey, n) in &self.journey_failures {
+            parts.push(if en {
+                format!("{n} whose {journey} kept failing")
+            } else {
+                format!("{journey} の失敗が続いた車両 {n} 台")
             });
         }
         if self.maintenance > 0 {
@@ -196,13 +212,14 @@ mod tests {
             heartbeat_lost: 12,
             faults: vec![("BRAKE_SENSOR".into(), 2), ("MOTOR".into(), 1)],
             maintenance: 1,
+            journey_failures: vec![("unlock".into(), 4)],
             mass_loss: 1,
             worst_hour: None,
             downtime_ms: 0,
         };
         assert_eq!(
             d.causes(true),
-            "1 mass heartbeat loss incident(s); 12 went silent (heartbeat lost); 3 hardware fault(s): BRAKE_SENSOR 2, MOTOR 1; 1 taken out by people"
+            "1 mass heartbeat loss incident(s); 12 went silent (heartbeat lost); 3 hardware fault(s): BRAKE_SENSOR 2, MOTOR 1; 4 whose unlock kept failing; 1 taken out by people"
         );
     }
 }

@@ -26,6 +26,25 @@ pub enum Notice {
         /// When (the vehicle was last heard from at this moment).
         at: UnixMs,
     },
+    /// Taken out of service because its journey requests (unlocks) kept failing.
+    JourneyFailures {
+        /// The vehicle.
+        vehicle: String,
+        /// The journey.
+        journey: String,
+        /// Failed or timed-out requests within the window.
+        failures: u32,
+        /// The rule's window.
+        window_ms: u64,
+        /// Only a person brings it back (else its next success does).
+        manual: bool,
+        /// Model, if known.
+        model: Option<String>,
+        /// Battery in percent, if reported.
+        battery: Option<u8>,
+        /// When.
+        at: UnixMs,
+    },
     /// Keeps crossing its heartbeat timeout.
     Flapping {
         /// The vehicle.
@@ -102,6 +121,9 @@ pub enum Notice {
     SloAlert {
         /// The thread key of the firing (a resolution replies to it).
         thread: String,
+        /// The journey whose SLO it is; none: the fleet-in-service SLO.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        journey: Option<String>,
         /// Page, else ticket.
         page: bool,
         /// Firing, else resolved.
@@ -137,6 +159,7 @@ impl Notice {
     pub fn kind(&self) -> &'static str {
         match self {
             Notice::HardwareFault { .. } => "hardware_fault",
+            Notice::JourneyFailures { .. } => "journey_failures",
             Notice::Flapping { .. } => "flapping",
             Notice::Manual { .. } => "manual",
             Notice::MassLossStarted { .. } => "mass_loss_started",
@@ -151,9 +174,10 @@ impl Notice {
     /// Whether it waits for others of its kind.
     pub fn grouping(&self) -> Grouping {
         match self {
-            Notice::HardwareFault { .. } | Notice::Flapping { .. } | Notice::Manual { .. } => {
-                Grouping::Vehicles(self.kind())
-            }
+            Notice::HardwareFault { .. }
+            | Notice::JourneyFailures { .. }
+            | Notice::Flapping { .. }
+            | Notice::Manual { .. } => Grouping::Vehicles(self.kind()),
             _ => Grouping::Alone,
         }
     }
@@ -162,6 +186,7 @@ impl Notice {
     pub fn at(&self) -> UnixMs {
         match self {
             Notice::HardwareFault { at, .. }
+            | Notice::JourneyFailures { at, .. }
             | Notice::Flapping { at, .. }
             | Notice::Manual { at, .. }
             | Notice::MassLossStarted { at, .. }
@@ -211,6 +236,23 @@ pub struct Threads {
     blind: Option<String>,
     page: Option<String>,
     ticket: Option<String>,
+    /// Journey alerts firing: (journey, page) to their thread.
+    journeys: std::collections::HashMap<(String, bool), String>,
+}
+
+/// Burn rates by window name, 5m to 3d.
+fn burn_list(burn: &fleet_rules::BurnRates) -> Vec<(String, f64)> {
+    [
+        ("5m", burn.m5),
+        ("30m", burn.m30),
+        ("1h", burn.h1),
+        ("6h", burn.h6),
+        ("1d", burn.d1),
+        ("3d", burn.d3),
+    ]
+    .into_iter()
+    .map(|(w, r)| (w.to_owned(), r))
+    .collect()
 }
 
 /// The thread key of the mass-loss incident that started at `at`.
@@ -231,6 +273,7 @@ impl Threads {
             blind: None,
             page: open.page_since.map(|at| alert_thread(true, at)),
             ticket: open.ticket_since.map(|at| alert_thread(false, at)),
+            journeys: Default::default(),
         }
     }
 
@@ -255,6 +298,55 @@ impl Threads {
                 battery: *battery,
                 at: *at,
             },
+            Notification::JourneyFailures {
+                vehicle,
+                journey,
+                failures,
+                window_ms,
+                manual,
+                model,
+                battery,
+                at,
+            } => Notice::JourneyFailures {
+                vehicle: vehicle.clone(),
+                journey: journey.clone(),
+                failures: *failures,
+                window_ms: *window_ms,
+                manual: *manual,
+                model: model.clone(),
+                battery: *battery,
+                at: *at,
+            },
+            Notification::JourneyAlert {
+                journey,
+                severity,
+                state,
+                sli,
+                at,
+            } => {
+                let page = *severity == AlertSeverity::Page;
+                let firing = *state == AlertState::Firing;
+                let slot = (journey.clone(), page);
+                let thread = if firing {
+                    let key = format!("journey_{journey}_{}", alert_thread(page, *at));
+                    self.journeys.insert(slot, key.clone());
+                    key
+                } else {
+                    self.journeys.remove(&slot).unwrap_or_default()
+                };
+                Notice::SloAlert {
+                    thread,
+                    journey: Some(journey.clone()),
+                    page,
+                    firing,
+                    burn: burn_list(&sli.burn),
+                    window_sli: sli.window_sli,
+                    target: sli.target,
+                    window_ms: sli.window_ms,
+                    budget_remaining: sli.error_budget_remaining,
+                    at: *at,
+                }
+            }
             Notification::Flapping {
                 vehicle,
                 flips,
@@ -338,22 +430,12 @@ impl Threads {
                     slot.take().unwrap_or_default()
                 };
                 let report = report();
-                let burn = [
-                    ("5m", burn.m5),
-                    ("30m", burn.m30),
-                    ("1h", burn.h1),
-                    ("6h", burn.h6),
-                    ("1d", burn.d1),
-                    ("3d", burn.d3),
-                ]
-                .into_iter()
-                .map(|(w, r)| (w.to_owned(), r))
-                .collect();
                 Notice::SloAlert {
                     thread,
+                    journey: None,
                     page,
                     firing,
-                    burn,
+                    burn: burn_list(burn),
                     window_sli: report.window_sli,
                     target: report.target,
                     window_ms: report.window_ms,

@@ -194,6 +194,18 @@ pub fn single(n: &Notice, style: &Style, key: &str) -> SlackMessageContent {
             ];
             message(title, blocks, key)
         }
+        Notice::JourneyFailures { vehicle, .. } => {
+            let title = if style.en() {
+                format!("🔒 {vehicle} out of service: {}", journey_line(style, n))
+            } else {
+                format!("🔒 {vehicle} を運用停止: {}", journey_line(style, n))
+            };
+            let blocks = vec![
+                header(&title),
+                section(journey_hint(style, n, Some(vehicle))),
+            ];
+            message(title, blocks, key)
+        }
         Notice::Flapping {
             vehicle,
             flips,
@@ -316,6 +328,7 @@ pub fn single(n: &Notice, style: &Style, key: &str) -> SlackMessageContent {
             message(title.clone(), vec![header(&title), section(body)], key)
         }
         Notice::SloAlert {
+            journey,
             page,
             firing,
             burn,
@@ -328,8 +341,8 @@ pub fn single(n: &Notice, style: &Style, key: &str) -> SlackMessageContent {
         } => slo_alert(
             style,
             key,
-            *page,
-            *firing,
+            journey.as_deref(),
+            (*page, *firing),
             burn,
             (*window_sli, *target, *window_ms, *budget_remaining, *at),
         ),
@@ -337,15 +350,67 @@ pub fn single(n: &Notice, style: &Style, key: &str) -> SlackMessageContent {
     }
 }
 
+/// "unlock failed 3 times within 1h", for one journey-failures notice.
+fn journey_line(style: &Style, n: &Notice) -> String {
+    let Notice::JourneyFailures {
+        journey,
+        failures,
+        window_ms,
+        ..
+    } = n
+    else {
+        return String::new();
+    };
+    if style.en() {
+        format!(
+            "{journey} failed {failures} times within {}",
+            style.span(*window_ms)
+        )
+    } else {
+        format!(
+            "{} 以内に {journey} が {failures} 回失敗",
+            style.span(*window_ms)
+        )
+    }
+}
+
+/// What to do about vehicles whose journeys keep failing (`vehicle` for one of them).
+fn journey_hint(style: &Style, n: &Notice, vehicle: Option<&str>) -> String {
+    let manual = matches!(n, Notice::JourneyFailures { manual: true, .. });
+    let check = match (vehicle, style.en()) {
+        (Some(v), true) => format!("its requests were not answered, or answered with a failure, while it was in service. *What to do:* check `{v}`'s lock in the field"),
+        (None, true) => "their requests were not answered, or answered with a failure, while they were in service. *What to do:* check their locks in the field".to_owned(),
+        (Some(v), false) => format!("運用中にもかかわらず要求に応答がないか、失敗が返りました。*対応:* `{v}` のロックを現地で点検してください"),
+        (None, false) => "運用中にもかかわらず要求に応答がないか、失敗が返りました。*対応:* 各車両のロックを現地で点検してください".to_owned(),
+    };
+    let back = match (manual, style.en()) {
+        (true, true) => "; once fixed, put it back with `fleet-broker vehicles service-in ID --operator NAME --note \"what was done\"` (it does not come back on its own).",
+        (false, true) => "; its next successful answer brings it back (a test request from the backend will do), or a person with `fleet-broker vehicles service-in ID`.",
+        (true, false) => "。修理後に `fleet-broker vehicles service-in ID --operator NAME --note \"対応内容\"` で運用に戻してください（自動では戻りません）。",
+        (false, false) => "。次の成功応答で自動的に戻ります（バックエンドからのテスト要求でも可）。`fleet-broker vehicles service-in ID` でも戻せます。",
+    };
+    format!("{check}{back}")
+}
+
 fn slo_alert(
     style: &Style,
     key: &str,
-    page: bool,
-    firing: bool,
+    journey: Option<&str>,
+    (page, firing): (bool, bool),
     burn: &[(String, f64)],
     (sli, target, window_ms, budget, at): (f64, f64, u64, f64, UnixMs),
 ) -> SlackMessageContent {
     let label = if page { "PAGE" } else { "TICKET" };
+    if let Some(journey) = journey {
+        return journey_alert(
+            style,
+            key,
+            journey,
+            (label, firing),
+            burn,
+            (sli, target, window_ms, budget, at),
+        );
+    }
     let title = match (firing, style.en()) {
         (true, true) if page => format!("🔥 {label}: the fleet is burning its error budget fast"),
         (true, true) => format!("⚠️ {label}: the fleet is burning its error budget"),
@@ -382,6 +447,47 @@ fn slo_alert(
         blocks.push(section(style.t(
             "*What to do:* see which reasons keep vehicles out: `fleet-broker vehicles list --state out_of_service` and `fleet-broker slo`; a mass heartbeat loss points at the network, many hardware faults at a batch of vehicles.",
             "*対応:* 運用停止の理由を確認してください: `fleet-broker vehicles list --state out_of_service` と `fleet-broker slo`。大規模な通信途絶ならネットワーク、故障の多発なら特定ロットの車両を疑ってください。",
+        ).into()));
+    }
+    message(title, blocks, key)
+}
+
+/// A journey SLO's burn-rate alert.
+fn journey_alert(
+    style: &Style,
+    key: &str,
+    journey: &str,
+    (label, firing): (&str, bool),
+    burn: &[(String, f64)],
+    (sli, target, window_ms, budget, at): (f64, f64, u64, f64, UnixMs),
+) -> SlackMessageContent {
+    let title = match (firing, style.en()) {
+        (true, true) => {
+            format!("🔒 {label}: {journey} requests are failing: their error budget is burning")
+        }
+        (false, true) => {
+            format!("✅ Resolved {label}: {journey} requests are back under the burn threshold")
+        }
+        (true, false) => format!("🔒 {label}: {journey} の失敗でエラーバジェットを消費中"),
+        (false, false) => {
+            format!("✅ {label} 解消: {journey} のバジェット消費がしきい値を下回りました")
+        }
+    };
+    let rates = burn
+        .iter()
+        .map(|(w, r)| format!("{w} {r:.1}×"))
+        .collect::<Vec<_>>()
+        .join(" · ");
+    let body = if style.en() {
+        format!("{}: {journey} answered with success in time: {} over {} (target {}), {} of the error budget left.\nBurn rates: {rates}.", style.time(at), pct(sli), style.span(window_ms), pct(target), pct(budget))
+    } else {
+        format!("{}: 直近 {} の {journey} 成功率 {}（目標 {}）、エラーバジェット残り {}。\nバーンレート: {rates}。", style.time(at), style.span(window_ms), pct(sli), pct(target), pct(budget))
+    };
+    let mut blocks = vec![header(&title), section(body)];
+    if firing {
+        blocks.push(section(style.t(
+            "*What to do:* `GET /api/v1/slo` shows each journey's precision figures: failures to in-service vehicles point at vehicles the rules missed (or the backend and network), failures to out-of-service ones at an app that lets riders try vehicles taken out.",
+            "*対応:* `GET /api/v1/slo` で各ジャーニーの精度を確認してください。運用中の車両での失敗はルールが見逃した故障（またはバックエンドや通信）、運用停止中の車両での失敗はアプリが停止車両の利用を許していることを示します。",
         ).into()));
     }
     message(title, blocks, key)
@@ -450,6 +556,35 @@ pub fn group(kind: &str, notices: &[&Notice], style: &Style, key: &str) -> Slack
                 "*What to do:* check each vehicle in the field. Once fixed, put it back with `fleet-broker vehicles service-in ID --operator NAME --note \"what was done\"`. Heartbeats do not bring them back on their own.",
                 "*対応:* 各車両を現地で点検し、修理後に `fleet-broker vehicles service-in ID --operator NAME --note \"対応内容\"` で運用に戻してください。ハートビートだけでは自動で戻りません。",
             ).into()));
+            message(title, blocks, key)
+        }
+        "journey_failures" => {
+            let lines = notices
+                .iter()
+                .filter_map(|x| match x {
+                    Notice::JourneyFailures {
+                        vehicle,
+                        model,
+                        battery,
+                        ..
+                    } => Some(format!(
+                        "• `{vehicle}` {} · {} {} · {}",
+                        journey_line(style, x),
+                        style.t("battery", "バッテリー"),
+                        battery.map_or(unknown.to_owned(), |b| format!("{b} %")),
+                        model.as_deref().unwrap_or(unknown)
+                    )),
+                    _ => None,
+                })
+                .collect();
+            let title = if style.en() {
+                format!("🔒 {n} vehicles out of service: journeys keep failing")
+            } else {
+                format!("🔒 {n} 台を運用停止: 操作の失敗が続いています")
+            };
+            let mut blocks = vec![header(&title), section(when.clone())];
+            blocks.extend(listing(lines));
+            blocks.push(section(journey_hint(style, notices[0], None)));
             message(title, blocks, key)
         }
         "flapping" => {

@@ -60,6 +60,11 @@ fn reason(
     match kind {
         "heartbeat_lost" => Some(Reason::HeartbeatLost { since }),
         "hardware_fault" => Some(Reason::HardwareFault { code, since }),
+        "journey_failures" => Some(Reason::JourneyFailures {
+            journey: code,
+            failures: note.and_then(|n| n.parse().ok()).unwrap_or(0),
+            since,
+        }),
         "maintenance" => Some(Reason::Maintenance {
             by: by.unwrap_or_default(),
             note: note.unwrap_or_default(),

@@ -338,10 +338,26 @@ fn transition(tx: &mut dyn Sql, t: &Transition, event: Option<&str>) -> Result<(
     )?;
     for r in &t.reasons {
         let none: Option<&str> = None;
+        let failures_note: String;
         let (kind, code, by, note, since) = match r {
             Reason::HeartbeatLost { since } => ("heartbeat_lost", "", none, none, since),
             Reason::HardwareFault { code, since } => {
                 ("hardware_fault", code.as_str(), none, none, since)
+            }
+            // The code column holds the journey, the note its failure count.
+            Reason::JourneyFailures {
+                journey,
+                failures,
+                since,
+            } => {
+                failures_note = failures.to_string();
+                (
+                    "journey_failures",
+                    journey.as_str(),
+                    none,
+                    Some(failures_note.as_str()),
+                    since,
+                )
             }
             Reason::Maintenance { by, note, since } => (
                 "maintenance",

@@ -35,6 +35,15 @@ fn reason_text(w: &Words, r: &Reason) -> String {
             w.t("hardware fault", "ハードウェア故障"),
             w.time(*since)
         ),
+        Reason::JourneyFailures {
+            journey,
+            failures,
+            since,
+        } => format!(
+            "{} {journey} × {failures} ({})",
+            w.t("failed journeys:", "操作失敗:"),
+            w.time(*since)
+        ),
         Reason::Maintenance { by, note, since } => format!(
             "{} {by}: {note} ({})",
             w.t("maintenance by", "保守:"),

@@ -329,6 +329,7 @@ impl Eq for UplinkAck {}
 /// What the connection loop shares, whichever the protocol.
 pub(crate) struct LoopCtx {
     topics: Topics,
+    journeys: crate::journeys::Journeys,
     uplink: mpsc::Sender<Uplink>,
     counters: Arc<UpstreamCounters>,
     link: watch::Sender<Link>,
@@ -350,6 +351,7 @@ impl LoopCtx {
         topic: String,
         payload: Bytes,
         retain: bool,
+        correlation: Option<&Bytes>,
         ack: Option<UplinkAck>,
     ) -> bool {
         if retain {
@@ -357,8 +359,18 @@ impl LoopCtx {
             ack.inspect(UplinkAck::send);
             return true;
         }
-        let vehicle = match self.topics.classify(&topic) {
-            Topic::Uplink { vehicle, .. } | Topic::Liveness { vehicle } => vehicle.to_owned(),
+        let (vehicle, journey) = match self.topics.classify(&topic) {
+            Topic::Uplink { vehicle, .. } | Topic::Liveness { vehicle } => {
+                (vehicle.to_owned(), None)
+            }
+            Topic::Other => match self.journey(&topic, correlation) {
+                Some(found) => found,
+                None => {
+                    inc(&self.counters.dropped_topic);
+                    ack.inspect(UplinkAck::send);
+                    return true;
+                }
+            },
             _ => {
                 inc(&self.counters.dropped_topic);
                 ack.inspect(UplinkAck::send);
@@ -370,6 +382,7 @@ impl LoopCtx {
             topic,
             payload,
             ack,
+            journey,
         };
         let up = match self.uplink.try_send(up) {
             Ok(()) => {
@@ -385,6 +398,22 @@ impl LoopCtx {
         }
         inc(&self.counters.uplinks);
         true
+    }
+
+    /// The vehicle and journey of a message on a journey topic (the upstream vouches for
+    /// the sender: the vehicle is the one in the topic).
+    fn journey(
+        &self,
+        topic: &str,
+        correlation: Option<&Bytes>,
+    ) -> Option<(String, Option<crate::journeys::JourneyTap>)> {
+        let tap = self.journeys.tap(topic, correlation)?;
+        let spec = self.journeys.specs().get(tap.journey)?;
+        let template = match tap.direction {
+            crate::journeys::Direction::Request => &spec.request,
+            crate::journeys::Direction::Response => &spec.response,
+        };
+        Some((template.vehicle(topic)?.to_owned(), Some(tap)))
     }
 
     /// A CONNACK: the link is up.
@@ -550,6 +579,7 @@ impl Upstream {
     pub fn start(
         settings: AttachSettings,
         topics: Topics,
+        journeys: crate::journeys::Journeys,
         uplink: mpsc::Sender<Uplink>,
     ) -> Result<Upstream, UpstreamError> {
         if settings.urls.is_empty() {
@@ -568,9 +598,12 @@ impl Upstream {
             .collect::<Vec<_>>()
             .join(",");
         let protocol = settings.protocol;
+        let mut filters = topics.uplink_filters();
+        filters.extend(journeys.filters());
         let ctx = LoopCtx {
-            filters: topics.uplink_filters(),
+            filters,
             topics,
+            journeys,
             uplink,
             counters: counters.clone(),
             link: link_tx,

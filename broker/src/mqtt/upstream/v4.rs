@@ -51,7 +51,7 @@ pub(super) fn spawn(
                     let ack = ctx.ack(p.pkid, p.qos == QoS::AtLeastOnce, || {
                         super::AckClient::V311(subscriber.clone())
                     });
-                    if !ctx.deliver(p.topic, p.payload, p.retain, ack).await {
+                    if !ctx.deliver(p.topic, p.payload, p.retain, None, ack).await {
                         break; // the engine is gone
                     }
                 }

@@ -61,7 +61,14 @@ pub(super) fn spawn(
                         ack.inspect(super::UplinkAck::send);
                         continue;
                     };
-                    if !ctx.deliver(topic, p.payload, p.retain, ack).await {
+                    let correlation = p
+                        .properties
+                        .as_ref()
+                        .and_then(|props| props.correlation_data.as_ref());
+                    if !ctx
+                        .deliver(topic, p.payload.clone(), p.retain, correlation, ack)
+                        .await
+                    {
                         break; // the engine is gone
                     }
                 }
