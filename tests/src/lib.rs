@@ -13,7 +13,7 @@ use std::time::Duration;
 use fleet_broker::clock::Clock;
 use fleet_broker::config::Config;
 use fleet_broker::Broker;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeReasonCode};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -296,5 +296,90 @@ impl Observer {
 impl Drop for Observer {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// An MQTT 3.1.1 client whose incoming packets come out of a channel; `subscribe` waits
+/// for the SUBACK and says whether it was granted.
+pub struct Client {
+    mqtt: AsyncClient,
+    packets: mpsc::UnboundedReceiver<Packet>,
+}
+
+impl Client {
+    pub async fn connect(
+        addr: std::net::SocketAddr,
+        id: &str,
+        login: Option<(&str, String)>,
+    ) -> Client {
+        let mut opts = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+        opts.set_keep_alive(Duration::from_secs(30));
+        if let Some((user, password)) = login {
+            opts.set_credentials(user, password);
+        }
+        let (mqtt, mut eventloop) = AsyncClient::new(opts, 64);
+        let (tx, packets) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(event) = eventloop.poll().await {
+                if let Event::Incoming(p) = event {
+                    if tx.send(p).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let mut c = Client { mqtt, packets };
+        c.next(|p| matches!(p, Packet::ConnAck(_)).then_some(()))
+            .await;
+        c
+    }
+
+    pub async fn next<T>(&mut self, mut pick: impl FnMut(&Packet) -> Option<T>) -> T {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let p = self.packets.recv().await.expect("connection open");
+                if let Some(t) = pick(&p) {
+                    return t;
+                }
+            }
+        })
+        .await
+        .expect("packet in time")
+    }
+
+    pub async fn subscribe(&mut self, filter: &str) -> bool {
+        self.mqtt
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .expect("queued");
+        self.next(|p| match p {
+            Packet::SubAck(a) => Some(matches!(a.return_codes[0], SubscribeReasonCode::Success(_))),
+            _ => None,
+        })
+        .await
+    }
+
+    pub async fn publish(&self, topic: &str, payload: &str) {
+        self.mqtt
+            .publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
+            .await
+            .expect("queued");
+    }
+
+    /// The payloads received on topics within `window` (to check what did NOT arrive).
+    pub async fn received_for(&mut self, window: Duration) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(window, async {
+            while let Some(p) = self.packets.recv().await {
+                if let Packet::Publish(p) = p {
+                    out.push((
+                        p.topic.clone(),
+                        String::from_utf8_lossy(&p.payload).into_owned(),
+                    ));
+                }
+            }
+        })
+        .await;
+        out
     }
 }

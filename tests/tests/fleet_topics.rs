@@ -7,8 +7,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use fleet_broker::mqtt::secret::{vehicle_password, Secret, SecretHash};
-use fleet_tests::{mosquitto_clients, start, test_config, WAIT};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeReasonCode};
+use fleet_tests::{mosquitto_clients, start, test_config, Client, WAIT};
+use rumqttc::Packet;
 use sim_device::{Vehicle, VehicleOptions};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -157,91 +157,6 @@ async fn the_health_flow_runs_on_a_custom_topic_layout_with_mosquitto_clients() 
         .is_none());
     s2.disconnect().await;
     broker.shutdown().await;
-}
-
-/// A client whose incoming publishes come out of a channel; `subscribe` waits for the
-/// SUBACK and says whether it was granted.
-struct Client {
-    mqtt: AsyncClient,
-    packets: mpsc::UnboundedReceiver<Packet>,
-}
-
-impl Client {
-    async fn connect(
-        addr: std::net::SocketAddr,
-        id: &str,
-        login: Option<(&str, String)>,
-    ) -> Client {
-        let mut opts = MqttOptions::new(id, addr.ip().to_string(), addr.port());
-        opts.set_keep_alive(Duration::from_secs(30));
-        if let Some((user, password)) = login {
-            opts.set_credentials(user, password);
-        }
-        let (mqtt, mut eventloop) = AsyncClient::new(opts, 64);
-        let (tx, packets) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Ok(event) = eventloop.poll().await {
-                if let Event::Incoming(p) = event {
-                    if tx.send(p).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        let mut c = Client { mqtt, packets };
-        c.next(|p| matches!(p, Packet::ConnAck(_)).then_some(()))
-            .await;
-        c
-    }
-
-    async fn next<T>(&mut self, mut pick: impl FnMut(&Packet) -> Option<T>) -> T {
-        tokio::time::timeout(WAIT, async {
-            loop {
-                let p = self.packets.recv().await.expect("connection open");
-                if let Some(t) = pick(&p) {
-                    return t;
-                }
-            }
-        })
-        .await
-        .expect("packet in time")
-    }
-
-    async fn subscribe(&mut self, filter: &str) -> bool {
-        self.mqtt
-            .subscribe(filter, QoS::AtLeastOnce)
-            .await
-            .expect("queued");
-        self.next(|p| match p {
-            Packet::SubAck(a) => Some(matches!(a.return_codes[0], SubscribeReasonCode::Success(_))),
-            _ => None,
-        })
-        .await
-    }
-
-    async fn publish(&self, topic: &str, payload: &str) {
-        self.mqtt
-            .publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
-            .await
-            .expect("queued");
-    }
-
-    /// The payloads received on topics within `window` (to check what did NOT arrive).
-    async fn received_for(&mut self, window: Duration) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        let _ = tokio::time::timeout(window, async {
-            while let Some(p) = self.packets.recv().await {
-                if let Packet::Publish(p) = p {
-                    out.push((
-                        p.topic.clone(),
-                        String::from_utf8_lossy(&p.payload).into_owned(),
-                    ));
-                }
-            }
-        })
-        .await;
-        out
-    }
 }
 
 #[tokio::test]
