@@ -122,6 +122,10 @@ pub struct LimitsSection {
     pub connect_burst: u32,
     /// Time a new connection has to finish TLS and send CONNECT.
     pub handshake_timeout: super::HumanDuration,
+    /// Publishes per second one `[[auth.users]]` user (a backend) may send on average.
+    pub user_publish_rate: f64,
+    /// Publishes one user may send at once.
+    pub user_publish_burst: u32,
 }
 
 impl Default for LimitsSection {
@@ -134,6 +138,8 @@ impl Default for LimitsSection {
             connect_rate: l.connect_rate,
             connect_burst: l.connect_burst,
             handshake_timeout: super::HumanDuration::from_secs(10),
+            user_publish_rate: l.user_publish_rate,
+            user_publish_burst: l.user_publish_burst,
         }
     }
 }
@@ -161,6 +167,8 @@ impl LimitsSection {
             disconnect_after: self.disconnect_after,
             connect_rate: self.connect_rate,
             connect_burst: self.connect_burst,
+            user_publish_rate: self.user_publish_rate,
+            user_publish_burst: self.user_publish_burst,
         }
     }
 }
@@ -296,6 +304,19 @@ pub(super) fn tls_and_limits(tls: Option<&TlsSection>, limits: &LimitsSection, k
     k.check(
         limits.publish_burst >= 1,
         "limits.publish_burst",
+        "must be at least 1",
+    );
+    k.check(
+        rate(limits.user_publish_rate),
+        "limits.user_publish_rate",
+        format!(
+            "{} is not a rate: use messages per second above 0, e.g. 2000",
+            limits.user_publish_rate
+        ),
+    );
+    k.check(
+        limits.user_publish_burst >= 1,
+        "limits.user_publish_burst",
         "must be at least 1",
     );
     k.check(

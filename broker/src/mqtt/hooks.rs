@@ -189,7 +189,11 @@ impl ContractHooks {
     /// Forwards an allowed uplink to the channel; waits for room when it is full.
     async fn tap(&self, session: &Session, publish: &Publish) {
         let client_id = &session.id.client_id;
-        match self.publish_limits.check(client_id, Instant::now()) {
+        let user = matches!(self.role(session), Role::Observer | Role::User(_));
+        match self
+            .publish_limits
+            .check_at(client_id, user, Instant::now())
+        {
             Verdict::Allow => {}
             // The ACL hook that runs next refuses it on the limiter's pending verdict.
             Verdict::Drop | Verdict::Disconnect => return,

@@ -24,6 +24,11 @@ pub struct Limits {
     pub connect_rate: f64,
     /// CONNECTs accepted at once.
     pub connect_burst: u32,
+    /// Publishes per second one backend or ops user (`[[auth.users]]`) may send: a
+    /// backend sending unlock requests to a fleet publishes far more than a vehicle.
+    pub user_publish_rate: f64,
+    /// Publishes one user may send at once.
+    pub user_publish_burst: u32,
 }
 
 impl Default for Limits {
@@ -34,6 +39,8 @@ impl Default for Limits {
             disconnect_after: 1_000,
             connect_rate: 1_000.0,
             connect_burst: 20_000,
+            user_publish_rate: 2_000.0,
+            user_publish_burst: 4_000,
         }
     }
 }
@@ -117,14 +124,28 @@ impl PublishLimiter {
         }
     }
 
-    /// Judges one publish of `client_id` at `now`. A `Drop` or `Disconnect` is also kept
-    /// for `take_pending`.
+    /// Judges one publish of `client_id` (a vehicle, or any client that is no user) at
+    /// `now`. A `Drop` or `Disconnect` is also kept for `take_pending`.
     pub fn check(&self, client_id: &str, now: Instant) -> Verdict {
+        self.check_at(client_id, false, now)
+    }
+
+    /// As [`PublishLimiter::check`], for a client that is a user when `user`: it gets the
+    /// users' rate.
+    pub fn check_at(&self, client_id: &str, user: bool, now: Instant) -> Verdict {
+        let (rate, burst) = if user {
+            (
+                self.limits.user_publish_rate,
+                self.limits.user_publish_burst,
+            )
+        } else {
+            (self.limits.publish_rate, self.limits.publish_burst)
+        };
         let mut entry = self
             .clients
             .entry(client_id.to_owned())
             .or_insert_with(|| ClientBucket {
-                bucket: TokenBucket::new(self.limits.publish_rate, self.limits.publish_burst, now),
+                bucket: TokenBucket::new(rate, burst, now),
                 strikes: 0,
                 pending: None,
             });
@@ -244,6 +265,23 @@ mod tests {
             Verdict::Allow
         );
         assert_eq!(limiter.take_pending("v1"), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_user_publishes_at_the_users_rate_and_a_vehicle_at_its_own() {
+        let limiter = PublishLimiter::new(Limits {
+            user_publish_rate: 100.0,
+            user_publish_burst: 50,
+            ..limits(1.0, 2, 0)
+        });
+        let now = Instant::now();
+        let allowed = |id: &str, user: bool| {
+            (0..60)
+                .filter(|_| limiter.check_at(id, user, now) == Verdict::Allow)
+                .count()
+        };
+        assert_eq!(allowed("backend", true), 50);
+        assert_eq!(allowed("v1", false), 2);
     }
 
     #[tokio::test(start_paused = true)]
