@@ -346,3 +346,131 @@ async fn unlocks_through_an_attached_mosquitto_are_measured_too() {
     assert_eq!(precision(&s, "failed", "in_service"), 1);
     broker.shutdown().await;
 }
+
+/// An MQTT 5 client whose incoming publishes come out of a channel.
+async fn v5_client(
+    addr: std::net::SocketAddr,
+    id: &str,
+    filter: Option<&str>,
+) -> (
+    rumqttc::v5::AsyncClient,
+    tokio::sync::mpsc::UnboundedReceiver<rumqttc::v5::mqttbytes::v5::Publish>,
+) {
+    use rumqttc::v5::mqttbytes::v5::Packet as P5;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let mut opts = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = AsyncClient::new(opts, 64);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+    let mut subscribed_tx = Some(subscribed_tx);
+    if let Some(f) = filter {
+        client
+            .subscribe(f, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+            .await
+            .expect("queued");
+    }
+    let needs_suback = filter.is_some();
+    tokio::spawn(async move {
+        while let Ok(event) = eventloop.poll().await {
+            match event {
+                Event::Incoming(P5::ConnAck(_)) if !needs_suback => {
+                    subscribed_tx.take().map(|t| t.send(()));
+                }
+                Event::Incoming(P5::SubAck(_)) => {
+                    subscribed_tx.take().map(|t| t.send(()));
+                }
+                Event::Incoming(P5::Publish(p)) => {
+                    if tx.send(p).is_err() {
+                        return;
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    tokio::time::timeout(WAIT, subscribed)
+        .await
+        .expect("connected in time")
+        .expect("connection open");
+    (client, rx)
+}
+
+#[tokio::test]
+async fn mqtt5_correlation_data_matches_answers_to_requests() {
+    use rumqttc::v5::mqttbytes::v5::PublishProperties;
+    use rumqttc::v5::mqttbytes::QoS;
+    let config = test_config(
+        r#"
+[[acl]]
+topic = "vehicles/+/lock/#"
+access = "readwrite"
+who = "anyone"
+[[journeys]]
+name = "unlock"
+request = "vehicles/{id}/lock/request"
+response = "vehicles/{id}/lock/result"
+key = "$correlation_data"
+success = { field = "result", equals = "unlocked" }
+"#,
+    );
+    let broker = start(&config).await;
+    let addr = broker.mqtt_addr();
+    let (backend, _) = v5_client(addr, "backend-5", None).await;
+    let (vehicle, mut requests) = v5_client(addr, "cd-1", Some("vehicles/cd-1/lock/request")).await;
+    let with = |data: &'static [u8]| PublishProperties {
+        correlation_data: Some(bytes::Bytes::from_static(data)),
+        ..PublishProperties::default()
+    };
+    for data in [&b"c-1"[..], &b"c-2"[..]] {
+        backend
+            .publish_with_properties(
+                "vehicles/cd-1/lock/request",
+                QoS::AtLeastOnce,
+                false,
+                r#"{"action":"unlock"}"#,
+                with(data),
+            )
+            .await
+            .expect("queued");
+    }
+    // The vehicle answers the second first, each with its request's correlation data.
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let p = tokio::time::timeout(WAIT, requests.recv())
+            .await
+            .expect("a request in time")
+            .expect("open");
+        got.push(
+            p.properties
+                .and_then(|p| p.correlation_data)
+                .expect("correlation data kept"),
+        );
+    }
+    let answer = |data: bytes::Bytes, result: &str| {
+        let props = PublishProperties {
+            correlation_data: Some(data),
+            ..PublishProperties::default()
+        };
+        vehicle.publish_with_properties(
+            "vehicles/cd-1/lock/result",
+            QoS::AtLeastOnce,
+            false,
+            format!(r#"{{"result":"{result}"}}"#),
+            props,
+        )
+    };
+    answer(got[1].clone(), "jammed").await.expect("queued");
+    answer(got[0].clone(), "unlocked").await.expect("queued");
+    answer(bytes::Bytes::from_static(b"c-9"), "unlocked")
+        .await
+        .expect("queued");
+    let s = until(&broker, "three answers", |s| {
+        let c = &s.report.counts;
+        c.succeeded + c.failed + c.unmatched == 3
+    })
+    .await;
+    let c = &s.report.counts;
+    assert_eq!((c.succeeded, c.failed, c.unmatched), (1, 1, 1), "{c:?}");
+    broker.shutdown().await;
+}
