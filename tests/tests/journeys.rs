@@ -238,6 +238,14 @@ async fn unlocks_are_measured_from_the_fleets_own_traffic() {
         "{metrics}"
     );
     assert!(metrics.contains(r#"fleet_slo_target_ratio{slo="journey-unlock"} 0.99"#));
+    // The SLO page says it in plain words: two of the four failed on vehicles in service.
+    let (status, page) = http_get(&broker, "/", "").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Rider journey: unlock"), "{page}");
+    assert!(
+        page.contains("<strong>2</strong> failed on vehicles shown as in service"),
+        "{page}"
+    );
     broker.shutdown().await;
 }
 

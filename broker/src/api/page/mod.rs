@@ -115,6 +115,7 @@ pub async fn slo_page(
         (history::render(&w, &history, &s.sli))
         (burn_rates(&w, &s.sli))
         (acks(&w, &s))
+        (journeys(&w, &s))
         (glossary(&w))
         p.updated {
             (w.t("Updated", "更新")) " "
@@ -388,6 +389,38 @@ fn acks(w: &Words, s: &EngineSnapshot) -> Markup {
                 (w.t(" %); ", " %）。"))
                 span data-metric="unacked_commands" data-format="int" { (s.unacked_commands) }
                 (w.t(" await an answer now.", " 件が応答待ちです。"))
+            }
+        }
+    }
+}
+
+/// Each journey (an unlock) in plain words: the share that worked, and what the last day
+/// says about the health model.
+fn journeys(w: &Words, s: &EngineSnapshot) -> Markup {
+    let last_day = |j: &fleet_rules::JourneyStatus, failed: bool, state: &str| -> u64 {
+        j.precision
+            .iter()
+            .filter(|r| (r.outcome != "succeeded") == failed && r.state == state)
+            .map(|r| r.last_day)
+            .sum()
+    };
+    html! {
+        @for j in &s.journeys {
+            section.journey {
+                h2 { (w.t("Rider journey: ", "利用者の操作: ")) (j.name) }
+                p {
+                    span data-metric={ "journey_" (j.name) "_window_sli" } data-format="pct2" { (pct(j.report.sli.window_sli, 2)) }
+                    (w.t(" % of the requests were answered with success in time (target ", " % の要求が期限内に成功しました（目標 "))
+                    (pct(j.report.sli.target, 2))
+                    (w.t(" %).", " %）。"))
+                }
+                p {
+                    (w.t("Over the last day: ", "直近1日: "))
+                    strong { (last_day(j, true, "in_service")) }
+                    (w.t(" failed on vehicles shown as in service (broken ones the rules missed); ", " 件が運用中と表示された車両で失敗（ルールが見逃した故障）、"))
+                    strong { (last_day(j, true, "out_of_service") + last_day(j, false, "out_of_service")) }
+                    (w.t(" went to vehicles that were out of service.", " 件が運用停止中の車両への要求でした。"))
+                }
             }
         }
     }
