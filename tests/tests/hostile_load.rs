@@ -204,6 +204,7 @@ async fn a_flooder_is_rate_limited_while_1000_others_stay_in_service_and_a_silen
             out_of_service: 1,
             heartbeat_lost: 1,
             hardware_fault: 0,
+            journey_failures: 0,
             maintenance: 0,
             held: 0,
         }

@@ -381,19 +381,19 @@ async fn v5_client(
     let needs_suback = filter.is_some();
     tokio::spawn(async move {
         while let Ok(event) = eventloop.poll().await {
-            match event {
-                Event::Incoming(P5::ConnAck(_)) if !needs_suback => {
-                    subscribed_tx.take().map(|t| t.send(()));
-                }
-                Event::Incoming(P5::SubAck(_)) => {
-                    subscribed_tx.take().map(|t| t.send(()));
-                }
+            let ready = match event {
+                Event::Incoming(P5::ConnAck(_)) => !needs_suback,
+                Event::Incoming(P5::SubAck(_)) => true,
                 Event::Incoming(P5::Publish(p)) => {
                     if tx.send(p).is_err() {
                         return;
                     }
+                    false
                 }
-                _ => {}
+                _ => false,
+            };
+            if let Some(t) = subscribed_tx.take_if(|_| ready) {
+                let _ = t.send(());
             }
         }
     });

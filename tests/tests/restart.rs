@@ -43,6 +43,7 @@ fn kinds(reasons: &[Reason]) -> Vec<&'static str> {
         .map(|r| match r {
             Reason::HeartbeatLost { .. } => "heartbeat_lost",
             Reason::HardwareFault { .. } => "hardware_fault",
+            Reason::JourneyFailures { .. } => "journey_failures",
             Reason::Maintenance { .. } => "maintenance",
         })
         .collect()

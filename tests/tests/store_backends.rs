@@ -327,6 +327,12 @@ fn what_is_written_comes_back_on_load(opts: &StoreOptions) {
         note: "bell".into(),
         since: T0 + 3,
     };
+    // The journey's failure count is kept with it.
+    let unlock = Reason::JourneyFailures {
+        journey: "unlock".into(),
+        failures: 3,
+        since: T0 + 3,
+    };
     store
         .apply(&[
             Record::Registered {
@@ -356,6 +362,13 @@ fn what_is_written_comes_back_on_load(opts: &StoreOptions) {
                     name: "ana".into(),
                     note: "bell".into(),
                 },
+                T0 + 3,
+            ),
+            transition(
+                "a",
+                ReasonChange::Set(unlock.clone()),
+                vec![fault("BRAKE", T0 + 1), unlock.clone(), maintenance.clone()],
+                Cause::Rule,
                 T0 + 3,
             ),
             transition(
@@ -390,7 +403,7 @@ fn what_is_written_comes_back_on_load(opts: &StoreOptions) {
     assert_eq!(vehicles[0].id, "a");
     let mut reasons = vehicles[0].reasons.clone();
     reasons.sort_by_key(|r| format!("{r:?}"));
-    assert_eq!(reasons, vec![fault("BRAKE", T0 + 1), maintenance]);
+    assert_eq!(reasons, vec![fault("BRAKE", T0 + 1), unlock, maintenance]);
     assert_eq!(vehicles[1].id, "b");
     assert_eq!(vehicles[1].model.as_deref(), Some("e-bike"));
     assert_eq!(vehicles[1].last_seen, T0 + 9);
@@ -406,16 +419,20 @@ fn what_is_written_comes_back_on_load(opts: &StoreOptions) {
 
     let reader = StoreReader::open(store.location()).expect("reader");
     let log = reader.transitions(Some("a"), 10).expect("log");
-    assert_eq!(log.len(), 2);
-    assert_eq!(log[0].change, "set");
-    assert_eq!(log[0].cause, "operator");
-    assert_eq!(log[0].operator.as_deref(), Some("ana"));
+    assert_eq!(log.len(), 3);
     assert_eq!(
         log[0].reason.as_ref().and_then(|r| r["kind"].as_str()),
+        Some("journey_failures")
+    );
+    assert_eq!(log[1].change, "set");
+    assert_eq!(log[1].cause, "operator");
+    assert_eq!(log[1].operator.as_deref(), Some("ana"));
+    assert_eq!(
+        log[1].reason.as_ref().and_then(|r| r["kind"].as_str()),
         Some("maintenance")
     );
-    assert_eq!(log[1].cause, "rule");
-    assert_eq!(reader.transitions(None, 10).expect("all").len(), 3);
+    assert_eq!(log[2].cause, "rule");
+    assert_eq!(reader.transitions(None, 10).expect("all").len(), 4);
 }
 
 fn the_command_log_records_sends_and_acks_of_the_right_vehicle_only(opts: &StoreOptions) {

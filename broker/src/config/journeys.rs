@@ -245,7 +245,7 @@ pub(super) fn rules(
             max_pending: j.max_pending,
             target: j.target,
             window: j.window.map_or(slo_window, |w| w.0),
-            rule: (j.failures > 0).then(|| fleet_rules::JourneyRule {
+            rule: (j.failures > 0).then_some(fleet_rules::JourneyRule {
                 failures: j.failures,
                 window: j.failures_window.0,
                 recovery: match j.recovery {
