@@ -52,3 +52,41 @@ pub fn map(t: &Transition) -> MdsEvent {
         vehicle_state,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Cause;
+
+    fn set(reason: Reason, reasons: Vec<Reason>) -> Transition {
+        Transition {
+            vehicle: "v1".into(),
+            from: ServiceState::InService,
+            to: ServiceState::OutOfService,
+            change: ReasonChange::Set(reason),
+            reasons,
+            cause: Cause::Rule,
+            at: 1,
+        }
+    }
+
+    #[test]
+    fn failing_journeys_map_like_a_hardware_fault_and_silence_wins() {
+        let unlock = Reason::JourneyFailures {
+            journey: "unlock".into(),
+            failures: 3,
+            since: 1,
+        };
+        let m = map(&set(unlock.clone(), vec![unlock.clone()]));
+        assert_eq!(
+            (m.event_types, m.vehicle_state),
+            (vec!["maintenance"], "non_operational")
+        );
+        let lost = Reason::HeartbeatLost { since: 2 };
+        let m = map(&set(lost.clone(), vec![lost, unlock]));
+        assert_eq!(
+            (m.event_types, m.vehicle_state),
+            (vec!["comms_lost"], "non_contactable")
+        );
+    }
+}
