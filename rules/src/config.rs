@@ -22,7 +22,7 @@ pub struct RulesConfig {
     /// Registration of new vehicles stops at this many tracked vehicles (memory bound).
     pub max_vehicles: usize,
     /// Rider journeys measured on the fleet's own traffic (an unlock), in config order.
-    pub journeys: Vec<crate::JourneyConfig>,
+    pub journeys: Vec<JourneyConfig>,
 }
 
 /// Heartbeat-loss detection.
@@ -107,6 +107,46 @@ pub struct SloConfig {
     /// Whether vehicles out for `maintenance` only count as bad (default: excluded from
     /// both good and valid).
     pub maintenance_counts_as_bad: bool,
+}
+
+/// One journey's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JourneyConfig {
+    /// Its name ("unlock"): in the `journey_failures` reason, metrics and the API.
+    pub name: String,
+    /// An answer later than this after its request is late; the request timed out.
+    pub timeout: Duration,
+    /// Requests pending for one vehicle at most.
+    pub max_pending_per_vehicle: usize,
+    /// Requests pending in all at most.
+    pub max_pending: usize,
+    /// SLO target of the share answered with success in time.
+    pub target: f64,
+    /// SLO window.
+    pub window: Duration,
+    /// Failures that take a vehicle out, if any.
+    pub rule: Option<JourneyRule>,
+}
+
+/// `failures` failed or timed-out requests of one vehicle within `window` set
+/// `journey_failures{name}` on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JourneyRule {
+    /// Failures needed (at least 1).
+    pub failures: u32,
+    /// The sliding window they must fall in.
+    pub window: Duration,
+    /// How the reason is cleared.
+    pub recovery: Recovery,
+}
+
+/// How `journey_failures` is cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// By the vehicle's next successful answer (or a person).
+    Auto,
+    /// Only by a person, like a hardware fault.
+    Manual,
 }
 
 /// Milliseconds in `d`, saturating: a validated config never comes near `u64::MAX`.

@@ -4,12 +4,10 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
-
 use crate::burn::budget;
 use crate::config::millis;
 use crate::ledger::MINUTE;
-use crate::{BurnRates, UnixMs, BURN_WINDOWS};
+use crate::{BurnRates, EventSliReport, UnixMs, BURN_WINDOWS};
 
 /// Good and valid events per minute over a rolling window.
 pub struct EventSli {
@@ -19,27 +17,6 @@ pub struct EventSli {
     minute: u64,
     /// Minute `m` lives at `m % len`: `(good, valid)`.
     ring: Vec<(u64, u64)>,
-}
-
-/// The event SLI and its SLO figures at one instant.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct EventSliReport {
-    /// When computed.
-    pub at: UnixMs,
-    /// The SLO target.
-    pub target: f64,
-    /// The SLO window in ms.
-    pub window_ms: u64,
-    /// Good events within the SLO window.
-    pub good: u64,
-    /// Valid events within the SLO window.
-    pub valid: u64,
-    /// good / valid over the SLO window (1.0 with no valid event).
-    pub window_sli: f64,
-    /// 1 - (1 - window_sli) / (1 - target); negative when overspent.
-    pub error_budget_remaining: f64,
-    /// Burn rates over the usual windows.
-    pub burn: BurnRates,
 }
 
 impl EventSli {
@@ -90,6 +67,29 @@ impl EventSli {
         let bucket = &mut self.ring[slot];
         bucket.0 += u64::from(good);
         bucket.1 += 1;
+    }
+
+    /// The minutes from unix minute `from` to `now`'s that counted an event: `(minute,
+    /// good, valid)`, for an owner that keeps them across restarts.
+    pub fn minutes(&mut self, from: u64, now: UnixMs) -> Vec<(u64, u64, u64)> {
+        self.advance(now);
+        let oldest_kept = (self.minute + 1).saturating_sub(self.ring.len() as u64);
+        (from.max(oldest_kept)..=self.minute)
+            .filter_map(|m| {
+                let (good, valid) = self.ring[self.slot(m)];
+                (valid > 0).then_some((m, good, valid))
+            })
+            .collect()
+    }
+
+    /// Puts a stored minute's counts back (after a restart), replacing what the minute
+    /// holds; a minute outside the history kept, or ahead of the clock, is dropped.
+    pub fn import(&mut self, minute: u64, good: u64, valid: u64) {
+        if minute > self.minute || minute + (self.ring.len() as u64) <= self.minute {
+            return;
+        }
+        let slot = self.slot(minute);
+        self.ring[slot] = (good.min(valid), valid);
     }
 
     /// Sums over the last `window_ms` up to `now`'s minute (inclusive), like the CMC ledger.

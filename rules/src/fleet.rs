@@ -65,7 +65,7 @@ pub struct Fleet {
     /// it instead of starting one.
     pub(crate) watched_until_link: bool,
     /// The configured journeys, in config order.
-    pub(crate) journeys: Vec<crate::journeys::Tracked>,
+    pub(crate) journeys: Vec<crate::journey::Tracked>,
 }
 
 impl Fleet {
@@ -87,7 +87,7 @@ impl Fleet {
             journeys: config
                 .journeys
                 .iter()
-                .map(|j| crate::journeys::Tracked::new(j, now))
+                .map(|j| crate::journey::Tracked::new(j, now))
                 .collect(),
             settings,
         }

@@ -8,60 +8,24 @@
 //! (share of requests answered with success in time, with the CMC SLO's error budget and
 //! burn rates) and a latency histogram. Pure: every call takes `now`.
 //!
-//! The fleet runs one per configured journey (`crate::journeys`): it tells each request how
-//! the broker showed the vehicle when it was made ([`Standing`]), which the ends carry back
-//! for the health model's precision figures.
+//! The fleet keeps one per configured journey, with the journey rule's strikes, its alerts
+//! and its precision figures: it tells each request how the broker showed the vehicle when
+//! it was made ([`Standing`]), which the ends carry back for those figures.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::burn::Alerts;
 use crate::config::millis;
-use crate::{EventSli, EventSliReport, ReasonKind, UnixMs};
+use crate::ledger::MINUTE;
+use crate::timeouts::ModelId;
+use crate::{
+    AlertSeverity, EventSli, EventSliReport, JourneyConfig, JourneyRule, ReasonKind, UnixMs,
+};
 
 /// Upper bounds (seconds) of the answer latency histogram's buckets.
 pub const LATENCY_BOUNDS_S: [f64; 9] = [0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0];
-
-/// One journey's settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JourneyConfig {
-    /// Its name ("unlock"): in the `journey_failures` reason, metrics and the API.
-    pub name: String,
-    /// An answer later than this after its request is late; the request timed out.
-    pub timeout: Duration,
-    /// Requests pending for one vehicle at most.
-    pub max_pending_per_vehicle: usize,
-    /// Requests pending in all at most.
-    pub max_pending: usize,
-    /// SLO target of the share answered with success in time.
-    pub target: f64,
-    /// SLO window.
-    pub window: Duration,
-    /// Failures that take a vehicle out, if any.
-    pub rule: Option<JourneyRule>,
-}
-
-/// `failures` failed or timed-out requests of one vehicle within `window` set
-/// `journey_failures{name}` on it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JourneyRule {
-    /// Failures needed (at least 1).
-    pub failures: u32,
-    /// The sliding window they must fall in.
-    pub window: Duration,
-    /// How the reason is cleared.
-    pub recovery: Recovery,
-}
-
-/// How `journey_failures` is cleared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recovery {
-    /// By the vehicle's next successful answer (or a person).
-    Auto,
-    /// Only by a person, like a hardware fault.
-    Manual,
-}
 
 /// How the broker showed a vehicle when a request was made to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -472,6 +436,17 @@ impl Journey {
             .map(|&(due, _, _)| due.saturating_add(1))
     }
 
+    /// The SLI's minutes from unix minute `from` up to `now` (see [`EventSli::minutes`]).
+    pub fn sli_minutes(&mut self, from: u64, now: UnixMs) -> Vec<(u64, u64, u64)> {
+        let now = self.observe(now);
+        self.sli.minutes(from, now)
+    }
+
+    /// Puts a stored SLI minute back (see [`EventSli::import`]).
+    pub fn import_minute(&mut self, minute: u64, good: u64, valid: u64) {
+        self.sli.import(minute, good, valid);
+    }
+
     /// Requests pending now.
     pub fn pending(&self) -> usize {
         self.total
@@ -499,8 +474,148 @@ impl Journey {
     }
 }
 
+pub(crate) const HOUR: u64 = 60 * MINUTE;
+/// Hours summed for the precision figures' "last day".
+pub(crate) const DAY_HOURS: u64 = 24;
+
+/// Counts of ended requests by outcome, standing at the request and model.
+pub(crate) type Tally = HashMap<(&'static str, Standing, ModelId), u64>;
+
+/// One journey in the fleet.
+pub(crate) struct Tracked {
+    pub(crate) config: JourneyConfig,
+    pub(crate) journey: Journey,
+    /// Per vehicle, the failures within the rule's window, oldest first.
+    pub(crate) strikes: HashMap<Box<str>, VecDeque<UnixMs>>,
+    pub(crate) alerts: Alerts,
+    pub(crate) total: Tally,
+    /// The last day's counts per hour, oldest first.
+    pub(crate) hours: VecDeque<(u64, Tally)>,
+}
+
+/// One line of a journey's precision figures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PrecisionRow {
+    /// `succeeded`, `failed` or `timed_out`.
+    pub outcome: &'static str,
+    /// How the broker showed the vehicle at the request: `in_service`, `out_of_service`
+    /// or `unknown` (not in the fleet).
+    pub state: &'static str,
+    /// Its first out-of-service reason then (`heartbeat_lost`, ...), or "".
+    pub reason: &'static str,
+    /// Its model, if known.
+    pub model: Option<String>,
+    /// Since the start.
+    pub total: u64,
+    /// Within the last 24 hours (whole hours).
+    pub last_day: u64,
+}
+
+/// One minute of a journey's SLI, as an owner stores it across restarts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JourneyMinute {
+    /// The journey's name.
+    pub journey: String,
+    /// Unix minute.
+    pub minute: u64,
+    /// Requests ended with success in time that minute.
+    pub good: u64,
+    /// Requests ended that minute.
+    pub valid: u64,
+}
+
+/// A journey's figures at one instant.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JourneyStatus {
+    /// The journey.
+    pub name: String,
+    /// The tracker's figures: SLI, counters, latency.
+    #[serde(flatten)]
+    pub report: JourneyReport,
+    /// Its burn-rate alerts firing now.
+    pub alerts_firing: Vec<AlertSeverity>,
+    /// Ended requests by outcome and by how the broker showed the vehicle, most first.
+    pub precision: Vec<PrecisionRow>,
+}
+
+impl Tracked {
+    pub(crate) fn new(config: &JourneyConfig, now: UnixMs) -> Tracked {
+        Tracked {
+            journey: Journey::new(config, now),
+            config: config.clone(),
+            strikes: HashMap::new(),
+            alerts: Alerts::default(),
+            total: Tally::new(),
+            hours: VecDeque::new(),
+        }
+    }
+
+    pub(crate) fn count(
+        &mut self,
+        outcome: &'static str,
+        standing: Standing,
+        model: ModelId,
+        now: UnixMs,
+    ) {
+        let key = (outcome, standing, model);
+        *self.total.entry(key).or_default() += 1;
+        let hour = now / HOUR;
+        if self.hours.back().is_none_or(|(h, _)| *h < hour) {
+            self.hours.push_back((hour, Tally::new()));
+        }
+        while self
+            .hours
+            .front()
+            .is_some_and(|(h, _)| h + DAY_HOURS <= hour)
+        {
+            self.hours.pop_front();
+        }
+        if let Some((_, tally)) = self.hours.back_mut() {
+            *tally.entry(key).or_default() += 1;
+        }
+    }
+
+    /// Records a failure of `vehicle` at `at`: the failures within the window when that
+    /// makes the rule's count.
+    pub(crate) fn strike(&mut self, rule: &JourneyRule, vehicle: &str, at: UnixMs) -> Option<u32> {
+        let window_ms = millis(rule.window);
+        let strikes = self.strikes.entry(vehicle.into()).or_default();
+        while strikes
+            .front()
+            .is_some_and(|&t| t.saturating_add(window_ms) <= at)
+        {
+            strikes.pop_front();
+        }
+        strikes.push_back(at);
+        let n = u32::try_from(strikes.len()).unwrap_or(u32::MAX);
+        if n >= rule.failures.max(1) {
+            self.strikes.remove(vehicle);
+            Some(n)
+        } else {
+            None
+        }
+    }
+
+    /// Forgets strikes that left the window (once a minute, so the map stays as small as
+    /// the vehicles failing lately).
+    pub(crate) fn forget_old_strikes(&mut self, now: UnixMs) {
+        let Some(rule) = &self.config.rule else {
+            return;
+        };
+        let window_ms = millis(rule.window);
+        self.strikes
+            .retain(|_, s| s.back().is_some_and(|&t| t.saturating_add(window_ms) > now));
+    }
+
+    pub(crate) fn has_activity(&self) -> bool {
+        self.journey.pending() > 0 || self.alerts.any_firing() || !self.hours.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use proptest::prelude::*;
 
     use super::*;

@@ -8,139 +8,14 @@
 //! or faulty vehicle that also fails its unlocks is already out, and a person clearing a
 //! manual `journey_failures` should not have to clear one that its silence caused.
 
-use std::collections::{HashMap, VecDeque};
-
-use serde::Serialize;
-
-use crate::burn::Alerts;
 use crate::config::millis;
-use crate::journey::{JourneyRule, Recovery, Standing};
-use crate::ledger::MINUTE;
-use crate::query::ReasonKind;
-use crate::timeouts::{ModelId, NO_MODEL};
+use crate::journey::{Tally, Tracked, DAY_HOURS, HOUR};
+use crate::timeouts::NO_MODEL;
 use crate::{
-    AlertSeverity, Answered, Cause, Effect, Fleet, Journey, JourneyConfig, JourneyEnd,
-    JourneyReport, Notification, Reason, ReasonChange, Refused, ServiceState, UnixMs,
+    Answered, Cause, Effect, Fleet, JourneyEnd, JourneyMinute, JourneyRule, JourneyStatus,
+    Notification, PrecisionRow, Reason, ReasonChange, ReasonKind, Recovery, Refused, ServiceState,
+    Standing, UnixMs,
 };
-
-const HOUR: u64 = 60 * MINUTE;
-/// Hours summed for the precision figures' "last day".
-const DAY_HOURS: u64 = 24;
-
-/// Counts of ended requests by outcome, standing at the request and model.
-type Tally = HashMap<(&'static str, Standing, ModelId), u64>;
-
-/// One journey in the fleet.
-pub(crate) struct Tracked {
-    config: JourneyConfig,
-    journey: Journey,
-    /// Per vehicle, the failures within the rule's window, oldest first.
-    strikes: HashMap<Box<str>, VecDeque<UnixMs>>,
-    alerts: Alerts,
-    total: Tally,
-    /// The last day's counts per hour, oldest first.
-    hours: VecDeque<(u64, Tally)>,
-}
-
-/// One line of a journey's precision figures.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PrecisionRow {
-    /// `succeeded`, `failed` or `timed_out`.
-    pub outcome: &'static str,
-    /// How the broker showed the vehicle at the request: `in_service`, `out_of_service`
-    /// or `unknown` (not in the fleet).
-    pub state: &'static str,
-    /// Its first out-of-service reason then (`heartbeat_lost`, ...), or "".
-    pub reason: &'static str,
-    /// Its model, if known.
-    pub model: Option<String>,
-    /// Since the start.
-    pub total: u64,
-    /// Within the last 24 hours (whole hours).
-    pub last_day: u64,
-}
-
-/// A journey's figures at one instant.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct JourneyStatus {
-    /// The journey.
-    pub name: String,
-    /// The tracker's figures: SLI, counters, latency.
-    #[serde(flatten)]
-    pub report: JourneyReport,
-    /// Its burn-rate alerts firing now.
-    pub alerts_firing: Vec<AlertSeverity>,
-    /// Ended requests by outcome and by how the broker showed the vehicle, most first.
-    pub precision: Vec<PrecisionRow>,
-}
-
-impl Tracked {
-    pub(crate) fn new(config: &JourneyConfig, now: UnixMs) -> Tracked {
-        Tracked {
-            journey: Journey::new(config, now),
-            config: config.clone(),
-            strikes: HashMap::new(),
-            alerts: Alerts::default(),
-            total: Tally::new(),
-            hours: VecDeque::new(),
-        }
-    }
-
-    fn count(&mut self, outcome: &'static str, standing: Standing, model: ModelId, now: UnixMs) {
-        let key = (outcome, standing, model);
-        *self.total.entry(key).or_default() += 1;
-        let hour = now / HOUR;
-        if self.hours.back().is_none_or(|(h, _)| *h < hour) {
-            self.hours.push_back((hour, Tally::new()));
-        }
-        while self
-            .hours
-            .front()
-            .is_some_and(|(h, _)| h + DAY_HOURS <= hour)
-        {
-            self.hours.pop_front();
-        }
-        if let Some((_, tally)) = self.hours.back_mut() {
-            *tally.entry(key).or_default() += 1;
-        }
-    }
-
-    /// Records a failure of `vehicle` at `at`: the failures within the window when that
-    /// makes the rule's count.
-    fn strike(&mut self, rule: &JourneyRule, vehicle: &str, at: UnixMs) -> Option<u32> {
-        let window_ms = millis(rule.window);
-        let strikes = self.strikes.entry(vehicle.into()).or_default();
-        while strikes
-            .front()
-            .is_some_and(|&t| t.saturating_add(window_ms) <= at)
-        {
-            strikes.pop_front();
-        }
-        strikes.push_back(at);
-        let n = u32::try_from(strikes.len()).unwrap_or(u32::MAX);
-        if n >= rule.failures.max(1) {
-            self.strikes.remove(vehicle);
-            Some(n)
-        } else {
-            None
-        }
-    }
-
-    /// Forgets strikes that left the window (once a minute, so the map stays as small as
-    /// the vehicles failing lately).
-    fn forget_old_strikes(&mut self, now: UnixMs) {
-        let Some(rule) = &self.config.rule else {
-            return;
-        };
-        let window_ms = millis(rule.window);
-        self.strikes
-            .retain(|_, s| s.back().is_some_and(|&t| t.saturating_add(window_ms) > now));
-    }
-
-    fn has_activity(&self) -> bool {
-        self.journey.pending() > 0 || self.alerts.any_firing() || !self.hours.is_empty()
-    }
-}
 
 impl Fleet {
     /// The configured journeys' names, in order: the index each call takes.
@@ -190,6 +65,37 @@ impl Fleet {
             self.journey_ended(journey, end.clone(), now);
         }
         answered
+    }
+
+    /// Every journey's SLI minutes from unix minute `from` up to `now`, to store.
+    pub fn journey_minutes(&mut self, from: u64, now: UnixMs) -> Vec<JourneyMinute> {
+        let now = self.observe(now);
+        let mut out = Vec::new();
+        for t in &mut self.journeys {
+            for (minute, good, valid) in t.journey.sli_minutes(from, now) {
+                out.push(JourneyMinute {
+                    journey: t.config.name.clone(),
+                    minute,
+                    good,
+                    valid,
+                });
+            }
+        }
+        out
+    }
+
+    /// Puts stored SLI minutes back into the journeys of those names (others are
+    /// dropped: a journey no longer configured).
+    pub fn restore_journey_minutes(&mut self, minutes: Vec<JourneyMinute>) {
+        for m in minutes {
+            if let Some(t) = self
+                .journeys
+                .iter_mut()
+                .find(|t| t.config.name == m.journey)
+            {
+                t.journey.import_minute(m.minute, m.good, m.valid);
+            }
+        }
     }
 
     /// Every journey's figures at `now`.
@@ -404,6 +310,10 @@ mod tests {
     use crate::*;
 
     fn with_unlock(recovery: Recovery) -> Fleet {
+        started_at(recovery, T0)
+    }
+
+    fn started_at(recovery: Recovery, now: UnixMs) -> Fleet {
         let mut cfg = config();
         cfg.journeys = vec![JourneyConfig {
             name: "unlock".into(),
@@ -418,7 +328,7 @@ mod tests {
                 recovery,
             }),
         }];
-        Fleet::new(cfg, T0)
+        Fleet::new(cfg, now)
     }
 
     /// A keyed request to `v` at `at`, answered `ok` 200 ms later.
@@ -532,6 +442,28 @@ mod tests {
         assert_eq!(row("timed_out", "unknown"), Some(("", None, 1, 0)));
         assert_eq!(s.precision.len(), 4);
         assert_eq!((s.report.sli.good, s.report.sli.valid), (2, 5));
+    }
+
+    #[test]
+    fn the_journey_sli_survives_a_restart_through_its_stored_minutes() {
+        let mut f = with_unlock(Recovery::Auto);
+        unlock(&mut f, "v1", "a", true, T0);
+        unlock(&mut f, "v1", "b", false, T0 + 61_000);
+        let minutes = f.journey_minutes(0, T0 + 62_000);
+        assert_eq!(minutes.len(), 2);
+        let mut again = started_at(Recovery::Auto, T0 + 62_000);
+        let mut stray = minutes[0].clone();
+        stray.journey = "gone".into();
+        again.restore_journey_minutes(minutes.into_iter().chain([stray]).collect());
+        let s = &again.journey_statuses(T0 + 63_000)[0];
+        assert_eq!((s.report.sli.good, s.report.sli.valid), (1, 2));
+        // Only minutes from `from` on come out.
+        assert_eq!(
+            again
+                .journey_minutes((T0 + 61_000) / 60_000, T0 + 63_000)
+                .len(),
+            1
+        );
     }
 
     #[test]

@@ -39,22 +39,21 @@ mod vehicle;
 
 pub use blind::Blindness;
 pub use config::{
-    FaultConfig, FaultRule, FlapConfig, HeartbeatConfig, MassLossAction, MassLossConfig,
-    RulesConfig, SloConfig,
+    FaultConfig, FaultRule, FlapConfig, HeartbeatConfig, JourneyConfig, JourneyRule,
+    MassLossAction, MassLossConfig, Recovery, RulesConfig, SloConfig,
 };
-pub use event_sli::{EventSli, EventSliReport};
+pub use event_sli::EventSli;
 pub use export::{ScanCursor, SliMinute};
 pub use fleet::{Fleet, VehicleView};
 pub use journey::{
-    Answered, Journey, JourneyConfig, JourneyCounts, JourneyEnd, JourneyReport, JourneyRule,
-    Recovery, Refused, Standing, LATENCY_BOUNDS_S,
+    Answered, Journey, JourneyCounts, JourneyEnd, JourneyMinute, JourneyReport, JourneyStatus,
+    PrecisionRow, Refused, Standing, LATENCY_BOUNDS_S,
 };
-pub use journeys::{JourneyStatus, PrecisionRow};
-pub use query::{Breakdown, Census, PageCursor, ReasonKind, VehicleFilter, VehiclePage};
+pub use query::{Breakdown, Census, PageCursor, VehicleFilter, VehiclePage};
 pub use restore::{OpenIncident, Restore, RestoredFleet, SliHistory, Watched};
 pub use sli::SliReport;
 pub use types::{
-    AlertSeverity, AlertState, BurnRates, Cause, Command, CommandKind, Effect, Heartbeat,
-    Notification, Reason, ReasonChange, RulesError, ServiceInOutcome, ServiceState, Transition,
-    UnixMs, VehicleSnapshot, BURN_WINDOWS,
+    AlertSeverity, AlertState, BurnRates, Cause, Command, CommandKind, Effect, EventSliReport,
+    Heartbeat, Notification, Reason, ReasonChange, ReasonKind, RulesError, ServiceInOutcome,
+    ServiceState, Transition, UnixMs, VehicleSnapshot, BURN_WINDOWS,
 };

@@ -5,45 +5,9 @@
 use crate::fleet::VehicleView;
 use crate::timeouts::ModelId;
 use crate::vehicle::{Silence, Vehicle};
-use crate::{Fleet, ServiceState};
-
-/// The kinds of out-of-service reason, for filtering and counting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ReasonKind {
-    /// `heartbeat_lost`
-    HeartbeatLost,
-    /// `hardware_fault` (any code)
-    HardwareFault,
-    /// `journey_failures` (any journey)
-    JourneyFailures,
-    /// `maintenance`
-    Maintenance,
-}
+use crate::{Fleet, ReasonKind, ServiceState};
 
 impl ReasonKind {
-    /// Every kind, in the order reasons are listed.
-    pub const ALL: [ReasonKind; 4] = [
-        ReasonKind::HeartbeatLost,
-        ReasonKind::HardwareFault,
-        ReasonKind::JourneyFailures,
-        ReasonKind::Maintenance,
-    ];
-
-    /// The name the MQTT contract uses (`heartbeat_lost`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReasonKind::HeartbeatLost => "heartbeat_lost",
-            ReasonKind::HardwareFault => "hardware_fault",
-            ReasonKind::JourneyFailures => "journey_failures",
-            ReasonKind::Maintenance => "maintenance",
-        }
-    }
-
-    /// The kind named `name`, if any.
-    pub fn parse(name: &str) -> Option<ReasonKind> {
-        ReasonKind::ALL.into_iter().find(|k| k.as_str() == name)
-    }
-
     pub(crate) fn holds_for(self, v: &Vehicle) -> bool {
         match self {
             ReasonKind::HeartbeatLost => v.silence == Silence::Lost,

@@ -174,7 +174,7 @@ pub enum Notification {
         /// Firing or resolved.
         state: AlertState,
         /// The journey's SLI and burn rates when it changed.
-        sli: crate::EventSliReport,
+        sli: EventSliReport,
         /// When.
         at: UnixMs,
     },
@@ -374,4 +374,63 @@ pub enum AlertState {
     Firing,
     /// It held and no longer does.
     Resolved,
+}
+
+/// The event SLI and its SLO figures at one instant.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventSliReport {
+    /// When computed.
+    pub at: UnixMs,
+    /// The SLO target.
+    pub target: f64,
+    /// The SLO window in ms.
+    pub window_ms: u64,
+    /// Good events within the SLO window.
+    pub good: u64,
+    /// Valid events within the SLO window.
+    pub valid: u64,
+    /// good / valid over the SLO window (1.0 with no valid event).
+    pub window_sli: f64,
+    /// 1 - (1 - window_sli) / (1 - target); negative when overspent.
+    pub error_budget_remaining: f64,
+    /// Burn rates over the usual windows.
+    pub burn: BurnRates,
+}
+
+/// The kinds of out-of-service reason, for filtering and counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReasonKind {
+    /// `heartbeat_lost`
+    HeartbeatLost,
+    /// `hardware_fault` (any code)
+    HardwareFault,
+    /// `journey_failures` (any journey)
+    JourneyFailures,
+    /// `maintenance`
+    Maintenance,
+}
+
+impl ReasonKind {
+    /// Every kind, in the order reasons are listed.
+    pub const ALL: [ReasonKind; 4] = [
+        ReasonKind::HeartbeatLost,
+        ReasonKind::HardwareFault,
+        ReasonKind::JourneyFailures,
+        ReasonKind::Maintenance,
+    ];
+
+    /// The name the MQTT contract uses (`heartbeat_lost`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonKind::HeartbeatLost => "heartbeat_lost",
+            ReasonKind::HardwareFault => "hardware_fault",
+            ReasonKind::JourneyFailures => "journey_failures",
+            ReasonKind::Maintenance => "maintenance",
+        }
+    }
+
+    /// The kind named `name`, if any.
+    pub fn parse(name: &str) -> Option<ReasonKind> {
+        ReasonKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
 }

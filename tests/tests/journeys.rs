@@ -482,3 +482,33 @@ success = { field = "result", equals = "unlocked" }
     assert_eq!((c.succeeded, c.failed, c.unmatched), (1, 1, 1), "{c:?}");
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_journey_slo_window_survives_a_restart() {
+    let config = config();
+    let broker = start(&config).await;
+    let backend = Client::connect(
+        broker.mqtt_addr(),
+        "backend",
+        Some(("backend", BACKEND_PASSWORD.into())),
+    )
+    .await;
+    let mut v = vehicle(&broker, "rs-1").await;
+    for (i, ok) in [true, false, true].into_iter().enumerate() {
+        backend
+            .publish(
+                "vehicles/rs-1/lock/request",
+                &format!(r#"{{"request_id":"s{i}"}}"#),
+            )
+            .await;
+        let r = next_request(&mut v).await;
+        answer(&v, "rs-1", &r, ok).await;
+    }
+    until(&broker, "three ends", |s| s.report.sli.valid == 3).await;
+    broker.shutdown().await;
+
+    let again = start(&config).await;
+    let s = unlock_status(&again).await;
+    assert_eq!((s.report.sli.good, s.report.sli.valid), (2, 3));
+    again.shutdown().await;
+}

@@ -392,11 +392,28 @@ fn what_is_written_comes_back_on_load(opts: &StoreOptions) {
                 saved_to: T0 + 10,
                 keep_from: 0,
             },
+            Record::JourneySli {
+                minutes: vec![fleet_rules::JourneyMinute {
+                    journey: "unlock".into(),
+                    minute: T0 / 60_000,
+                    good: 7,
+                    valid: 9,
+                }],
+                keep_from: 0,
+            },
         ])
         .expect("stored");
     drop(store);
     let mut store = Store::open(opts).expect("opens again");
     let restored = store.load(0).expect("loads");
+    assert_eq!(
+        restored
+            .journey_minutes
+            .iter()
+            .map(|m| (m.journey.as_str(), m.good, m.valid))
+            .collect::<Vec<_>>(),
+        [("unlock", 7, 9)]
+    );
     let mut vehicles = restored.vehicles.clone();
     vehicles.sort_by(|x, y| x.id.cmp(&y.id));
     assert_eq!(vehicles.len(), 2);

@@ -248,14 +248,24 @@ impl Engine {
 
     fn save_sli(&mut self, now: UnixMs) {
         let minutes = self.fleet.sli_minutes(self.persist.sli_from_minute, now);
+        let journeys = self
+            .fleet
+            .journey_minutes(self.persist.sli_from_minute, now);
         let keep = ms(self.persist.opts.sli_history) / MINUTE + 1;
         self.persist.sli_from_minute = Fleet::minute_of(now);
         self.persist.sli_saved_at = Some(now);
+        let keep_from = Fleet::minute_of(now).saturating_sub(keep);
         self.record(Record::Sli {
             minutes,
             saved_to: now,
-            keep_from: Fleet::minute_of(now).saturating_sub(keep),
+            keep_from,
         });
+        if !journeys.is_empty() {
+            self.record(Record::JourneySli {
+                minutes: journeys,
+                keep_from,
+            });
+        }
     }
 
     fn reseed_chunk(&mut self) {

@@ -28,6 +28,8 @@ pub struct Restored {
     pub sli: Vec<SliMinute>,
     /// Where the SLI history was saved up to: the broker is taken as down from here on.
     pub sli_saved_to: Option<UnixMs>,
+    /// The journeys' SLI minutes.
+    pub journey_minutes: Vec<fleet_rules::JourneyMinute>,
     /// The last clean stop, if the broker stopped cleanly after its last save.
     pub stopped_at: Option<UnixMs>,
     /// The incident and alerts open at the stop.
@@ -147,6 +149,19 @@ fn read(db: &mut dyn Sql, sli_from: u64) -> Result<Restored, DbError> {
             })
         },
     )?;
+    out.journey_minutes = db.rows(
+        "SELECT journey, minute, good, valid FROM journey_minutes WHERE minute >= ?1
+         ORDER BY journey, minute",
+        args![sli_from],
+        |r| {
+            Ok(fleet_rules::JourneyMinute {
+                journey: r.get(0)?,
+                minute: r.get(1)?,
+                good: r.get(2)?,
+                valid: r.get(3)?,
+            })
+        },
+    )?;
     let mut meta = |key: &str| {
         db.row("SELECT value FROM meta WHERE key = ?1", args![key], |r| {
             r.get::<u64>(0)
@@ -214,6 +229,7 @@ pub fn recover(
         decommissioned,
         sli,
         sli_saved_to,
+        journey_minutes,
         stopped_at,
         open,
         last_events,
@@ -254,8 +270,11 @@ pub fn recover(
         watched,
     };
     let clean_stop = stopped_at.is_some() && stopped_at >= sli_saved_to;
-    let fleet_rules::RestoredFleet { fleet, downtime_ms } =
-        fleet_rules::Fleet::restore(rules, stored, now);
+    let fleet_rules::RestoredFleet {
+        mut fleet,
+        downtime_ms,
+    } = fleet_rules::Fleet::restore(rules, stored, now);
+    fleet.restore_journey_minutes(journey_minutes);
     Recovery {
         fleet,
         changed_at: ids,

@@ -54,6 +54,14 @@ pub enum Record {
         /// Minutes older than this are deleted.
         keep_from: u64,
     },
+    /// Journeys' SLI minutes (the last partial), with the minutes older than `keep_from`
+    /// deleted.
+    JourneySli {
+        /// Minutes that counted a request.
+        minutes: Vec<fleet_rules::JourneyMinute>,
+        /// Minutes older than this are deleted.
+        keep_from: u64,
+    },
     /// Command log entries issued before this are deleted.
     PruneCommands {
         /// Unix ms.
@@ -222,6 +230,20 @@ pub(super) fn write(tx: &mut dyn Sql, record: &Record) -> Result<(), DbError> {
                 args![keep_from],
             )?;
             set_meta(tx, SLI_SAVED_TO, *saved_to)?;
+        }
+        Record::JourneySli { minutes, keep_from } => {
+            for m in minutes {
+                tx.exec(
+                    "INSERT INTO journey_minutes (journey, minute, good, valid) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (journey, minute) DO UPDATE
+                     SET good = excluded.good, valid = excluded.valid",
+                    args![m.journey, m.minute, m.good, m.valid],
+                )?;
+            }
+            tx.exec(
+                "DELETE FROM journey_minutes WHERE minute < ?1",
+                args![keep_from],
+            )?;
         }
         Record::PruneCommands { before } => {
             tx.exec("DELETE FROM commands WHERE issued_at < ?1", args![before])?;

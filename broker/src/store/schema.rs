@@ -12,7 +12,7 @@ use rusqlite::{Connection, Transaction};
 use super::sql::DbError;
 
 /// The version this build writes.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// Step `i` takes a database from version `i` to `i + 1`.
 const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
@@ -31,6 +31,7 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
      CREATE TABLE reasons (
          vehicle TEXT NOT NULL,
          kind TEXT NOT NULL,          -- heartbeat_lost | hardware_fault | maintenance
+                                      -- | journey_failures (code: the journey, note: failures)
          code TEXT NOT NULL DEFAULT '',
          operator TEXT,
          note TEXT,
@@ -114,12 +115,24 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
     // v5: each transition keeps the fleet/events payload that announced it, sent again
     // after a crash (it may have been stored but not yet published).
     "ALTER TABLE transitions ADD COLUMN event TEXT;",
+    // v6: each journey's SLI minutes (requests ended, and ended with success in time), so
+    // its SLO window survives a restart.
+    JOURNEY_MINUTES,
 ];
+
+/// v6 on both databases (SQLite's INTEGER is 64-bit).
+const JOURNEY_MINUTES: &str = "CREATE TABLE journey_minutes (
+         journey TEXT NOT NULL,
+         minute BIGINT NOT NULL,       -- unix ms / 60000
+         good BIGINT NOT NULL,         -- requests ended with success in time
+         valid BIGINT NOT NULL,        -- requests ended
+         PRIMARY KEY (journey, minute)
+     );";
 
 /// The PostgreSQL steps: `(version reached, statements)`, in order. The tables and columns
 /// are SQLite's with PostgreSQL's types: every integer is a BIGINT (times in unix ms,
 /// vehicle-ms, 0/1 flags), log sequences are identity columns.
-pub(super) const POSTGRES: [(u32, &str); 2] = [
+pub(super) const POSTGRES: [(u32, &str); 3] = [
     (
         4,
         "CREATE TABLE meta (
@@ -213,6 +226,7 @@ pub(super) const POSTGRES: [(u32, &str); 2] = [
      CREATE INDEX incidents_by_start ON incidents (started_at);",
     ),
     (5, "ALTER TABLE transitions ADD COLUMN event TEXT;"),
+    (6, JOURNEY_MINUTES),
 ];
 
 /// Why the schema could not be brought to [`SCHEMA_VERSION`].
