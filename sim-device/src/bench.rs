@@ -13,6 +13,12 @@
 //!   broker's corrective command arriving at the vehicle: uplink, rules, downlink.
 //! - *detection* = `service_out` arrival - (vehicle's last heartbeat send + timeout). The
 //!   broker's deadline starts at its receive time, later than the send, so this errs high.
+//!
+//! With [`BenchJourneys`], every rate step is run again right after itself with a backend
+//! sending unlock requests at a fixed rate (`unlock_step_start`/`unlock_step_end`, the same
+//! fields plus `unlocks`, `backend` (its figures over every request of the step, warm-up
+//! included, each ended before they are taken) and `unlock_latency`), so one run compares
+//! the heartbeat path with and without them.
 
 use std::io::Write;
 use std::time::Duration;
@@ -20,8 +26,20 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
+use crate::backend::{Backend, BackendOptions};
 use crate::fleet::{Fleet, FleetOptions, PROBE_TIMEOUT};
+use crate::journey::JourneyOptions;
 use crate::stats::{get, CpuMeter, Percentiles};
+
+/// Unlock requests during repeated rate steps.
+#[derive(Debug, Clone)]
+pub struct BenchJourneys {
+    /// The backend. Its `rate` is not used (it sends only during the repeated steps); with
+    /// no `vehicles` it sends to the whole fleet.
+    pub backend: BackendOptions,
+    /// Requests per second during a repeated step.
+    pub rate: f64,
+}
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -48,6 +66,9 @@ pub struct BenchOptions {
     pub wait_limit: Duration,
     /// A step above this probe p99 ends the stepping for that QoS (the knee).
     pub knee_p99: Duration,
+    /// Repeat every step with unlock requests (the fleet answers them on the backend's
+    /// topics unless `fleet.journeys` says otherwise).
+    pub journeys: Option<BenchJourneys>,
 }
 
 fn emit(v: Value) {
@@ -65,9 +86,17 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     let n = opts.fleet.vehicles;
     let cpu = CpuMeter::start();
     let started = Instant::now();
+    let fleet_journeys = match (&opts.fleet.journeys, &opts.journeys) {
+        (None, Some(j)) => Some(JourneyOptions {
+            topics: j.backend.topics.clone(),
+            ..JourneyOptions::answering()
+        }),
+        (set, _) => set.clone(),
+    };
     let fleet = Fleet::start(&FleetOptions {
         probe_fraction: 0.0,
         heartbeat: opts.background_period,
+        journeys: fleet_journeys,
         ..opts.fleet.clone()
     });
     let mut last_log = Instant::now();
@@ -95,6 +124,28 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<()> {
             "not every vehicle connected; measuring what did"
         );
     }
+    let backend = match &opts.journeys {
+        Some(j) => {
+            let mut backend = j.backend.clone();
+            backend.rate = 0.0;
+            if backend.vehicles.is_empty() {
+                backend.vehicles = fleet.ids();
+            }
+            let backend = Backend::start(backend)?;
+            let wait = Instant::now();
+            while !backend.is_ready() && wait.elapsed() < opts.wait_limit {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if !backend.is_ready() {
+                anyhow::bail!(
+                    "the unlock backend did not connect and subscribe within {:?}",
+                    opts.wait_limit
+                );
+            }
+            Some((backend, j.rate))
+        }
+        None => None,
+    };
 
     for &qos in &opts.qos {
         fleet.set_qos1(qos >= 1);
@@ -108,9 +159,13 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<()> {
                 );
                 continue;
             }
-            let r = step(&fleet, opts, qos, rate, period).await;
+            let r = step(&fleet, opts, qos, rate, period, None).await;
             let knee = r["knee"].as_bool().unwrap_or(false);
             emit(r);
+            if let Some((backend, unlocks)) = &backend {
+                let unlocks = Some((backend, *unlocks));
+                emit(step(&fleet, opts, qos, rate, period, unlocks).await);
+            }
             if knee {
                 break;
             }
@@ -128,6 +183,9 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     emit(
         json!({"event": "done", "sim_cpu": cpu.cores().map(round3), "secs": round3(started.elapsed().as_secs_f64())}),
     );
+    if let Some((backend, _)) = backend {
+        backend.shutdown().await;
+    }
     fleet.shutdown().await;
     Ok(())
 }
@@ -173,11 +231,35 @@ async fn settle_probes(fleet: &Fleet) {
     }
 }
 
-async fn step(fleet: &Fleet, opts: &BenchOptions, qos: u8, rate: u32, period: Duration) -> Value {
+/// One rate step; with `unlocks`, the backend sends that many requests per second during
+/// it (from the warm-up on, so the measured window is steady).
+async fn step(
+    fleet: &Fleet,
+    opts: &BenchOptions,
+    qos: u8,
+    rate: u32,
+    period: Duration,
+    unlocks: Option<(&Backend, f64)>,
+) -> Value {
     let stats = fleet.stats();
+    let name = if unlocks.is_some() {
+        "unlock_step"
+    } else {
+        "step"
+    };
     fleet.set_heartbeats_on(true);
     fleet.set_heartbeat(period);
     fleet.set_probe_fraction(opts.probe_fraction);
+    // The backend's figures cover every request of the step, from the warm-up on (so
+    // each one sent is also counted as it ends); the heartbeat figures, the window after.
+    let backend0 = unlocks.map(|(b, per_sec)| {
+        b.stats().take_latency();
+        let f0 = b.stats().figures();
+        // The CLI checked the rate; a refused one leaves the backend idle, and its figures
+        // show it.
+        let _ = b.set_rate(per_sec);
+        f0
+    });
     // One second (at least a period) to reach the rate before measuring.
     tokio::time::sleep(period.max(Duration::from_secs(1))).await;
     stats.probe_rtt.take();
@@ -189,10 +271,15 @@ async fn step(fleet: &Fleet, opts: &BenchOptions, qos: u8, rate: u32, period: Du
     );
     let cpu = CpuMeter::start();
     let t0 = Instant::now();
-    emit(json!({"event": "step_start", "qos": qos, "rate": rate, "unix_ms": crate::unix_ms()}));
+    emit(
+        json!({"event": format!("{name}_start"), "qos": qos, "rate": rate, "unix_ms": crate::unix_ms()}),
+    );
     tokio::time::sleep(opts.step).await;
     fleet.set_probe_fraction(0.0);
     fleet.set_heartbeats_on(false);
+    if let Some((backend, _)) = unlocks {
+        let _ = backend.set_rate(0.0);
+    }
     let sent = get(&stats.heartbeats) - hb0;
     let dropped = get(&stats.heartbeats_dropped) - drop0;
     let send_s = t0.elapsed().as_secs_f64();
@@ -205,6 +292,21 @@ async fn step(fleet: &Fleet, opts: &BenchOptions, qos: u8, rate: u32, period: Du
     stats.probe_rtt.take();
     let probes = get(&stats.probes) - probes0;
     let lost = get(&stats.probes_lost) - lost0;
+    let journeys = match (unlocks, backend0) {
+        (Some((backend, per_sec)), Some(f0)) => {
+            // Every request of the step ends (answered or timed out) before the figures.
+            let limit = Instant::now() + opts.wait_limit;
+            while backend.stats().figures().pending > 0 && Instant::now() < limit {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            json!({
+                "unlocks": per_sec,
+                "backend": backend.stats().figures().since(&f0),
+                "unlock_latency": backend.stats().take_latency(),
+            })
+        }
+        _ => json!({}),
+    };
     let offered = f64::from(rate) * opts.step.as_secs_f64();
     let delivered_rate = sent as f64 / done_s;
     // Past the knee: the client could not hand over 95 % of the offered heartbeats (TCP
@@ -215,8 +317,8 @@ async fn step(fleet: &Fleet, opts: &BenchOptions, qos: u8, rate: u32, period: Du
         || drain_s > (0.1 * opts.step.as_secs_f64()).max(1.0)
         || rtt.p99_ms > opts.knee_p99.as_secs_f64() * 1000.0
         || answered < asked;
-    json!({
-        "event": "step_end", "qos": qos, "rate": rate, "vehicles": fleet.len(),
+    let mut end = json!({
+        "event": format!("{name}_end"), "qos": qos, "rate": rate, "vehicles": fleet.len(),
         "period_s": round3(period.as_secs_f64()),
         "offered": offered.round(), "sent": sent, "dropped_at_client": dropped,
         "send_s": round3(send_s), "drain_s": round3(drain_s),
@@ -224,7 +326,11 @@ async fn step(fleet: &Fleet, opts: &BenchOptions, qos: u8, rate: u32, period: Du
         "barrier_answered": answered, "barrier_asked": asked,
         "rtt": rtt, "probes": probes, "probes_lost": lost,
         "sim_cpu": sim_cpu.map(round3), "knee": knee, "unix_ms": crate::unix_ms(),
-    })
+    });
+    if let (Some(end), Value::Object(extra)) = (end.as_object_mut(), journeys) {
+        end.extend(extra);
+    }
+    end
 }
 
 async fn detect(fleet: &Fleet, opts: &BenchOptions) -> Value {

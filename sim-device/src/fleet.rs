@@ -8,6 +8,9 @@
 //! `out_of_service` while the vehicle applies `in_service`: the broker answers it with a
 //! `service_in` command (at most once per `commands.resend_interval`), so the time from
 //! the probe to that command is a measured heartbeat -> rules -> command round trip.
+//!
+//! With journeys on, each vehicle also subscribes to its lock request topic and answers
+//! each request after a short delay, as its [`UnlockPolicy`] says.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -17,11 +20,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleet_contract::{Topics, UplinkKind};
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, NetworkOptions, Packet, QoS};
-use tokio::sync::Notify;
+use rumqttc::{
+    AsyncClient, Event, EventLoop, MqttOptions, NetworkOptions, Packet, QoS, SubscribeFilter,
+};
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::journey::{self, JourneyOptions, UnlockPolicy};
 use crate::stats::{inc, FleetStats};
 use crate::ReceivedCommand;
 
@@ -36,6 +42,9 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const REQUEST_QUEUE: usize = 16;
 /// Longest a scheduler sleeps, so changed settings take effect quickly.
 const SCHEDULER_TICK: Duration = Duration::from_millis(20);
+/// Lock answers waiting for their delay, fleet-wide; beyond it a request goes unanswered
+/// and is counted in `unlock_answers_dropped`.
+const ANSWER_QUEUE: usize = 16_384;
 
 /// How a fleet connects and behaves.
 #[derive(Debug, Clone)]
@@ -64,6 +73,8 @@ pub struct FleetOptions {
     pub schedulers: usize,
     /// The broker's topic layout (contract v1 by default).
     pub topics: Topics,
+    /// Answer lock requests (off: no subscription beyond the command topic).
+    pub journeys: Option<JourneyOptions>,
 }
 
 impl Default for FleetOptions {
@@ -81,6 +92,7 @@ impl Default for FleetOptions {
             probe_fraction: 0.0,
             schedulers: 4,
             topics: Topics::default(),
+            journeys: None,
         }
     }
 }
@@ -116,12 +128,15 @@ pub struct VehicleState {
     error_topic: String,
     command_topic: String,
     ack_topic: String,
+    /// (request, result) topics with journeys on.
+    lock_topics: Option<(String, String)>,
     ready: AtomicBool,
     ever_ready: AtomicBool,
     out_of_service: AtomicBool,
     silent: AtomicBool,
     flapping: AtomicBool,
     ack_policy: AtomicU8,
+    unlock_policy: AtomicU8,
     seq: AtomicU64,
     probe_sent_us: AtomicU64,
     last_heartbeat_us: AtomicU64,
@@ -140,12 +155,14 @@ impl VehicleState {
         &self.heartbeat_topic
     }
 
-    fn new(id: String, topics: &Topics) -> VehicleState {
+    fn new(id: String, topics: &Topics, journeys: Option<&JourneyOptions>) -> VehicleState {
         VehicleState {
             heartbeat_topic: topics.uplink(&id, UplinkKind::Heartbeat),
             error_topic: topics.uplink(&id, UplinkKind::Error),
             command_topic: topics.command(&id),
             ack_topic: topics.uplink(&id, UplinkKind::Ack),
+            lock_topics: journeys.map(|j| (j.topics.request(&id), j.topics.response(&id))),
+            unlock_policy: AtomicU8::new(journeys.map_or(0, |j| j.policy as u8)),
             id,
             ready: AtomicBool::new(false),
             ever_ready: AtomicBool::new(false),
@@ -225,6 +242,8 @@ struct Shared {
     clients: Vec<AsyncClient>,
     control: Control,
     stats: FleetStats,
+    /// Lock answers (due, vehicle, payload) waiting for their delay, with journeys on.
+    answers: Option<(Duration, journey::DueQueue<(u32, String)>)>,
 }
 
 impl Shared {
@@ -298,11 +317,18 @@ impl Fleet {
             net.set_tcp_nodelay(true);
             net.set_connection_timeout(10);
             eventloop.set_network_options(net);
-            vehicles.push(VehicleState::new(id, &opts.topics));
+            vehicles.push(VehicleState::new(id, &opts.topics, opts.journeys.as_ref()));
             clients.push(client);
             loops.push(eventloop);
         }
         let period_us = opts.heartbeat.as_micros().max(1) as u64;
+        let (answers, answer_queue) = match &opts.journeys {
+            Some(j) => {
+                let (tx, rx) = mpsc::channel(ANSWER_QUEUE);
+                (Some((j.answer_delay, tx)), Some(rx))
+            }
+            None => (None, None),
+        };
         let shared = Arc::new(Shared {
             epoch: Instant::now(),
             vehicles,
@@ -320,8 +346,16 @@ impl Fleet {
                 jitter_ppm: ppm(opts.jitter),
             },
             stats: FleetStats::default(),
+            answers,
         });
         let mut tasks = Vec::new();
+        if let Some(rx) = answer_queue {
+            let s = shared.clone();
+            tasks.push(tokio::spawn(journey::deliver_when_due(
+                rx,
+                move |(i, answer): (u32, String)| send_lock_answer(&s, i as usize, answer),
+            )));
+        }
         let schedulers = opts.schedulers.clamp(1, 64);
         for shard in 0..schedulers {
             tasks.push(tokio::spawn(schedule(shared.clone(), shard, schedulers)));
@@ -443,6 +477,18 @@ impl Fleet {
         if let Some(v) = self.shared.vehicles.get(i) {
             v.ack_policy.store(policy as u8, Ordering::Relaxed);
         }
+    }
+
+    /// How vehicle `i` answers lock requests (with journeys on).
+    pub fn set_unlock_policy(&self, i: usize, policy: UnlockPolicy) {
+        if let Some(v) = self.shared.vehicles.get(i) {
+            v.unlock_policy.store(policy as u8, Ordering::Relaxed);
+        }
+    }
+
+    /// Every vehicle's id, in index order.
+    pub fn ids(&self) -> Vec<String> {
+        self.shared.vehicles.iter().map(|v| v.id.clone()).collect()
     }
 
     /// Drops vehicle `i`'s connection; it reconnects after a jittered backoff.
@@ -568,19 +614,24 @@ async fn drive(shared: Arc<Shared>, i: usize, mut el: EventLoop) {
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff = BACKOFF_MIN;
-                if client
-                    .try_subscribe(v.command_topic.as_str(), QoS::AtLeastOnce)
-                    .is_err()
-                {
+                let subscribed = match &v.lock_topics {
+                    None => client.try_subscribe(v.command_topic.as_str(), QoS::AtLeastOnce),
+                    Some((request, _)) => client.try_subscribe_many([
+                        SubscribeFilter::new(v.command_topic.clone(), QoS::AtLeastOnce),
+                        SubscribeFilter::new(request.clone(), QoS::AtLeastOnce),
+                    ]),
+                };
+                if subscribed.is_err() {
                     inc(&shared.stats.errors);
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                if matches!(
-                    ack.return_codes.first(),
-                    Some(rumqttc::SubscribeReasonCode::Success(_))
-                ) && !v.ready.swap(true, Ordering::AcqRel)
-                {
+                let granted = !ack.return_codes.is_empty()
+                    && ack
+                        .return_codes
+                        .iter()
+                        .all(|c| matches!(c, rumqttc::SubscribeReasonCode::Success(_)));
+                if granted && !v.ready.swap(true, Ordering::AcqRel) {
                     v.ready_at_us.store(shared.now_us(), Ordering::Relaxed);
                     shared.stats.connected.fetch_add(1, Ordering::Relaxed);
                     if v.ever_ready.swap(true, Ordering::AcqRel) {
@@ -595,6 +646,11 @@ async fn drive(shared: Arc<Shared>, i: usize, mut el: EventLoop) {
             }
             Ok(Event::Incoming(Packet::Publish(p))) if p.topic == v.command_topic => {
                 on_command(&shared, i, &p.payload);
+            }
+            Ok(Event::Incoming(Packet::Publish(p)))
+                if v.lock_topics.as_ref().is_some_and(|t| p.topic == t.0) =>
+            {
+                on_lock_request(&shared, i, &p.payload);
             }
             Ok(_) => {}
             Err(_) => {
@@ -659,6 +715,41 @@ fn on_command(shared: &Arc<Shared>, i: usize, payload: &[u8]) {
         }
         AckPolicy::Missing => {}
     }
+}
+
+fn on_lock_request(shared: &Shared, i: usize, payload: &[u8]) {
+    let Some((delay, queue)) = &shared.answers else {
+        return;
+    };
+    let stats = &shared.stats;
+    let policy = UnlockPolicy::from_u8(shared.vehicles[i].unlock_policy.load(Ordering::Relaxed));
+    match journey::answer_to(payload, policy) {
+        Err(_) => inc(&stats.unlock_requests_malformed),
+        Ok(None) => inc(&stats.unlock_requests),
+        Ok(Some(answer)) => {
+            inc(&stats.unlock_requests);
+            if queue
+                .try_send((Instant::now() + *delay, (i as u32, answer)))
+                .is_err()
+            {
+                inc(&stats.unlock_answers_dropped);
+            }
+        }
+    }
+}
+
+fn send_lock_answer(shared: &Shared, i: usize, answer: String) {
+    let Some((_, topic)) = shared.vehicles.get(i).and_then(|v| v.lock_topics.as_ref()) else {
+        return;
+    };
+    let sent = shared.clients[i]
+        .try_publish(topic.as_str(), QoS::AtLeastOnce, false, answer)
+        .is_ok();
+    inc(if sent {
+        &shared.stats.unlock_answers
+    } else {
+        &shared.stats.unlock_answers_dropped
+    });
 }
 
 /// Hands one heartbeat (a probe when `probe`) of vehicle `i` to its client.

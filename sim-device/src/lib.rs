@@ -1,13 +1,17 @@
 //! A simulated vehicle speaking the MQTT contract v1 over a real MQTT connection: it
 //! subscribes to its command topic, applies and acknowledges commands, and sends
-//! heartbeats (reporting the state it applies) and error reports on request.
+//! heartbeats (reporting the state it applies) and error reports on request; with
+//! journeys on, it also answers lock requests ([`journey`]).
 //!
-//! [`fleet`] runs thousands of them with failure injection ([`scenario`]); [`bench`] drives
-//! a broker with such a fleet and prints measurements; [`standin`] is the minimal "rules
-//! engine" that stands beside a plain broker (Mosquitto) for the baseline.
+//! [`fleet`] runs thousands of them with failure injection ([`scenario`]); [`backend`]
+//! sends them lock requests and measures the answers; [`bench`] drives a broker with such
+//! a fleet and prints measurements; [`standin`] is the minimal "rules engine" that stands
+//! beside a plain broker (Mosquitto) for the baseline.
 
+pub mod backend;
 pub mod bench;
 pub mod fleet;
+pub mod journey;
 pub mod scenario;
 pub mod standin;
 pub mod stats;
@@ -16,14 +20,26 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use fleet_contract::{Topics, UplinkKind};
-use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, Packet, QoS, SubscribeFilter};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use journey::{JourneyOptions, UnlockPolicy};
+
+/// A vehicle's side of journeys: where requests arrive and how they are answered.
+struct Answering {
+    request_topic: String,
+    delay: Duration,
+    policy: UnlockPolicy,
+    queue: journey::DueQueue<String>,
+}
+
 /// Commands buffered per vehicle before the oldest is dropped by the reader.
 const COMMAND_BUFFER: usize = 64;
+/// Lock answers waiting for their delay per vehicle; beyond it a request goes unanswered.
+const ANSWER_QUEUE: usize = 64;
 
 /// Why a simulated vehicle failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +77,7 @@ pub struct Vehicle {
     commands: mpsc::Receiver<ReceivedCommand>,
     applied: tokio::sync::watch::Receiver<&'static str>,
     reader: JoinHandle<()>,
+    answerer: Option<JoinHandle<()>>,
 }
 
 /// How a simulated vehicle behaves.
@@ -74,6 +91,8 @@ pub struct VehicleOptions {
     pub topics: Topics,
     /// MQTT username and password, if the broker asks for them.
     pub credentials: Option<(String, String)>,
+    /// Answer lock requests (off: no subscription beyond the command topic).
+    pub journeys: Option<JourneyOptions>,
 }
 
 impl Default for VehicleOptions {
@@ -83,12 +102,14 @@ impl Default for VehicleOptions {
             keep_alive: Duration::from_secs(30),
             topics: Topics::default(),
             credentials: None,
+            journeys: None,
         }
     }
 }
 
 impl Vehicle {
-    /// Connects as `id` (client id = vehicle id) and subscribes to its command topic.
+    /// Connects as `id` (client id = vehicle id) and subscribes to its command topic (and
+    /// its lock request topic with journeys on).
     pub async fn connect(
         broker: SocketAddr,
         id: &str,
@@ -107,8 +128,16 @@ impl Vehicle {
         let command_topic = opts.topics.command(id);
         let ack_topic = opts.topics.uplink(id, UplinkKind::Ack);
         let topics = opts.topics.clone();
+        let mut filters = vec![SubscribeFilter::new(
+            command_topic.clone(),
+            QoS::AtLeastOnce,
+        )];
+        if let Some(j) = &opts.journeys {
+            filters.push(SubscribeFilter::new(j.topics.request(id), QoS::AtLeastOnce));
+        }
+        // One filter: the same SUBSCRIBE packet as `subscribe`.
         client
-            .subscribe(&command_topic, QoS::AtLeastOnce)
+            .subscribe_many(filters)
             .await
             .map_err(|e| SimError::Connect(id.to_owned(), e.to_string()))?;
 
@@ -117,10 +146,16 @@ impl Vehicle {
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                        return match ack.return_codes.first() {
-                            Some(rumqttc::SubscribeReasonCode::Success(_)) => Ok(()),
-                            other => Err(format!("subscription refused: {other:?}")),
-                        }
+                        let granted = !ack.return_codes.is_empty()
+                            && ack
+                                .return_codes
+                                .iter()
+                                .all(|c| matches!(c, rumqttc::SubscribeReasonCode::Success(_)));
+                        return if granted {
+                            Ok(())
+                        } else {
+                            Err(format!("subscription refused: {:?}", ack.return_codes))
+                        };
                     }
                     Ok(_) => {}
                     Err(e) => return Err(e.to_string()),
@@ -134,6 +169,30 @@ impl Vehicle {
         let (tx, commands) = mpsc::channel(COMMAND_BUFFER);
         let (applied_tx, applied) = tokio::sync::watch::channel("in_service");
         let ack_client = client.clone();
+        // Answers wait for their delay in a queue of their own, so the reader keeps reading.
+        let (answers, answerer) = match &opts.journeys {
+            Some(j) => {
+                let (tx, rx) = mpsc::channel::<(tokio::time::Instant, String)>(ANSWER_QUEUE);
+                let answer_client = client.clone();
+                let result_topic = j.topics.response(id);
+                let task = tokio::spawn(journey::deliver_when_due(rx, move |answer: String| {
+                    let _ = answer_client.try_publish(
+                        result_topic.as_str(),
+                        QoS::AtLeastOnce,
+                        false,
+                        answer,
+                    );
+                }));
+                let answering = Answering {
+                    request_topic: j.topics.request(id),
+                    delay: j.answer_delay,
+                    policy: j.policy,
+                    queue: tx,
+                };
+                (Some(answering), Some(task))
+            }
+            None => (None, None),
+        };
         let reader = tokio::spawn(async move {
             loop {
                 match eventloop.poll().await {
@@ -156,6 +215,17 @@ impl Vehicle {
                         // A test that stopped reading commands must not stall the link.
                         let _ = tx.try_send(cmd);
                     }
+                    Ok(Event::Incoming(Packet::Publish(p)))
+                        if answers.as_ref().is_some_and(|a| p.topic == a.request_topic) =>
+                    {
+                        let Some(a) = &answers else {
+                            continue;
+                        };
+                        if let Ok(Some(answer)) = journey::answer_to(&p.payload, a.policy) {
+                            let due = tokio::time::Instant::now() + a.delay;
+                            let _ = a.queue.try_send((due, answer));
+                        }
+                    }
                     Ok(_) => {}
                     Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                 }
@@ -168,6 +238,7 @@ impl Vehicle {
             commands,
             applied,
             reader,
+            answerer,
         })
     }
 
@@ -225,6 +296,9 @@ impl Vehicle {
         let _ = self.client.disconnect().await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         self.reader.abort();
+        if let Some(a) = &self.answerer {
+            a.abort();
+        }
     }
 }
 
@@ -240,5 +314,8 @@ pub fn unix_ms() -> u64 {
 impl Drop for Vehicle {
     fn drop(&mut self) {
         self.reader.abort();
+        if let Some(a) = &self.answerer {
+            a.abort();
+        }
     }
 }

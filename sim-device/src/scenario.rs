@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::fleet::{AckPolicy, Fleet, Rng};
+use crate::journey::UnlockPolicy;
 
 /// What an injection does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -31,6 +32,19 @@ pub enum Action {
     Malformed,
     /// Publish `count` heartbeats each on another vehicle's topic.
     Spoof,
+    /// Answer lock requests `ok = false` (`lock_jammed`), then `ok = true` after `for`
+    /// (needs journeys).
+    FailingUnlocks,
+    /// Never answer lock requests (heartbeats go on), then answer again after `for`
+    /// (needs journeys).
+    SilentUnlocks,
+}
+
+impl Action {
+    /// Acts on lock requests, so it means something only with journeys on.
+    pub fn needs_journeys(self) -> bool {
+        matches!(self, Action::FailingUnlocks | Action::SilentUnlocks)
+    }
 }
 
 fn parse_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -53,7 +67,8 @@ pub struct Injection {
     /// When, from the start of the run (default: at once).
     #[serde(default, deserialize_with = "parse_duration")]
     pub at: Duration,
-    /// How long it lasts (silent, flap, slow_acks, missing_acks; default: until the end).
+    /// How long it lasts (silent, flap, slow_acks, missing_acks, failing_unlocks,
+    /// silent_unlocks; default: until the end).
     #[serde(default, rename = "for", deserialize_with = "parse_opt_duration")]
     pub duration: Option<Duration>,
     /// Share of the fleet affected (default 1.0 for reconnect_storm, else 0.01).
@@ -163,10 +178,29 @@ impl Scenario {
                         ))
                     }
                 },
+                Action::FailingUnlocks | Action::SilentUnlocks => {
+                    let extra = [
+                        ("code", inj.code.is_some()),
+                        ("count", inj.count.is_some()),
+                        ("low", inj.low.is_some()),
+                        ("high", inj.high.is_some()),
+                        ("delay", inj.delay.is_some()),
+                    ];
+                    if let Some((field, _)) = extra.iter().find(|(_, set)| *set) {
+                        return Err(bad(&format!(
+                            "does not take `{field}` (only `at`, `for`, `fraction`)"
+                        )));
+                    }
+                }
                 _ => {}
             }
         }
         Ok(())
+    }
+
+    /// Some injection acts on lock requests (see [`Action::needs_journeys`]).
+    pub fn needs_journeys(&self) -> bool {
+        self.inject.iter().any(|i| i.action.needs_journeys())
     }
 }
 
@@ -252,6 +286,20 @@ async fn apply(fleet: &Fleet, inj: &Injection, seed: u64) {
                 set_all(&chosen, |i| fleet.set_ack_policy(i, AckPolicy::Prompt));
             }
         }
+        Action::FailingUnlocks | Action::SilentUnlocks => {
+            let policy = if inj.action == Action::FailingUnlocks {
+                UnlockPolicy::Fail
+            } else {
+                UnlockPolicy::Silent
+            };
+            set_all(&chosen, |i| fleet.set_unlock_policy(i, policy));
+            if let Some(d) = inj.duration {
+                tokio::time::sleep(d).await;
+                set_all(&chosen, |i| {
+                    fleet.set_unlock_policy(i, UnlockPolicy::Answer)
+                });
+            }
+        }
         Action::ReconnectStorm => set_all(&chosen, |i| fleet.kick(i)),
         Action::Faults => {
             let code = inj.code.as_deref().unwrap_or("BRAKE_SENSOR");
@@ -333,11 +381,45 @@ mod tests {
             action = "malformed"
             [[inject]]
             action = "spoof"
+            [[inject]]
+            action = "failing_unlocks"
+            at = "10s"
+            for = "30s"
+            fraction = 0.2
+            [[inject]]
+            action = "silent_unlocks"
             "#,
         )
         .unwrap();
-        assert_eq!(s.inject.len(), 8);
+        assert_eq!(s.inject.len(), 10);
         assert_eq!(s.inject[0].duration, Some(Duration::from_secs(60)));
+        let f = &s.inject[8];
+        assert_eq!(
+            (f.action, f.at, f.duration, f.fraction),
+            (
+                Action::FailingUnlocks,
+                Duration::from_secs(10),
+                Some(Duration::from_secs(30)),
+                Some(0.2)
+            )
+        );
+        assert_eq!(s.inject[9].action, Action::SilentUnlocks);
+        assert!(s.needs_journeys());
+        assert!(!Scenario::parse("[[inject]]\naction = \"silent\"")
+            .unwrap()
+            .needs_journeys());
+    }
+
+    #[test]
+    fn unlock_injections_refuse_fields_they_do_not_use() {
+        let err = Scenario::parse_inline(r#"{action = "failing_unlocks", count = 3}"#)
+            .expect_err("count means nothing here");
+        assert_eq!(
+            err.to_string(),
+            "inject #1 (FailingUnlocks): does not take `count` (only `at`, `for`, `fraction`)"
+        );
+        assert!(Scenario::parse_inline(r#"{action = "silent_unlocks", delay = "1s"}"#).is_err());
+        assert!(Scenario::parse_inline(r#"{action = "silent_unlocks", fraction = 1.5}"#).is_err());
     }
 
     #[test]

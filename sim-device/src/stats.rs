@@ -41,6 +41,14 @@ pub struct FleetStats {
     pub probes_lost: AtomicU64,
     /// Probe round trips, in microseconds.
     pub probe_rtt: Samples,
+    /// Lock requests received (journeys).
+    pub unlock_requests: AtomicU64,
+    /// Lock requests that did not decode.
+    pub unlock_requests_malformed: AtomicU64,
+    /// Lock answers handed to the client.
+    pub unlock_answers: AtomicU64,
+    /// Lock answers not sent: the answer queue or the client's queue was full.
+    pub unlock_answers_dropped: AtomicU64,
 }
 
 /// Adds one.

@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use sim_device::bench::{self, BenchOptions};
+use sim_device::backend::{Backend, BackendOptions, BackendStats};
+use sim_device::bench::{self, BenchJourneys, BenchOptions};
 use sim_device::fleet::{Fleet, FleetOptions};
+use sim_device::journey::{self, JourneyOptions, JourneyTopics};
 use sim_device::scenario::{self, Scenario};
-use sim_device::stats::{get, CpuMeter, FleetStats};
+use sim_device::stats::{get, CpuMeter, FleetStats, Percentiles, MAX_SAMPLES};
 use tokio::time::Instant;
 
 /// A simulated fleet: each vehicle is a real MQTT connection speaking the contract v1.
@@ -94,10 +96,90 @@ fn read_topics(file: &std::path::Path) -> anyhow::Result<fleet_contract::Topics>
     })
 }
 
+/// Rider journeys: a simulated backend sending lock requests that the vehicles answer.
+#[derive(Args, Clone)]
+struct JourneyArgs {
+    /// Unlock requests per second from one simulated backend to vehicles picked at random,
+    /// which answer them ("1000/s" or "1000"; 0 = off: vehicles do not subscribe to
+    /// requests). `run` starts sending once the fleet is connected; `bench` repeats every
+    /// rate step with them.
+    #[arg(long, default_value = "0", value_name = "PER_SEC", value_parser = parse_rate)]
+    unlocks: f64,
+    /// Request topic template (backend -> vehicle); `{id}` is the vehicle id level.
+    #[arg(long, default_value = journey::DEFAULT_REQUEST, value_name = "TEMPLATE")]
+    unlock_request: String,
+    /// Answer topic template (vehicle -> backend); `{id}` is the vehicle id level.
+    #[arg(long, default_value = journey::DEFAULT_RESPONSE, value_name = "TEMPLATE")]
+    unlock_response: String,
+    /// A request with no answer after this long counts as timed out.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    unlock_timeout: Duration,
+    /// Time a vehicle takes to answer a request.
+    #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
+    unlock_delay: Duration,
+    /// The backend's MQTT client id.
+    #[arg(long, default_value = "sim-backend")]
+    backend_client_id: String,
+    /// The backend's MQTT username (with --backend-password).
+    #[arg(long, env = "SIM_BACKEND_USERNAME")]
+    backend_username: Option<String>,
+    /// The backend's MQTT password (with --backend-username).
+    #[arg(long, env = "SIM_BACKEND_PASSWORD", hide_env_values = true)]
+    backend_password: Option<String>,
+}
+
+/// Rates of requests per second: "1000/s" or "1000", 0 or more.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let n = s.strip_suffix("/s").unwrap_or(s);
+    match n.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?}: expected requests per second, 0 or more, e.g. \"1000/s\""
+        )),
+    }
+}
+
+/// The vehicles' and the backend's journey settings; `None` with `--unlocks 0`.
+fn journeys(
+    a: &JourneyArgs,
+    fleet: &FleetOptions,
+) -> anyhow::Result<Option<(JourneyOptions, BackendOptions)>> {
+    if a.unlocks == 0.0 {
+        return Ok(None);
+    }
+    let topics = JourneyTopics::new(&a.unlock_request, &a.unlock_response)
+        .context("--unlock-request/--unlock-response")?;
+    if a.unlock_timeout.is_zero() {
+        bail!("--unlock-timeout must be above zero");
+    }
+    let credentials = match (&a.backend_username, &a.backend_password) {
+        (Some(user), Some(password)) => Some((user.clone(), password.clone())),
+        (None, None) => None,
+        _ => bail!("--backend-username and --backend-password go together: give both or neither"),
+    };
+    let vehicle = JourneyOptions {
+        topics: topics.clone(),
+        answer_delay: a.unlock_delay,
+        ..JourneyOptions::answering()
+    };
+    let backend = BackendOptions {
+        broker: fleet.brokers[0],
+        client_id: a.backend_client_id.clone(),
+        credentials,
+        topics,
+        rate: a.unlocks,
+        timeout: a.unlock_timeout,
+        ..BackendOptions::default()
+    };
+    Ok(Some((vehicle, backend)))
+}
+
 #[derive(Args, Clone)]
 struct RunArgs {
     #[command(flatten)]
     fleet: FleetArgs,
+    #[command(flatten)]
+    journeys: JourneyArgs,
     /// Stop after this long (default: until Ctrl-C).
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
@@ -122,6 +204,8 @@ struct RunArgs {
 struct BenchArgs {
     #[command(flatten)]
     fleet: FleetArgs,
+    #[command(flatten)]
+    journeys: JourneyArgs,
     /// Heartbeat QoS levels to step through.
     #[arg(long, value_delimiter = ',', default_value = "0,1")]
     qos_levels: Vec<u8>,
@@ -233,6 +317,7 @@ async fn fleet_options(a: &FleetArgs) -> anyhow::Result<FleetOptions> {
             Some(file) => read_topics(file)?,
             None => fleet_contract::Topics::default(),
         },
+        journeys: None,
     })
 }
 
@@ -263,7 +348,14 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn bench_cmd(a: BenchArgs) -> anyhow::Result<()> {
-    let fleet = fleet_options(&a.fleet).await?;
+    let mut fleet = fleet_options(&a.fleet).await?;
+    let journeys = journeys(&a.journeys, &fleet)?.map(|(vehicle, backend)| {
+        fleet.journeys = Some(vehicle);
+        BenchJourneys {
+            rate: backend.rate,
+            backend,
+        }
+    });
     bench::run(&BenchOptions {
         fleet,
         qos: a.qos_levels,
@@ -276,6 +368,7 @@ async fn bench_cmd(a: BenchArgs) -> anyhow::Result<()> {
         storm: a.storm,
         wait_limit: a.wait_limit,
         knee_p99: a.knee_p99,
+        journeys,
     })
     .await
 }
@@ -296,11 +389,31 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     let mut opts = fleet_options(&a.fleet).await?;
     opts.probe_fraction = a.probe_fraction;
+    let journeys = journeys(&a.journeys, &opts)?;
+    if journeys.is_none() && scenario.needs_journeys() {
+        bail!("the scenario injects failing_unlocks or silent_unlocks: turn journeys on with --unlocks");
+    }
     let n = opts.vehicles;
     let cpu = CpuMeter::start();
     let start = Instant::now();
+    let (vehicle_journeys, backend_opts) = journeys.unzip();
+    opts.journeys = vehicle_journeys;
     let fleet = Arc::new(Fleet::start(&opts));
+    // Requests start once the fleet is connected (below); no vehicles, no backend.
+    let unlock_rate = backend_opts.as_ref().map_or(0.0, |b| b.rate);
+    let backend = match backend_opts {
+        Some(b) if n > 0 => Some(
+            Backend::start(BackendOptions {
+                rate: 0.0,
+                vehicles: fleet.ids(),
+                ..b
+            })
+            .context("unlock backend")?,
+        ),
+        _ => None,
+    };
     let injections = scenario::run(fleet.clone(), &scenario, start);
+    let mut latencies = Latencies::default();
     let tty = std::io::stderr().is_terminal();
     let mut tick = tokio::time::interval(a.summary_every.max(Duration::from_millis(100)));
     let mut last = (Instant::now(), 0u64);
@@ -325,11 +438,20 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
                         secs = start.elapsed().as_secs_f64(),
                         "fleet connected"
                     );
+                    if let Some(b) = &backend {
+                        // parse_rate checked it: a refusal cannot happen, but is logged.
+                        if let Err(e) = b.set_rate(unlock_rate) {
+                            tracing::error!(error = %e, "--unlocks: requests not started");
+                        }
+                    }
                 }
                 let hb = get(&s.heartbeats);
                 let rate = (hb - last.1) as f64 / last.0.elapsed().as_secs_f64().max(0.001);
                 last = (Instant::now(), hb);
-                summary(s, ready, n, rate, cpu.cores())
+                let journeys = backend
+                    .as_ref()
+                    .map(|b| journey_summary(s, b.stats(), latencies.window(b.stats())));
+                summary(s, ready, n, rate, cpu.cores()) + &journeys.unwrap_or_default()
             };
             let mut err = std::io::stderr().lock();
             let _ = if tty {
@@ -357,7 +479,18 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     let s = fleet.stats();
     let rate = get(&s.heartbeats) as f64 / start.elapsed().as_secs_f64().max(0.001);
-    eprintln!("final: {}", summary(s, fleet.ready(), n, rate, cpu.cores()));
+    let journeys = backend.as_ref().map(|b| {
+        latencies.window(b.stats());
+        journey_summary(s, b.stats(), latencies.total())
+    });
+    eprintln!(
+        "final: {}{}",
+        summary(s, fleet.ready(), n, rate, cpu.cores()),
+        journeys.unwrap_or_default()
+    );
+    if let Some(b) = backend {
+        b.shutdown().await;
+    }
     if let Ok(fleet) = Arc::try_unwrap(fleet) {
         fleet.shutdown().await;
     }
@@ -380,5 +513,53 @@ fn summary(s: &FleetStats, ready: usize, n: usize, hb_rate: f64, cpu: Option<f64
         get(&s.reconnects),
         get(&s.heartbeats_dropped),
         cpu.map_or("?".to_owned(), |c| format!("{:.0}%", c * 100.0)),
+    )
+}
+
+/// Answer latencies for the summary lines: each line's window, and the run so far (the
+/// first [`MAX_SAMPLES`]).
+#[derive(Default)]
+struct Latencies {
+    all: Vec<u32>,
+}
+
+impl Latencies {
+    /// Percentiles since the last call, kept for [`Latencies::total`].
+    fn window(&mut self, stats: &BackendStats) -> Percentiles {
+        let window = stats.latency.take();
+        let room = MAX_SAMPLES.saturating_sub(self.all.len());
+        self.all.extend(window.iter().take(room));
+        Percentiles::of_micros(window)
+    }
+
+    fn total(&self) -> Percentiles {
+        Percentiles::of_micros(self.all.clone())
+    }
+}
+
+fn journey_summary(fleet: &FleetStats, b: &BackendStats, latency: Percentiles) -> String {
+    let f = b.figures();
+    let latency = if latency.n > 0 {
+        format!(" p50 {:.0} ms p99 {:.0} ms", latency.p50_ms, latency.p99_ms)
+    } else {
+        String::new()
+    };
+    let dropped = get(&fleet.unlock_answers_dropped);
+    format!(
+        "  unlocks sent {} ok {} failed {} timed out {} late {} unmatched {} pending {} refused {} dropped {}{latency}{}",
+        f.sent,
+        f.ok,
+        f.failed,
+        f.timed_out,
+        f.late,
+        f.unmatched,
+        f.pending,
+        f.refused,
+        f.dropped,
+        if dropped > 0 {
+            format!(" (vehicles dropped {dropped} answers)")
+        } else {
+            String::new()
+        },
     )
 }
