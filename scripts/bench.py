@@ -103,6 +103,16 @@ def machine():
     }
 
 
+# With --unlocks: the simulator's lock topics open to every client (no auth in the bench),
+# and the broker tracking them as the unlock journey.
+UNLOCK_JOURNEY = (
+    '[[acl]]\ntopic = "vehicles/+/lock/#"\naccess = "readwrite"\nwho = "anyone"\n'
+    '[[journeys]]\nname = "unlock"\nrequest = "vehicles/{id}/lock/request"\n'
+    'response = "vehicles/{id}/lock/result"\nkey = "request_id"\n'
+    'success = { field = "ok", equals = true }\n'
+)
+
+
 class Target:
     """A broker under test: start, restart, stop, and (for Mosquitto) the stand-in."""
 
@@ -133,6 +143,7 @@ class Target:
                 # broker's capacity; per-vehicle policing would cap it instead.
                 '[limits]\npublish_rate = 1000000\npublish_burst = 1000000\n'
                 'disconnect_after = 0\n'
+                + (UNLOCK_JOURNEY if self.args.unlocks else "")
             )
         return conf
 
@@ -237,6 +248,8 @@ def run_one(args, kind, n, last):
         cmd += ["--detect", str(args.detect)]
     if last:
         cmd += ["--storm"]
+    if args.unlocks:
+        cmd += ["--unlocks", f"{args.unlocks}/s"]
     log(f"{kind}: {n} vehicles (logs in {workdir})")
     sim = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(os.path.join(workdir, "sim.log"), "ab"), text=True)
     killer = threading.Timer(args.run_limit, sim.kill)
@@ -254,9 +267,9 @@ def run_one(args, kind, n, last):
                 time.sleep(0.5)
                 ev["broker_rss_mib"], ev["standin_rss_mib"] = target.rss()
                 log(f"  connected {ev['connected']}/{n} in {ev['connect_s']} s, broker RSS {ev['broker_rss_mib']:.0f} MiB")
-            elif name == "step_start":
+            elif name in ("step_start", "unlock_step_start"):
                 mark = (time.time(), *target.cpu(), target.standin_counts.get("heartbeats", 0))
-            elif name == "step_end" and mark:
+            elif name in ("step_end", "unlock_step_end") and mark:
                 wall = time.time() - mark[0]
                 cpu, side = target.cpu()
                 ev["broker_cpu"] = round((cpu - mark[1]) / wall, 3)
@@ -265,7 +278,12 @@ def run_one(args, kind, n, last):
                     ev["standin_heartbeats"] = target.standin_counts.get("heartbeats", 0) - mark[3]
                 ev["broker_rss_mib"], ev["standin_rss_mib"] = target.rss()
                 ev["loadavg_1m"] = loadavg()
-                log(f"  qos{ev['qos']} {ev['rate']}/s: delivered {ev['delivered_rate']}/s, rtt p99 {ev['rtt']['p99_ms']} ms, broker cpu {ev['broker_cpu']}, sim cpu {ev['sim_cpu']}")
+                if name == "unlock_step_end":
+                    # Cumulative: every request of the steps so far has ended by now.
+                    ev["broker_journey_requests"] = metric_sum(target.http_port, "fleet_journey_requests_total")
+                    ev["broker_journey_succeeded"] = metric_sum(
+                        target.http_port, 'fleet_journey_ends_total{journey="unlock",outcome="succeeded"')
+                log(f"  qos{ev['qos']} {ev['rate']}/s{' + unlocks' if name.startswith('unlock') else ''}: delivered {ev['delivered_rate']}/s, rtt p99 {ev['rtt']['p99_ms']} ms, broker cpu {ev['broker_cpu']}, sim cpu {ev['sim_cpu']}")
             elif name == "storm_ready":
                 log("  reconnect storm: killing and restarting the broker")
                 ev["restart_unix_ms"] = int(time.time() * 1000)
@@ -305,8 +323,10 @@ def metric_sum(http_port, name):
             text = r.read().decode()
     except OSError:
         return None
+    # A name with a label prefix (`family{a="b"`) matches the series that start with it.
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name + "{") or line.startswith(name + " "))
+               if line.startswith(name + "{") or line.startswith(name + " ")
+               or ("{" in name and line.startswith(name)))
 
 
 def operating_point(args, kind, n):
@@ -430,6 +450,44 @@ def attached_section(w, results, steps, rss, storms):
     w("")
 
 
+def unlock_section(w, args, results, steps):
+    """Each rate step run twice in a row, the second time with a backend sending unlock
+    requests that the vehicles answer (and the broker tracks as a journey)."""
+    unlock = {k: [e for n in results[k] for e in results[k][n] if e.get("event") == "unlock_step_end"]
+              for k in results}
+    if not any(unlock.values()):
+        return
+    w(f"## 6. The heartbeat path with {fmt(args.unlocks)} unlocks/s tracked\n")
+    w("Each rate step runs twice in a row: as in section 1, then with a backend sending "
+      f"{fmt(args.unlocks)} unlock requests/s to random vehicles, which answer after 20 ms; the broker "
+      "routes both ways and tracks every request as the `unlock` journey (Mosquitto only routes them). "
+      "Same fleet, same process, same minute: the difference is the unlocks.\n")
+    w("| broker | N | QoS | offered hb/s | delivered hb/s without / with | RTT p50 without / with ms | RTT p99 without / with ms | p99 with ÷ without | broker CPU without / with | unlocks sent / ok | unlock p50 / p99 ms | broker tracked |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    key = lambda e: (e["vehicles"], e["qos"], e["rate"])
+    for kind, lst in unlock.items():
+        plain = {key(e): e for e in steps.get(kind, [])}
+        for u in lst:
+            p_ = plain.get(key(u))
+            b = u.get("backend", {})
+            lat = u.get("unlock_latency", {})
+            g = lambda e, f: (f(e) if e else None)
+            tracked = u.get("broker_journey_requests")
+            w("| {} | {} | {} | {} | {} / {} | {} / {} | {} / {} | {} | {} / {} | {} / {} | {} / {} | {} |".format(
+                kind, fmt(u["vehicles"]), u["qos"], fmt(u["rate"]),
+                fmt(g(p_, lambda e: e["delivered_rate"])), fmt(u["delivered_rate"]),
+                fmt(g(p_, lambda e: e["rtt"]["p50_ms"]), 1), fmt(u["rtt"]["p50_ms"], 1),
+                fmt(g(p_, lambda e: e["rtt"]["p99_ms"]), 1), fmt(u["rtt"]["p99_ms"], 1),
+                ratio(u["rtt"]["p99_ms"], g(p_, lambda e: e["rtt"]["p99_ms"])),
+                fmt(g(p_, lambda e: e.get("broker_cpu")), 2), fmt(u.get("broker_cpu"), 2),
+                fmt(b.get("sent")), fmt(b.get("ok")),
+                fmt(lat.get("p50_ms"), 1), fmt(lat.get("p99_ms"), 1),
+                "–" if tracked is None else fmt(tracked) + " (total)",
+            ))
+    w("\nBroker tracked = the broker's `fleet_journey_requests_total` after the step, counting every "
+      "step so far (the backend's sent, summed over the steps, is the figure to compare).\n")
+
+
 def report(args, info, results, command):
     L = []
     w = L.append
@@ -545,6 +603,7 @@ def report(args, info, results, command):
     w("\nRules state per tracked vehicle: 186 B at 1,000,000 vehicles (`cargo bench -p fleet-rules`, counting allocator), i.e. ~2 % of the broker's per-vehicle figure; the rest is the MQTT session.\n")
     if "attached" in results:
         attached_section(w, results, steps, rss, storms)
+    unlock_section(w, args, results, steps)
     w("## Targets\n")
     w("| target | measured | met |")
     w("|---|---|---|")
@@ -613,6 +672,9 @@ def main():
     p.add_argument("--op-seconds", type=int, default=60, help="measured window, for --operating-point")
     p.add_argument("--only-operating-point", action="store_true",
                    help="skip the rate steps, detection and storm; run only --operating-point")
+    p.add_argument("--unlocks", type=int, default=0,
+                   help="also run every rate step with this many unlock requests/s from a backend, "
+                        "tracked by the broker as a journey (section 5 of the report)")
     p.add_argument("--check", action="store_true",
                    help="exit non-zero unless every phase completed with every vehicle accounted for (CI smoke)")
     args = p.parse_args()
@@ -680,6 +742,17 @@ def main():
                     problems.append(f"{kind} N={n}: storm incomplete: {json.dumps(e)}")
             if args.check and "step_end" not in names:
                 problems.append(f"{kind} N={n}: no heartbeat step ran")
+            unlocks = [e for e in evs if e.get("event") == "unlock_step_end"]
+            if args.check and args.unlocks:
+                if not unlocks:
+                    problems.append(f"{kind} N={n}: no unlock step ran")
+                sent = sum(e["backend"]["sent"] for e in unlocks)
+                ok = sum(e["backend"]["ok"] for e in unlocks)
+                if sent == 0 or ok != sent:
+                    problems.append(f"{kind} N={n}: unlocks sent {sent}, answered ok {ok}")
+                tracked = unlocks[-1].get("broker_journey_requests") if unlocks else None
+                if kind != "mosquitto" and tracked != sent:
+                    problems.append(f"{kind} N={n}: the broker tracked {tracked} unlock requests of {sent}")
     for p_ in problems:
         log(f"PROBLEM: {p_}")
     sys.exit(1 if problems else 0)

@@ -30,7 +30,7 @@ if [[ "${1:-}" == "--smoke" ]]; then
   cargo build -q -p fleet-broker -p sim-device
   exec python3 scripts/bench.py --bin-dir "$target/debug" --vehicles 200 --rates 2000 \
     --qos 1 --step 2s --timeout 3s --background 1s --detect 0.02 --wait-limit 20s \
-    --run-limit 120 --check --out "${TMPDIR:-/tmp}/fleet-bench-smoke.md" "$@"
+    --run-limit 120 --unlocks 200 --check --out "${TMPDIR:-/tmp}/fleet-bench-smoke.md" "$@"
 fi
 
 cargo build --release -p fleet-broker -p sim-device
