@@ -865,6 +865,71 @@ mod tests {
         assert!(m.text.as_deref().unwrap_or("").contains("scooter-17"));
     }
 
+    fn jammed(vehicle: &str, manual: bool) -> Notice {
+        Notice::JourneyFailures {
+            vehicle: vehicle.into(),
+            journey: "unlock".into(),
+            failures: 3,
+            window_ms: 3_600_000,
+            manual,
+            model: Some("e-scooter".into()),
+            battery: Some(80),
+            at: 1_764_242_757_000,
+        }
+    }
+
+    #[test]
+    fn failing_unlocks_say_which_vehicle_how_often_and_how_it_comes_back() {
+        let j = json(&single(
+            &jammed("scooter-3", true),
+            &EN,
+            "journey_failures-1",
+        ));
+        for expected in [
+            "scooter-3",
+            "unlock failed 3 times within 1h",
+            "check `scooter-3`'s lock",
+            "service-in ID",
+            "does not come back on its own",
+        ] {
+            assert!(j.contains(expected), "{expected} missing from {j}");
+        }
+        let j = json(&single(&jammed("scooter-3", false), &JA, "k"));
+        assert!(j.contains("次の成功応答で自動的に戻ります"), "{j}");
+        let (a, b) = (jammed("a-1", false), jammed("b-2", false));
+        let j = json(&group("journey_failures", &[&a, &b], &EN, "k"));
+        for expected in [
+            "2 vehicles out of service",
+            "`a-1`",
+            "`b-2`",
+            "80 %",
+            "e-scooter",
+        ] {
+            assert!(j.contains(expected), "{expected} missing from {j}");
+        }
+    }
+
+    #[test]
+    fn a_journey_alert_names_the_journey_and_points_at_the_precision_figures() {
+        let burn = vec![("5m".to_owned(), 20.0), ("1h".to_owned(), 16.0)];
+        let j = json(&slo_alert(
+            &EN,
+            "k",
+            Some("unlock"),
+            (true, true),
+            &burn,
+            (0.9, 0.99, 86_400_000, -9.0, 1_764_242_757_000),
+        ));
+        for expected in [
+            "PAGE: unlock requests are failing",
+            "90.00 %",
+            "precision",
+            "5m 20.0×",
+        ] {
+            assert!(j.contains(expected), "{expected} missing from {j}");
+        }
+    }
+
     #[test]
     fn a_group_lists_every_vehicle_in_sections_slack_accepts() {
         let notices: Vec<Notice> = (0..VEHICLES_PER_MESSAGE)
