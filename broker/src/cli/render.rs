@@ -312,17 +312,71 @@ pub fn slo(out: &mut dyn Write, r: &Value) -> io::Result<()> {
     )?;
     writeln!(out, "  burn rates     {}", burn_line(&a["burn_rates"]))?;
     writeln!(out, "  unacked now    {}", text(&a["unacked_commands"]))?;
+    for j in r["journeys"].as_array().into_iter().flatten() {
+        journey(out, j)?;
+    }
     let v = &r["vehicles"];
     writeln!(
         out,
-        "Vehicles: {} total, {} in service, {} out (heartbeat_lost {}, hardware_fault {}, maintenance {}, held {})",
+        "Vehicles: {} total, {} in service, {} out (heartbeat_lost {}, hardware_fault {}, journey_failures {}, maintenance {}, held {})",
         text(&v["total"]),
         text(&v["in_service"]),
         text(&v["out_of_service"]),
         text(&v["heartbeat_lost"]),
         text(&v["hardware_fault"]),
+        text(&v["journey_failures"]),
         text(&v["maintenance"]),
         text(&v["held"])
+    )
+}
+
+/// One journey of `slo`: its SLO, and the last day's failures by how the broker showed
+/// the vehicle.
+fn journey(out: &mut dyn Write, j: &Value) -> io::Result<()> {
+    let c = &j["counts"];
+    writeln!(
+        out,
+        "Journey {} answered ok in time ({})   target {}",
+        text(&j["journey"]),
+        text(&j["name"]),
+        percent(&j["target"])
+    )?;
+    writeln!(
+        out,
+        "  over window    {}  ({} of {} requests)",
+        percent(&j["window_sli"]),
+        text(&j["good"]),
+        text(&j["valid"])
+    )?;
+    writeln!(
+        out,
+        "  error budget   {} left",
+        percent(&j["error_budget_remaining"])
+    )?;
+    writeln!(out, "  burn rates     {}", burn_line(&j["burn_rates"]))?;
+    writeln!(
+        out,
+        "  since start    {} failed, {} timed out, {} late, {} unmatched, {} pending",
+        text(&c["failed"]),
+        text(&c["timed_out"]),
+        text(&c["late"]),
+        text(&c["unmatched"]),
+        text(&j["pending"])
+    )?;
+    let day = |state: &str| -> u64 {
+        j["precision"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|row| row["outcome"] != "succeeded" && row["state"] == state)
+            .filter_map(|row| row["last_day"].as_u64())
+            .sum()
+    };
+    writeln!(
+        out,
+        "  last 24 h      {} failures to vehicles in service (missed by the rules), {} to vehicles out of service",
+        day("in_service"),
+        day("out_of_service")
     )
 }
 
@@ -331,6 +385,36 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn slo_prints_each_journey_with_its_misses() {
+        let r = json!({
+            "fleet_in_service": {}, "command_acks": {}, "vehicles": {"journey_failures": 2},
+            "journeys": [{
+                "journey": "unlock", "name": "journey-unlock", "target": 0.99,
+                "window_sli": 0.95, "good": 19, "valid": 20, "error_budget_remaining": -4.0,
+                "burn_rates": {}, "pending": 1,
+                "counts": {"failed": 1, "timed_out": 0, "late": 0, "unmatched": 3},
+                "precision": [
+                    {"outcome": "failed", "state": "in_service", "last_day": 1},
+                    {"outcome": "succeeded", "state": "out_of_service", "last_day": 4},
+                    {"outcome": "timed_out", "state": "out_of_service", "last_day": 2}
+                ]
+            }]
+        });
+        let mut out = Vec::new();
+        slo(&mut out, &r).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        for expected in [
+            "Journey unlock answered ok in time (journey-unlock)   target 99.00 %",
+            "(19 of 20 requests)",
+            "3 unmatched, 1 pending",
+            "1 failures to vehicles in service (missed by the rules), 2 to vehicles out of service",
+            "journey_failures 2",
+        ] {
+            assert!(text.contains(expected), "{expected} missing from {text}");
+        }
+    }
 
     #[test]
     fn tables_align_columns_and_trim_trailing_space() {
