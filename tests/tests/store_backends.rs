@@ -450,6 +450,15 @@ fn what_is_written_comes_back_on_load(opts: &StoreOptions) {
     );
     assert_eq!(log[2].cause, "rule");
     assert_eq!(reader.transitions(None, 10).expect("all").len(), 4);
+    // The digest's day figure for each journey sums its stored minutes.
+    assert_eq!(
+        reader.journey_totals(T0 / 60_000).expect("totals"),
+        vec![("unlock".to_string(), 7, 9)]
+    );
+    assert!(reader
+        .journey_totals(T0 / 60_000 + 1)
+        .expect("none later")
+        .is_empty());
 }
 
 fn the_command_log_records_sends_and_acks_of_the_right_vehicle_only(opts: &StoreOptions) {

@@ -33,6 +33,9 @@ pub struct Digest {
     /// Vehicles taken out because their journeys (unlocks) kept failing, by journey.
     #[serde(default)]
     pub journey_failures: Vec<(String, u64)>,
+    /// Each journey's requests over the day: `(journey, answered ok in time, ended)`.
+    #[serde(default)]
+    pub journeys: Vec<(String, u64, u64)>,
     /// Mass heartbeat-loss incidents.
     pub mass_loss: u64,
     /// The hour with the lowest in-service share: its start and the share.
@@ -113,6 +116,7 @@ impl Digest {
             faults,
             maintenance,
             journey_failures,
+            journeys: reader.journey_totals(since / 60_000)?,
             mass_loss: reader.notices_since("mass_loss_started", since)?,
             worst_hour,
             downtime_ms: down,
@@ -213,6 +217,7 @@ mod tests {
             faults: vec![("BRAKE_SENSOR".into(), 2), ("MOTOR".into(), 1)],
             maintenance: 1,
             journey_failures: vec![("unlock".into(), 4)],
+            journeys: vec![("unlock".into(), 990, 1000)],
             mass_loss: 1,
             worst_hour: None,
             downtime_ms: 0,
@@ -220,6 +225,19 @@ mod tests {
         assert_eq!(
             d.causes(true),
             "1 mass heartbeat loss incident(s); 12 went silent (heartbeat lost); 3 hardware fault(s): BRAKE_SENSOR 2, MOTOR 1; 4 whose unlock kept failing; 1 taken out by people"
+        );
+        let message = serde_json::to_string(&crate::slack::render::digest(
+            &d,
+            &crate::slack::render::Style {
+                lang: crate::slack::Language::En,
+                utc_offset_min: 0,
+            },
+            "k",
+        ))
+        .unwrap_or_default();
+        assert!(
+            message.contains("Riders' unlock:* 99.00 % of 1000 requests answered ok in time"),
+            "{message}"
         );
     }
 }

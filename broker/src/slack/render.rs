@@ -787,6 +787,14 @@ pub fn digest(d: &Digest, style: &Style, key: &str) -> SlackMessageContent {
             )
         });
     }
+    for (journey, good, valid) in d.journeys.iter().filter(|(_, _, v)| *v > 0) {
+        let share = pct(*good as f64 / *valid as f64);
+        lines.push(if style.en() {
+            format!("*Riders' {journey}:* {share} of {valid} requests answered ok in time.")
+        } else {
+            format!("*利用者の {journey}:* {valid} 件中 {share} が期限内に成功。")
+        });
+    }
     if d.downtime_ms > 0 {
         lines.push(if style.en() {
             format!(

@@ -257,6 +257,20 @@ impl StoreReader {
         })
     }
 
+    /// Each journey's requests ended with success in time and ended in all, from unix
+    /// minute `from_minute` on: `(journey, good, valid)`, by journey name.
+    pub fn journey_totals(&self, from_minute: u64) -> Result<Vec<(String, u64, u64)>, StoreError> {
+        self.read(|db| {
+            db.rows(
+                "SELECT journey, CAST(sum(good) AS BIGINT), CAST(sum(valid) AS BIGINT)
+                 FROM journey_minutes WHERE minute >= ?1
+                 GROUP BY journey ORDER BY journey",
+                args![from_minute],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+        })
+    }
+
     /// The reasons set since `since` (newest first), as `(reason JSON, cause)`.
     pub fn reasons_set_since(&self, since: UnixMs) -> Result<Vec<(String, String)>, StoreError> {
         // Newest first, stopping at the first older one: the log is in time order.
