@@ -643,6 +643,7 @@ fn notify(n: &Notification) {
     let json = serde_json::to_string(n).unwrap_or_default();
     match n {
         Notification::SloAlert { .. }
+        | Notification::JourneyAlert { .. }
         | Notification::MassLossStarted { .. }
         | Notification::BlindStarted { .. } => {
             warn!(notification = %json, "fleet alert")
