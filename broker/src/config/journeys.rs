@@ -291,6 +291,34 @@ recovery = "manual"
         );
     }
 
+    /// The README's "Measure unlocks" config is valid as printed, once its password hash
+    /// placeholder is a real one and a fleet key is set (the README's auth section).
+    #[test]
+    fn the_readme_unlock_config_is_valid() {
+        let readme = include_str!("../../../README.md");
+        let block = readme
+            .split("### Measure unlocks")
+            .nth(1)
+            .and_then(|s| s.split("```toml\n").nth(1))
+            .and_then(|s| s.split("```").next())
+            .expect("the README has a Measure unlocks config");
+        let text = format!(
+            "[auth]\nmode = \"hmac\"\nfleet_key = \"0123456789abcdef0123456789abcdef\"\n{}",
+            block.replace(
+                "$pbkdf2-sha256$...",
+                "$pbkdf2-sha256$i=10$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+            )
+        );
+        let c = Config::parse(&text).unwrap();
+        c.validate().unwrap();
+        let s = c.settings().unwrap();
+        assert_eq!(s.rules.journeys[0].name, "unlock");
+        assert_eq!(
+            s.rules.journeys[0].rule.as_ref().map(|r| r.failures),
+            Some(3)
+        );
+    }
+
     #[test]
     fn every_problem_of_a_journey_is_named_by_its_key() {
         let bad = r#"
